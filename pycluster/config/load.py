@@ -1,0 +1,179 @@
+"""Loading a config: read YAML (or take a dict), interpolate, validate everything at once."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import yaml
+
+from pycluster.config.convert import INVALID, structure
+from pycluster.config.errors import ConfigError, ConfigIssue, join_path
+from pycluster.config.interpolate import interpolate
+from pycluster.config.schema import Config
+
+if TYPE_CHECKING:
+    from pycluster.plugins import Plugins
+
+_TOPOLOGY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one silently."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen[key] = loader.construct_object(value_node, deep=True)
+    return seen
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> object:
+    """Parse a YAML file safely; a missing file or malformed YAML raises ConfigError."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue("", "no such file")], source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigIssue("", f"cannot read: {reason}")], source) from None
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            [ConfigIssue("", f"malformed YAML: {_yaml_reason(exc)}")], source
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return str(exc)
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    plugins: Plugins | None = None,
+) -> Config:
+    """Load and validate a whole config, from a YAML file path or an already parsed dict.
+
+    ``env`` (default: the process environment) feeds ``${VAR}`` interpolation; ``overrides``
+    maps dotted keys (``node.name``) to values that replace the file's, as command-line flags
+    do. Strategy and backend configs are validated by the classes the plugins register.
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    label = None if isinstance(source, Mapping) else str(source)
+    data = dict(source) if isinstance(source, Mapping) else read_yaml(source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue("", "expected a mapping at the top of the file")], label)
+    unset: list[ConfigIssue] = []
+    data = interpolate(data, os.environ if env is None else env, unset)
+    assert isinstance(data, dict)
+    for dotted, value in (overrides or {}).items():
+        _override(data, dotted.split("."), value)
+    if plugins is None:
+        from pycluster.plugins import Plugins
+
+        plugins = Plugins.load()
+    issues: list[ConfigIssue] = []
+    config = structure(Config, data, "", issues)
+    topology_configs, registry_options = _plugin_configs(data, plugins, issues)
+    if issues or unset:
+        # A value whose interpolation failed is reported once, not again for its type.
+        unset_paths = {issue.path for issue in unset}
+        raise ConfigError([*unset, *(i for i in issues if i.path not in unset_paths)], label)
+    assert config is not INVALID
+    topologies = {
+        name: attrs.evolve(topology, config=topology_configs[name])
+        for name, topology in config.topologies.items()
+    }
+    registry = config.registry
+    if registry is not None:
+        registry = attrs.evolve(registry, options=registry_options)
+    loaded: Config = attrs.evolve(config, topologies=topologies, registry=registry)
+    return loaded
+
+
+def _override(data: dict[str, Any], keys: list[str], value: object) -> None:
+    for key in keys[:-1]:
+        inner = data.get(key)
+        if not isinstance(inner, dict):
+            inner = data[key] = {}
+        data = inner
+    data[keys[-1]] = value
+
+
+def _plugin_configs(
+    data: dict[str, Any], plugins: Plugins, issues: list[ConfigIssue]
+) -> tuple[dict[str, Any], Any]:
+    """Validate each topology's ``config`` and ``registry.options`` with the plugins' classes."""
+    built: dict[str, Any] = {}
+    options: Any = None
+    topologies = data.get("topologies")
+    if isinstance(topologies, dict):
+        strategies = plugins.strategies()
+        for name, raw in topologies.items():
+            path = join_path("topologies", name)
+            if isinstance(name, str) and not _TOPOLOGY_NAME.fullmatch(name):
+                issues.append(
+                    ConfigIssue(path, "topology names are letters, digits, '_', '-' and '.'")
+                )
+            if not isinstance(raw, dict) or not isinstance(raw.get("strategy"), str):
+                continue
+            strategy = strategies.get(raw["strategy"])
+            if strategy is None:
+                known = ", ".join(sorted(strategies)) or "none installed"
+                issues.append(
+                    ConfigIssue(
+                        join_path(path, "strategy"),
+                        f"unknown strategy {raw['strategy']!r} (known: {known})",
+                    )
+                )
+                continue
+            raw_config = raw.get("config", {})
+            built[name] = structure(strategy.Config, raw_config, join_path(path, "config"), issues)
+    registry = data.get("registry")
+    if isinstance(registry, dict):
+        backend_name = registry.get("backend", "crdt")
+        if isinstance(backend_name, str):
+            backends = plugins.registry_backends()
+            backend = backends.get(backend_name)
+            if backend is None:
+                known = ", ".join(sorted(backends)) or "none installed"
+                issues.append(
+                    ConfigIssue(
+                        "registry.backend",
+                        f"unknown registry backend {backend_name!r} (known: {known})",
+                    )
+                )
+            else:
+                raw_options = registry.get("options", {})
+                options = structure(backend.Options, raw_options, "registry.options", issues)
+    return built, options

@@ -1,0 +1,118 @@
+"""The config file's schema: ``node``, ``registry`` and ``topologies``.
+
+The key set is closed: an unknown key is an error. ``topologies.NAME.config`` and
+``registry.options`` are validated by the strategy's and backend's own config classes,
+found through the plugins (see :mod:`pycluster.config.load`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import attrs
+
+from pycluster.config import checks
+from pycluster.config.convert import setting
+
+DEFAULT_PORT = 9100
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+
+def _ip_address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "expected an IP address (IPv4, or IPv6 without brackets)"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class TlsConfig:
+    """Mutual TLS between nodes; the cookie check still runs on top of it."""
+
+    certfile: str = setting(doc="PEM certificate this node presents.")
+    keyfile: str = setting(doc="PEM private key of ``certfile``.")
+    cafile: str = setting(doc="PEM bundle of the CAs a peer's certificate must chain to.")
+
+
+@attrs.frozen(kw_only=True)
+class HttpConfig:
+    """The node's HTTP endpoints (health, readiness, status, metrics)."""
+
+    port: int = setting(
+        doc="Port of the HTTP endpoints, on the node's own address.", check=checks.port
+    )
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    """This node: its name, where it listens, and how it proves itself to peers."""
+
+    name: str = setting(
+        doc="``name@host`` or ``name@host:port`` (IPv6: ``name@[::1]:9101``). "
+        "The name peers dial; a pod usually writes ``app@${POD_IP}``.",
+        check=checks.node_name,
+    )
+    port: int = setting(
+        default=DEFAULT_PORT,
+        doc="Cluster port, used by every node whose name carries no port.",
+        check=checks.port,
+    )
+    bind: str | None = setting(
+        default=None,
+        doc="Address to listen on and dial from; default: the host of ``name`` when it is an "
+        "IP literal, else all interfaces.",
+        check=_ip_address,
+    )
+    cookie: str | None = setting(
+        default=None,
+        doc="Shared secret every node of the cluster knows. Never logged, never sent.",
+        check=checks.non_empty,
+        secret=True,
+    )
+    tls: TlsConfig | None = setting(default=None, doc="Optional mutual TLS between nodes.")
+    net_tick_timeout: float = setting(
+        default=3.0,
+        doc="Seconds of silence after which a peer is declared down.",
+        expect="a number of seconds above 0 and at most 600",
+        check=lambda v: None if 0 < v <= 600 else "out of range",
+    )
+    max_frame_size: int = setting(
+        default=DEFAULT_MAX_FRAME_SIZE,
+        doc="Largest frame accepted from a peer, in bytes; a larger one closes the connection.",
+        expect="a size in bytes from 1024 to 2147483647",
+        check=checks.between(1024, 2**31 - 1),
+    )
+    http: HttpConfig | None = setting(default=None, doc="HTTP endpoints; off when absent.")
+
+
+@attrs.frozen(kw_only=True)
+class RegistryConfig:
+    """The cluster-wide registry and the backend that holds it."""
+
+    backend: str = setting(default="crdt", doc="Registry backend, by its registered name.")
+    options: Any = setting(
+        factory=dict, doc="Backend options, checked by the backend's own config class."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class TopologyConfig:
+    """One way of discovering nodes: a strategy and its config."""
+
+    strategy: str = setting(doc="Strategy, by its registered name (e.g. ``kubernetes.dns``).")
+    config: Any = setting(factory=dict, doc="Strategy config, checked by the strategy's class.")
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A whole pycluster config file."""
+
+    node: NodeConfig = setting(doc="This node.")
+    registry: RegistryConfig | None = setting(
+        default=None, doc="The registry; a node runs without one when absent."
+    )
+    topologies: dict[str, TopologyConfig] = setting(
+        factory=dict, doc="Discovery topologies by name; each runs its own strategy."
+    )

@@ -1,0 +1,77 @@
+"""The hook specifications of pycluster's plugins, and nothing else.
+
+A plugin is a module or object with functions marked ``@pycluster.hookimpl`` and named
+after these specs; it may take any subset of a spec's arguments. Third-party plugins are
+found through the ``pycluster`` entry-point group; the built-in strategies register through
+these very hooks. Hooks are synchronous: registration hooks return classes (whose
+instances do the async work), observer hooks are told about events and must return
+quickly. An observer that raises is logged and does not disturb the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pycluster.events import (
+        NodeDown,
+        NodeUp,
+        StrategyCrashed,
+        TopologyConnect,
+        TopologyDisconnect,
+    )
+    from pycluster.registry import RegistryBackend
+    from pycluster.strategy import Strategy
+
+hookspec = pluggy.HookspecMarker("pycluster")
+
+
+@hookspec
+def pycluster_register_strategies() -> Iterable[type[Strategy]]:
+    """Return the :class:`~pycluster.Strategy` classes this plugin provides.
+
+    Called once when the plugins are loaded. Every plugin's results are combined; each
+    class is known by its ``name`` (the ``strategy:`` value in YAML), and two plugins
+    providing the same name is an error naming both.
+    """
+
+
+@hookspec
+def pycluster_register_registry_backends() -> Iterable[type[RegistryBackend]]:
+    """Return the :class:`~pycluster.registry.RegistryBackend` classes this plugin provides.
+
+    Called once when the plugins are loaded; results are combined as for strategies, and a
+    name (the ``registry.backend`` value in YAML) may be provided by one plugin only.
+    """
+
+
+@hookspec
+def pycluster_node_up(event: NodeUp) -> None:
+    """Called when this node gains a connection to a peer (every topology's alike)."""
+
+
+@hookspec
+def pycluster_node_down(event: NodeDown) -> None:
+    """Called when this node loses its connection to a peer, with the reason."""
+
+
+@hookspec
+def pycluster_topology_connect(event: TopologyConnect) -> None:
+    """Called when a topology connects a node its strategy discovered (not already connected)."""
+
+
+@hookspec
+def pycluster_topology_disconnect(event: TopologyDisconnect) -> None:
+    """Called when a topology disconnects a node that a successful discovery left out."""
+
+
+@hookspec
+def pycluster_strategy_crashed(event: StrategyCrashed) -> None:
+    """Called each time a topology's strategy raises, before it is restarted or marked failed.
+
+    ``event.delay`` is None when the crash exhausted the restart intensity and the topology
+    is now failed (other topologies keep running).
+    """

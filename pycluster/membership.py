@@ -1,0 +1,116 @@
+"""Membership: the cut-off between topologies and the transport.
+
+A topology never touches sockets: it asks a :class:`Membership` to connect or disconnect
+node names and to list the connected ones. The node's transport implements it; the
+:class:`InMemoryNetwork` here implements it without sockets, for tests of strategies and
+applications (and for the demo until nodes talk over TCP).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pycluster.events import NodeDown, NodeUp
+from pycluster.plugins import Plugins
+
+
+class Membership(Protocol):
+    """What a topology may do with the cluster's connections."""
+
+    @property
+    def self_name(self) -> str:
+        """This node's name."""
+        ...
+
+    def nodes(self) -> list[str]:
+        """Connected peers, sorted."""
+        ...
+
+    async def connect(self, node: str) -> bool:
+        """Connect to ``node``; True once connected (or already), False if unreachable."""
+        ...
+
+    async def disconnect(self, node: str) -> bool:
+        """Drop the connection to ``node``; True if there was one."""
+        ...
+
+
+class InMemoryNetwork:
+    """A set of in-process nodes whose connections are just bookkeeping.
+
+    A node is reachable once :meth:`join` has been called for it and until :meth:`leave`
+    or :meth:`set_reachable` (``False``) cuts it off. Connections are symmetric, like the
+    real mesh. Plugins, when given, observe node up/down events.
+    """
+
+    def __init__(self, plugins: Plugins | None = None) -> None:
+        self._links: dict[str, set[str]] = {}
+        self._reachable: dict[str, bool] = {}
+        self._plugins = plugins
+
+    def join(self, name: str) -> InMemoryMembership:
+        """Add a node to the network and return its membership."""
+        self._links.setdefault(name, set())
+        self._reachable[name] = True
+        return InMemoryMembership(self, name)
+
+    def leave(self, name: str) -> None:
+        """Remove a node: every peer sees it down."""
+        for peer in sorted(self._links.get(name, ())):
+            self._unlink(name, peer, "left")
+        self._links.pop(name, None)
+        self._reachable.pop(name, None)
+
+    def set_reachable(self, name: str, reachable: bool) -> None:
+        """Cut a node off (its links drop, as on a partition) or let it be reached again."""
+        self._reachable[name] = reachable
+        if not reachable:
+            for peer in sorted(self._links.get(name, ())):
+                self._unlink(name, peer, "unreachable")
+
+    def links(self, name: str) -> list[str]:
+        """Peers connected to ``name``, sorted."""
+        return sorted(self._links.get(name, ()))
+
+    def _link(self, a: str, b: str) -> bool:
+        if not (self._reachable.get(a) and self._reachable.get(b)):
+            return False
+        if b not in self._links[a]:
+            self._links[a].add(b)
+            self._links[b].add(a)
+            self._emit("pycluster_node_up", NodeUp(a, b), NodeUp(b, a))
+        return True
+
+    def _unlink(self, a: str, b: str, reason: str) -> bool:
+        if b not in self._links.get(a, ()):
+            return False
+        self._links[a].discard(b)
+        self._links[b].discard(a)
+        self._emit("pycluster_node_down", NodeDown(a, b, reason), NodeDown(b, a, reason))
+        return True
+
+    def _emit(self, hook: str, *events: object) -> None:
+        if self._plugins is not None:
+            for event in events:
+                self._plugins.notify(hook, event)
+
+
+class InMemoryMembership:
+    """One node's view of an :class:`InMemoryNetwork`."""
+
+    def __init__(self, network: InMemoryNetwork, name: str) -> None:
+        self._network = network
+        self._name = name
+
+    @property
+    def self_name(self) -> str:
+        return self._name
+
+    def nodes(self) -> list[str]:
+        return self._network.links(self._name)
+
+    async def connect(self, node: str) -> bool:
+        return node != self._name and self._network._link(self._name, node)
+
+    async def disconnect(self, node: str) -> bool:
+        return self._network._unlink(self._name, node, "disconnected")

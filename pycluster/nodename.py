@@ -1,0 +1,94 @@
+"""Node names: ``name@host`` or ``name@host:port``, Erlang style.
+
+The name a node calls itself is the name its peers dial, so the host part is an address
+others can reach (a pod IP, a DNS name, ``127.0.0.x`` in the lab). IPv6 hosts are written in
+brackets: ``app@[::1]`` or ``app@[fd00::5]:9101``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import attrs
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+class NodeNameError(ValueError):
+    """A string that is not a valid node name; the message says why."""
+
+
+@attrs.frozen(order=True)
+class NodeName:
+    """A parsed node name. ``port`` is None when the name leaves it to ``node.port``."""
+
+    name: str
+    host: str
+    port: int | None = None
+
+    @property
+    def is_ip(self) -> bool:
+        """True when the host is an IP literal (then the node binds and dials from it)."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.name}@{host}" if self.port is None else f"{self.name}@{host}:{self.port}"
+
+
+def parse_node_name(text: str) -> NodeName:
+    """Parse ``name@host`` / ``name@host:port`` / ``name@[v6]:port``; raise NodeNameError."""
+    name, sep, rest = text.partition("@")
+    if not sep:
+        raise NodeNameError("no '@' between name and host")
+    if not _NAME.fullmatch(name):
+        raise NodeNameError(
+            "the part before '@' must be letters, digits, '_', '-' or '.', "
+            "starting with a letter, digit or '_'"
+        )
+    port_text: str | None = None
+    if rest.startswith("["):
+        host, bracket, tail = rest[1:].partition("]")
+        if not bracket:
+            raise NodeNameError("missing ']' after an IPv6 host")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise NodeNameError(f"{host!r} in brackets is not an IPv6 address") from None
+        if tail:
+            if not tail.startswith(":"):
+                raise NodeNameError("expected ':port' after ']'")
+            port_text = tail[1:]
+    else:
+        if rest.count(":") > 1:
+            raise NodeNameError("write an IPv6 host in brackets, e.g. app@[::1]:9101")
+        host, colon, port_part = rest.partition(":")
+        if colon:
+            port_text = port_part
+        if not host:
+            raise NodeNameError("the host after '@' is empty")
+        if not _is_ipv4(host) and not _HOSTNAME.fullmatch(host):
+            raise NodeNameError(f"{host!r} is not a valid host name or IPv4 address")
+    port: int | None = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise NodeNameError(f"port {port_text!r} is not a number from 1 to 65535")
+        port = int(port_text)
+    return NodeName(name, host, port)
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True

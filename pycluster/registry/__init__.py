@@ -1,0 +1,5 @@
+"""The cluster-wide registry: the contract every registry backend implements."""
+
+from pycluster.registry.backend import RegistryBackend
+
+__all__ = ["RegistryBackend"]

@@ -1,0 +1,180 @@
+"""The strategy contract, and the topology a strategy works through.
+
+A :class:`Strategy` discovers node names; it never touches sockets. It runs inside a
+:class:`Topology`, which hands it its validated config, connects and disconnects nodes
+through the node's :class:`~pycluster.membership.Membership`, applies design.md's rule for
+discovery answers (:meth:`Topology.apply`), logs with the ``[pycluster:NAME]`` prefix, and
+offers a sleep that shutdown interrupts. The Supervisor creates a fresh strategy instance
+for every (re)start.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Collection, Iterable, MutableMapping
+from typing import Any, ClassVar
+
+from pycluster.discovery import Plan, plan
+from pycluster.events import TopologyConnect, TopologyDisconnect
+from pycluster.membership import Membership
+from pycluster.plugins import Plugins
+
+
+class Strategy(abc.ABC):
+    """Base class of discovery strategies.
+
+    Subclasses set ``name`` (the ``strategy:`` value in YAML) and ``Config`` (an attrs
+    config class declared with :func:`pycluster.config.setting`), and implement :meth:`run`.
+    """
+
+    name: ClassVar[str]
+    """The ``strategy:`` value in YAML, e.g. ``kubernetes.dns``."""
+
+    Config: ClassVar[type[Any]]
+    """attrs class validating ``topologies.NAME.config``."""
+
+    @abc.abstractmethod
+    async def run(self, topology: Topology) -> None:
+        """Discover nodes until ``topology.sleep`` returns False (shutdown) or cancelled.
+
+        Raising is a crash: the Supervisor logs it and restarts a fresh instance with
+        backoff. Returning ends this topology's discovery for good.
+        """
+
+
+class TopologyLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every line with ``[pycluster:TOPOLOGY]``, as libcluster does."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        assert self.extra is not None
+        return f"[pycluster:{self.extra['topology']}] {msg}", kwargs
+
+
+class Topology:
+    """What a strategy gets: config, connect/disconnect/list_nodes, a logger and sleep."""
+
+    def __init__(
+        self,
+        name: str,
+        strategy: str,
+        config: Any,
+        membership: Membership,
+        plugins: Plugins,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.name = name
+        self.strategy = strategy
+        self.config = config
+        self.log = TopologyLog(logging.getLogger("pycluster.topology"), {"topology": name})
+        self._membership = membership
+        self._plugins = plugins
+        self._stopping = stopping
+        self._failures: dict[str, int] = {}
+        self._problem: str | None = None
+        self.listed: frozenset[str] = frozenset()
+        """Nodes the last used discovery answer listed."""
+        self.excluded: frozenset[str] = frozenset()
+        """Nodes a successful answer left out; their reconnects are refused."""
+
+    @property
+    def self_name(self) -> str:
+        """This node's name (never connected to itself)."""
+        return self._membership.self_name
+
+    def list_nodes(self) -> list[str]:
+        """The node's connected peers, sorted (all topologies' alike)."""
+        return self._membership.nodes()
+
+    def refuses(self, node: str) -> bool:
+        """Whether this topology keeps ``node`` out (discovery positively left it out)."""
+        return node in self.excluded
+
+    def problem(self, message: str | None) -> None:
+        """Report discovery's current problem (None: none). A problem is logged when it
+        first appears or changes, not on every poll; recovery is logged once."""
+        if message == self._problem:
+            return
+        if message is None:
+            self.log.info("discovery recovered (was: %s)", self._problem)
+        else:
+            self.log.warning("%s", message)
+        self._problem = message
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep; return False at once when the node is shutting down, else True."""
+        if self._stopping.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    async def connect(self, nodes: Iterable[str]) -> list[str]:
+        """Connect to ``nodes`` in parallel; return those connected now, sorted.
+
+        Unreachable nodes are logged once (then at debug level until they are reached).
+        """
+        wanted = sorted(set(nodes) - {self.self_name})
+        already = set(self._membership.nodes())
+        results = await asyncio.gather(*(self._connect_one(node) for node in wanted))
+        for node, ok in zip(wanted, results, strict=True):
+            if ok and node not in already:
+                self._plugins.notify(
+                    "pycluster_topology_connect", TopologyConnect(self.self_name, self.name, node)
+                )
+        return [node for node, ok in zip(wanted, results, strict=True) if ok]
+
+    async def _connect_one(self, node: str) -> bool:
+        try:
+            ok = await self._membership.connect(node)
+        except Exception as exc:
+            ok = False
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            reason = "unreachable"
+        failures = self._failures.get(node, 0)
+        if ok:
+            if failures:
+                self.log.info("connected to %s after %d failed attempts", node, failures)
+            self._failures.pop(node, None)
+        else:
+            self._failures[node] = failures + 1
+            level = logging.WARNING if failures == 0 else logging.DEBUG
+            self.log.log(level, "cannot connect to %s (%s); will retry", node, reason)
+        return ok
+
+    async def disconnect(self, nodes: Iterable[str]) -> list[str]:
+        """Disconnect ``nodes``; return those that were connected, sorted."""
+        dropped = []
+        for node in sorted(set(nodes) - {self.self_name}):
+            if await self._membership.disconnect(node):
+                dropped.append(node)
+                self.log.info("disconnected %s: discovery no longer lists it", node)
+                self._plugins.notify(
+                    "pycluster_topology_disconnect",
+                    TopologyDisconnect(self.self_name, self.name, node),
+                )
+        return dropped
+
+    async def apply(self, answer: Collection[str] | None) -> Plan:
+        """Act on one discovery answer (None: the lookup failed), by design.md's rule.
+
+        Connects listed nodes that are not connected, disconnects previously listed nodes
+        that a successful non-empty answer leaves out, and remembers them as excluded.
+        """
+        decision = plan(
+            answer,
+            me=self.self_name,
+            listed=self.listed,
+            excluded=self.excluded,
+            connected=self._membership.nodes(),
+        )
+        self.listed, self.excluded = decision.listed, decision.excluded
+        if decision.disconnect:
+            await self.disconnect(decision.disconnect)
+        if decision.connect:
+            await self.connect(decision.connect)
+        return decision

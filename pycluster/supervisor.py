@@ -1,0 +1,218 @@
+"""The Supervisor: one supervised task per topology.
+
+A strategy that raises is logged and restarted, fresh, after an exponential backoff with
+jitter; more than ``max_restarts`` crashes within ``window`` seconds mark that topology
+failed (kept in :meth:`Supervisor.status`) while the other topologies keep running.
+Shutdown wakes every strategy's sleep, waits a grace period, cancels what is left and
+never waits longer than its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from pycluster.config import TopologyConfig
+from pycluster.events import StrategyCrashed
+from pycluster.membership import Membership
+from pycluster.plugins import Plugins
+from pycluster.strategy import Strategy, Topology
+
+log = logging.getLogger("pycluster.supervisor")
+
+State = Literal["starting", "running", "restarting", "failed", "stopped"]
+
+
+@attrs.frozen(kw_only=True)
+class RestartPolicy:
+    """How crashed strategies are restarted (OTP-style intensity: max_restarts per window)."""
+
+    initial_delay: float = 0.5
+    """Seconds before the first restart; each further restart doubles it."""
+    max_delay: float = 30.0
+    """Ceiling of the backoff, in seconds."""
+    jitter: float = 0.2
+    """Each delay is stretched by a random fraction up to this, so pods don't sync up."""
+    max_restarts: int = 5
+    """More crashes than this within ``window`` mark the topology failed."""
+    window: float = 60.0
+    """Seconds over which crashes are counted; a run this long resets the backoff."""
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Backoff before restart number ``attempt`` (0-based)."""
+        base = min(self.max_delay, self.initial_delay * 2.0**attempt)
+        return base * (1.0 + rng.uniform(0.0, self.jitter))
+
+
+@attrs.frozen
+class TopologyStatus:
+    """A topology as status reports it."""
+
+    strategy: str
+    state: State
+    restarts: int
+    last_error: str | None
+
+    def to_json(self) -> dict[str, object]:
+        """The ``topologies.NAME`` object of ``/status``."""
+        return attrs.asdict(self)
+
+
+class _Supervised:
+    def __init__(self, topology: Topology, strategy: type[Strategy]) -> None:
+        self.topology = topology
+        self.strategy = strategy
+        self.state: State = "starting"
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class Supervisor:
+    """Runs and restarts the strategies of a node's topologies."""
+
+    def __init__(
+        self,
+        topologies: Mapping[str, TopologyConfig],
+        *,
+        membership: Membership,
+        plugins: Plugins,
+        policy: RestartPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._plugins = plugins
+        self._membership = membership
+        self._policy = policy or RestartPolicy()
+        self._rng = rng or random.Random()
+        self._stopping = asyncio.Event()
+        strategies = plugins.strategies()
+        self._runs = {
+            name: _Supervised(
+                Topology(
+                    name,
+                    topology.strategy,
+                    topology.config,
+                    membership,
+                    plugins,
+                    self._stopping,
+                ),
+                strategies[topology.strategy],
+            )
+            for name, topology in topologies.items()
+        }
+
+    @property
+    def topologies(self) -> dict[str, Topology]:
+        """The running topologies by name."""
+        return {name: run.topology for name, run in self._runs.items()}
+
+    def status(self) -> dict[str, TopologyStatus]:
+        """Each topology's strategy, state, restarts and last error."""
+        return {
+            name: TopologyStatus(run.strategy.name, run.state, run.restarts, run.last_error)
+            for name, run in self._runs.items()
+        }
+
+    def refuses(self, node: str) -> bool:
+        """Whether any topology keeps ``node`` out (the transport refuses its reconnects)."""
+        return any(run.topology.refuses(node) for run in self._runs.values())
+
+    async def start(self) -> None:
+        """Start every topology's strategy."""
+        for name, run in self._runs.items():
+            run.task = asyncio.create_task(self._supervise(run), name=f"pycluster:{name}")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop every strategy: wake their sleeps, then cancel; bounded by ``timeout``."""
+        self._stopping.set()
+        tasks = [run.task for run in self._runs.values() if run.task is not None]
+        if not tasks:
+            return
+        deadline = time.monotonic() + timeout
+        # A strategy sleeping through topology.sleep returns on its own; give it a moment.
+        _, pending = await asyncio.wait(tasks, timeout=min(0.1, timeout / 2))
+        for task in pending:
+            task.cancel()
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        for task in pending:
+            log.error("strategy task %s ignored cancellation; abandoned", task.get_name())
+        for run in self._runs.values():
+            if run.state != "failed":
+                run.state = "stopped"
+
+    async def __aenter__(self) -> Supervisor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _supervise(self, run: _Supervised) -> None:
+        topology, policy = run.topology, self._policy
+        crashes: collections.deque[float] = collections.deque()
+        attempt = 0
+        while not self._stopping.is_set():
+            run.state = "running"
+            started = time.monotonic()
+            try:
+                await run.strategy().run(topology)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                now = time.monotonic()
+                if now - started >= policy.window:
+                    attempt = 0
+                crashes.append(now)
+                while crashes and now - crashes[0] > policy.window:
+                    crashes.popleft()
+                run.restarts += 1
+                run.last_error = f"{type(exc).__name__}: {exc}"
+                failed = len(crashes) > policy.max_restarts
+                delay = None if failed else policy.delay(attempt, self._rng)
+                self._plugins.notify(
+                    "pycluster_strategy_crashed",
+                    StrategyCrashed(
+                        topology.self_name,
+                        topology.name,
+                        run.strategy.name,
+                        exc,
+                        len(crashes),
+                        delay,
+                    ),
+                )
+                if delay is None:
+                    run.state = "failed"
+                    topology.log.error(
+                        "strategy %s crashed %d times in %.0fs; topology marked failed: %s",
+                        run.strategy.name,
+                        len(crashes),
+                        policy.window,
+                        run.last_error,
+                        exc_info=exc,
+                    )
+                    return
+                run.state = "restarting"
+                topology.log.warning(
+                    "strategy %s crashed (%s); restart %d in %.2fs",
+                    run.strategy.name,
+                    run.last_error,
+                    run.restarts,
+                    delay,
+                    exc_info=exc if attempt == 0 else None,
+                )
+                attempt += 1
+                if not await topology.sleep(delay):
+                    break
+            else:
+                topology.log.info("strategy %s finished", run.strategy.name)
+                break
+        if run.state != "failed":
+            run.state = "stopped"

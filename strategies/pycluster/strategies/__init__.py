@@ -1,0 +1,17 @@
+"""pycluster's built-in strategies: the first plugins, registered through the public hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pycluster.plugins import hookimpl
+from pycluster.strategies.epmd import Epmd
+from pycluster.strategies.hosts_file import HostsFile
+from pycluster.strategy import Strategy
+
+__all__ = ["Epmd", "HostsFile"]
+
+
+@hookimpl
+def pycluster_register_strategies() -> Iterable[type[Strategy]]:
+    return [Epmd, HostsFile]
