@@ -1,6 +1,7 @@
 """Who a topology connects and disconnects, decided from discovery answers (no I/O).
 
-The rule (design.md): a failed lookup, or a successful but empty answer, changes nothing.
+The rule (design.md): a failed lookup, or a successful but empty answer (or one naming only
+this node), changes nothing.
 Only a successful, non-empty answer that leaves out a node this topology listed before
 disconnects it, and keeps it out (its reconnects are refused) until an answer lists it
 again. Nodes this topology never listed are not its business; a node never connects to
@@ -40,7 +41,9 @@ def plan(
 ) -> Plan:
     """Decide from ``answer`` (None: the lookup failed) and the topology's memory."""
     connected_set = frozenset(connected)
-    if answer is None or not answer:
+    # An answer naming only this node says nothing about the others: treat it as empty.
+    now = frozenset() if answer is None else frozenset(answer) - {me}
+    if not now:
         return Plan(
             connect=listed - connected_set,
             disconnect=frozenset(),
@@ -48,8 +51,7 @@ def plan(
             excluded=excluded,
             changed=False,
         )
-    now = frozenset(answer) - {me}
-    left_out = (listed | excluded) - now
+    left_out = (listed | excluded) - now - {me}
     return Plan(
         connect=now - connected_set,
         disconnect=(listed - now) & connected_set,

@@ -212,7 +212,8 @@ class Supervisor:
                 if not await topology.sleep(delay):
                     break
             else:
-                topology.log.info("strategy %s finished", run.strategy.name)
+                if not self._stopping.is_set():
+                    topology.log.info("strategy %s finished", run.strategy.name)
                 break
         if run.state != "failed":
             run.state = "stopped"

@@ -20,10 +20,7 @@ def node_names(draw: st.DrawFn) -> str:
     """A valid node name in any of its written forms."""
     name = draw(base_names)
     port = draw(st.none() | ports)
-    if draw(st.booleans()):
-        host = f"[{draw(ipv6_hosts)}]"
-    else:
-        host = draw(ipv4_hosts | dns_hosts)
+    host = f"[{draw(ipv6_hosts)}]" if draw(st.booleans()) else draw(ipv4_hosts | dns_hosts)
     return f"{name}@{host}" if port is None else f"{name}@{host}:{port}"
 
 

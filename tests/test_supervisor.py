@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterable
+from typing import ClassVar
+
+import attrs
+import pytest
+
+from pycluster import (
+    InMemoryNetwork,
+    Plugins,
+    RestartPolicy,
+    Strategy,
+    StrategyCrashed,
+    Supervisor,
+    Topology,
+    hookimpl,
+    load_config,
+)
+from tests.conftest import eventually
+
+
+@attrs.frozen
+class NoConfig:
+    pass
+
+
+class Crasher(Strategy):
+    name = "test.crasher"
+    Config = NoConfig
+    starts: ClassVar[list[float]] = []
+
+    async def run(self, topology: Topology) -> None:
+        Crasher.starts.append(time.monotonic())
+        raise RuntimeError("discovery exploded")
+
+
+class Ticker(Strategy):
+    name = "test.ticker"
+    Config = NoConfig
+    ticks: ClassVar[int] = 0
+    cleaned_up: ClassVar[bool] = False
+
+    async def run(self, topology: Topology) -> None:
+        while await topology.sleep(0.005):
+            Ticker.ticks += 1
+        Ticker.cleaned_up = True
+
+
+class Sleeper(Strategy):
+    name = "test.sleeper"
+    Config = NoConfig
+    woke: ClassVar[bool] = False
+
+    async def run(self, topology: Topology) -> None:
+        Sleeper.woke = not await topology.sleep(3600)
+
+
+class Stubborn(Strategy):
+    """Swallows its first cancellation and carries on for a while (a badly written plugin)."""
+
+    name = "test.stubborn"
+    Config = NoConfig
+    done: ClassVar[asyncio.Event | None] = None
+
+    async def run(self, topology: Topology) -> None:
+        Stubborn.done = asyncio.Event()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.5)
+        Stubborn.done.set()
+
+
+class Once(Strategy):
+    name = "test.once"
+    Config = NoConfig
+    runs: ClassVar[int] = 0
+
+    async def run(self, topology: Topology) -> None:
+        Once.runs += 1
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.crashes: list[StrategyCrashed] = []
+
+    @hookimpl
+    def pycluster_register_strategies(self) -> Iterable[type[Strategy]]:
+        return [Crasher, Ticker, Sleeper, Stubborn, Once]
+
+    @hookimpl
+    def pycluster_strategy_crashed(self, event: StrategyCrashed) -> None:
+        self.crashes.append(event)
+
+
+class BrokenObserver:
+    @hookimpl
+    def pycluster_strategy_crashed(self, event: StrategyCrashed) -> None:
+        raise ValueError("observer bug")
+
+
+@pytest.fixture(autouse=True)
+def reset_counters() -> None:
+    Crasher.starts = []
+    Ticker.ticks = 0
+    Ticker.cleaned_up = False
+    Sleeper.woke = False
+    Once.runs = 0
+
+
+def make_supervisor(
+    strategies: dict[str, str], policy: RestartPolicy, *extra: object
+) -> tuple[Supervisor, Recorder]:
+    recorder = Recorder()
+    plugins = Plugins.load(entry_points=False, extra=[recorder, *extra])
+    config = load_config(
+        {
+            "node": {"name": "me@127.0.0.2"},
+            "topologies": {name: {"strategy": s} for name, s in strategies.items()},
+        },
+        env={},
+        plugins=plugins,
+    )
+    membership = InMemoryNetwork(plugins).join(config.node.name)
+    supervisor = Supervisor(
+        config.topologies,
+        membership=membership,
+        plugins=plugins,
+        policy=policy,
+        rng=random.Random(7),
+    )
+    return supervisor, recorder
+
+
+async def test_crashing_strategy_backs_off_then_fails_while_another_keeps_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = RestartPolicy(initial_delay=0.02, max_delay=5, max_restarts=3, window=30)
+    supervisor, recorder = make_supervisor(
+        {"bad": "test.crasher", "good": "test.ticker"}, policy, BrokenObserver()
+    )
+    async with supervisor:
+        await eventually(lambda: supervisor.status()["bad"].state == "failed")
+        # Restarted with growing delays, then marked failed (max_restarts + 1 crashes).
+        delays = [event.delay for event in recorder.crashes]
+        assert len(delays) == 4
+        assert delays[-1] is None
+        growing = [d for d in delays if d is not None]
+        assert growing == sorted(growing)
+        assert growing[0] < growing[1] < growing[2]
+        gaps = [b - a for a, b in zip(Crasher.starts, Crasher.starts[1:], strict=False)]
+        assert len(Crasher.starts) == 4
+        assert all(gap >= delay for gap, delay in zip(gaps, growing, strict=True))
+        assert [event.restarts for event in recorder.crashes] == [1, 2, 3, 4]
+        status = supervisor.status()["bad"]
+        assert (status.state, status.restarts) == ("failed", 4)
+        assert status.last_error == "RuntimeError: discovery exploded"
+        # The other topology keeps running after the failure.
+        ticks = Ticker.ticks
+        await eventually(lambda: Ticker.ticks > ticks + 3)
+        assert supervisor.status()["good"].state == "running"
+    assert supervisor.status()["good"].state == "stopped"
+    assert supervisor.status()["bad"].state == "failed"
+    lines = [r.getMessage() for r in caplog.records if r.name == "pycluster.topology"]
+    assert any(line.startswith("[pycluster:bad] strategy test.crasher crashed") for line in lines)
+    assert any("topology marked failed" in line for line in lines)
+    # The broken observer was logged, not allowed to disturb the supervisor.
+    broken = [r for r in caplog.records if r.name == "pycluster.plugins"]
+    assert broken
+    assert "raised in pycluster_strategy_crashed" in broken[0].getMessage()
+    assert broken[0].exc_info is not None
+    assert "observer bug" in str(broken[0].exc_info[1])
+
+
+async def test_crashes_spread_beyond_the_window_never_fail_the_topology() -> None:
+    policy = RestartPolicy(initial_delay=0.03, max_delay=0.03, max_restarts=1, window=0.02)
+    supervisor, recorder = make_supervisor({"flaky": "test.crasher"}, policy)
+    async with supervisor:
+        await eventually(lambda: len(Crasher.starts) >= 5)
+        assert supervisor.status()["flaky"].state in ("running", "restarting")
+    assert all(event.delay is not None for event in recorder.crashes)
+
+
+async def test_stop_wakes_a_sleeping_strategy_at_once() -> None:
+    supervisor, _ = make_supervisor({"s": "test.sleeper"}, RestartPolicy())
+    await supervisor.start()
+    await eventually(lambda: supervisor.status()["s"].state == "running")
+    started = time.monotonic()
+    await supervisor.stop(timeout=5)
+    assert time.monotonic() - started < 1
+    assert Sleeper.woke
+    assert supervisor.status()["s"].state == "stopped"
+
+
+async def test_stop_is_bounded_when_a_strategy_ignores_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor, _ = make_supervisor({"s": "test.stubborn", "t": "test.ticker"}, RestartPolicy())
+    await supervisor.start()
+    await eventually(lambda: Stubborn.done is not None and Ticker.ticks > 0)
+    started = time.monotonic()
+    await supervisor.stop(timeout=0.2)
+    assert time.monotonic() - started < 0.45
+    assert Ticker.cleaned_up
+    assert any("ignored cancellation" in r.getMessage() for r in caplog.records)
+    assert Stubborn.done is not None
+    await asyncio.wait_for(Stubborn.done.wait(), 5)
+
+
+async def test_a_strategy_that_returns_is_not_restarted(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    supervisor, _ = make_supervisor({"o": "test.once"}, RestartPolicy(initial_delay=0.001))
+    async with supervisor:
+        await eventually(lambda: supervisor.status()["o"].state == "stopped")
+        assert Once.runs == 1
+    assert "[pycluster:o] strategy test.once finished" in caplog.messages
+
+
+def test_backoff_grows_to_its_ceiling_with_bounded_jitter() -> None:
+    policy = RestartPolicy(initial_delay=0.5, max_delay=8, jitter=0.2)
+    rng = random.Random(1)
+    delays = [policy.delay(attempt, rng) for attempt in range(10)]
+    for attempt, delay in enumerate(delays):
+        base = min(8, 0.5 * 2**attempt)
+        assert base <= delay <= base * 1.2
