@@ -104,13 +104,17 @@ class InMemoryMembership:
 
     @property
     def self_name(self) -> str:
+        """This node's name."""
         return self._name
 
     def nodes(self) -> list[str]:
+        """Connected peers, sorted."""
         return self._network.links(self._name)
 
     async def connect(self, node: str) -> bool:
+        """Link to ``node`` if both are reachable; never to this node itself."""
         return node != self._name and self._network._link(self._name, node)
 
     async def disconnect(self, node: str) -> bool:
+        """Drop the link to ``node``; True if there was one."""
         return self._network._unlink(self._name, node, "disconnected")

@@ -160,10 +160,12 @@ class Topology:
         return dropped
 
     async def apply(self, answer: Collection[str] | None) -> Plan:
-        """Act on one discovery answer (None: the lookup failed), by design.md's rule.
+        """Act on one discovery answer (None: the lookup failed).
 
-        Connects listed nodes that are not connected, disconnects previously listed nodes
-        that a successful non-empty answer leaves out, and remembers them as excluded.
+        Connects listed nodes that are not connected. A failed or empty answer disconnects
+        nothing; a successful non-empty answer disconnects the nodes this topology listed
+        before and now leaves out, and keeps them out (:meth:`refuses`) until listed again.
+        The decision itself is ``pycluster.discovery.plan``, a pure function.
         """
         decision = plan(
             answer,

@@ -27,7 +27,7 @@ from pycluster.strategy import Strategy, Topology
 
 log = logging.getLogger("pycluster.supervisor")
 
-State = Literal["starting", "running", "restarting", "failed", "stopped"]
+State = Literal["starting", "running", "restarting", "failed", "stopped", "abandoned"]
 
 
 @attrs.frozen(kw_only=True)
@@ -39,16 +39,16 @@ class RestartPolicy:
     max_delay: float = 30.0
     """Ceiling of the backoff, in seconds."""
     jitter: float = 0.2
-    """Each delay is stretched by a random fraction up to this, so pods don't sync up."""
+    """Each delay is cut by a random fraction up to this, so pods don't retry in step."""
     max_restarts: int = 5
     """More crashes than this within ``window`` mark the topology failed."""
     window: float = 60.0
     """Seconds over which crashes are counted; a run this long resets the backoff."""
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        """Backoff before restart number ``attempt`` (0-based)."""
+        """Backoff before restart number ``attempt`` (0-based); never above ``max_delay``."""
         base = min(self.max_delay, self.initial_delay * 2.0**attempt)
-        return base * (1.0 + rng.uniform(0.0, self.jitter))
+        return base * (1.0 - rng.uniform(0.0, self.jitter))
 
 
 @attrs.frozen
@@ -57,7 +57,8 @@ class TopologyStatus:
 
     strategy: str
     state: State
-    restarts: int
+    crashes: int
+    """Crashes since the node started (the last one may have marked the topology failed)."""
     last_error: str | None
 
     def to_json(self) -> dict[str, object]:
@@ -70,7 +71,7 @@ class _Supervised:
         self.topology = topology
         self.strategy = strategy
         self.state: State = "starting"
-        self.restarts = 0
+        self.crashes = 0
         self.last_error: str | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -114,9 +115,9 @@ class Supervisor:
         return {name: run.topology for name, run in self._runs.items()}
 
     def status(self) -> dict[str, TopologyStatus]:
-        """Each topology's strategy, state, restarts and last error."""
+        """Each topology's strategy, state, crash count and last error."""
         return {
-            name: TopologyStatus(run.strategy.name, run.state, run.restarts, run.last_error)
+            name: TopologyStatus(run.strategy.name, run.state, run.crashes, run.last_error)
             for name, run in self._runs.items()
         }
 
@@ -142,10 +143,11 @@ class Supervisor:
             task.cancel()
         if pending:
             _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
-        for task in pending:
-            log.error("strategy task %s ignored cancellation; abandoned", task.get_name())
         for run in self._runs.values():
-            if run.state != "failed":
+            if run.task in pending:
+                run.state = "abandoned"
+                log.error("strategy task %s ignored cancellation; abandoned", run.task.get_name())
+            elif run.state != "failed":
                 run.state = "stopped"
 
     async def __aenter__(self) -> Supervisor:
@@ -173,7 +175,7 @@ class Supervisor:
                 crashes.append(now)
                 while crashes and now - crashes[0] > policy.window:
                     crashes.popleft()
-                run.restarts += 1
+                run.crashes += 1
                 run.last_error = f"{type(exc).__name__}: {exc}"
                 failed = len(crashes) > policy.max_restarts
                 delay = None if failed else policy.delay(attempt, self._rng)
@@ -204,7 +206,7 @@ class Supervisor:
                     "strategy %s crashed (%s); restart %d in %.2fs",
                     run.strategy.name,
                     run.last_error,
-                    run.restarts,
+                    run.crashes,
                     delay,
                     exc_info=exc if attempt == 0 else None,
                 )

@@ -167,6 +167,15 @@ def test_interpolation_with_defaults_and_numbers() -> None:
     assert config.node.port == 9200
 
 
+def test_empty_interpolation_leaves_an_optional_key_unset() -> None:
+    raw = {"node": {"name": "app@10.0.0.1", "bind": "${BIND:-}"}}
+    assert load_config(raw, env={}).node.bind is None
+    assert load_config(raw, env={"BIND": "10.0.0.9"}).node.bind == "10.0.0.9"
+    assert problems({"node": {"name": "app@10.0.0.1", "bind": ""}}) == [
+        "node.bind: expected an IP address (IPv4, or IPv6 without brackets), got ''"
+    ]
+
+
 def test_interpolated_values_are_still_checked() -> None:
     raw = {"node": {"name": "app@10.0.0.1", "port": "${PORT}"}}
     assert problems(raw, env={"PORT": "abc"}) == ["node.port: expected an integer, got 'abc'"]

@@ -72,7 +72,7 @@ class Stubborn(Strategy):
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(2)
         Stubborn.done.set()
 
 
@@ -151,6 +151,7 @@ async def test_crashing_strategy_backs_off_then_fails_while_another_keeps_runnin
         assert len(delays) == 4
         assert delays[-1] is None
         growing = [d for d in delays if d is not None]
+        # 20 % jitter cannot undo a doubling: each delay exceeds the one before.
         assert growing == sorted(growing)
         assert growing[0] < growing[1] < growing[2]
         gaps = [b - a for a, b in zip(Crasher.starts, Crasher.starts[1:], strict=False)]
@@ -158,7 +159,7 @@ async def test_crashing_strategy_backs_off_then_fails_while_another_keeps_runnin
         assert all(gap >= delay for gap, delay in zip(gaps, growing, strict=True))
         assert [event.restarts for event in recorder.crashes] == [1, 2, 3, 4]
         status = supervisor.status()["bad"]
-        assert (status.state, status.restarts) == ("failed", 4)
+        assert (status.state, status.crashes) == ("failed", 4)
         assert status.last_error == "RuntimeError: discovery exploded"
         # The other topology keeps running after the failure.
         ticks = Ticker.ticks
@@ -205,8 +206,11 @@ async def test_stop_is_bounded_when_a_strategy_ignores_cancellation(
     await eventually(lambda: Stubborn.done is not None and Ticker.ticks > 0)
     started = time.monotonic()
     await supervisor.stop(timeout=0.2)
-    assert time.monotonic() - started < 0.45
+    # Bounded by the timeout, not by the 2 s the stubborn strategy takes to give up.
+    assert time.monotonic() - started < 1.2
     assert Ticker.cleaned_up
+    assert supervisor.status()["s"].state == "abandoned"
+    assert supervisor.status()["t"].state == "stopped"
     assert any("ignored cancellation" in r.getMessage() for r in caplog.records)
     assert Stubborn.done is not None
     await asyncio.wait_for(Stubborn.done.wait(), 5)
@@ -227,4 +231,4 @@ def test_backoff_grows_to_its_ceiling_with_bounded_jitter() -> None:
     delays = [policy.delay(attempt, rng) for attempt in range(10)]
     for attempt, delay in enumerate(delays):
         base = min(8, 0.5 * 2**attempt)
-        assert base <= delay <= base * 1.2
+        assert base * 0.8 <= delay <= base

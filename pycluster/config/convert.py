@@ -147,7 +147,8 @@ def _structure(
         return INVALID
 
     if _is_optional(tp):
-        if data is None:
+        # `${VAR:-}` with VAR unset reads as "not set" where a key may be null.
+        if data is None or (isinstance(data, Interpolated) and not data.strip()):
             return None
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         tp = inner[0] if len(inner) == 1 else typing.Union[tuple(inner)]  # noqa: UP007

@@ -1,8 +1,4 @@
-"""``epmd``: a static list of nodes, connected and kept connected.
-
-Unreachable nodes are retried with a backoff that starts short (pods that start together
-find each other quickly) and grows to ``retry_interval``.
-"""
+"""``epmd``: a static list of nodes, connected and kept connected."""
 
 from __future__ import annotations
 
@@ -33,7 +29,11 @@ class EpmdConfig:
 
 
 class Epmd(Strategy):
-    """Connects a fixed list of nodes (Erlang's ``epmd`` strategy in libcluster)."""
+    """Connects a fixed list of nodes and reconnects them when they come back.
+
+    Unreachable nodes are retried with a backoff that starts at 0.2 s (so nodes started
+    together find each other quickly) and doubles up to ``retry_interval``.
+    """
 
     name = "epmd"
     Config = EpmdConfig

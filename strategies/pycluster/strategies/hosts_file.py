@@ -1,9 +1,4 @@
-"""``hosts_file``: nodes listed in a file (like Erlang's ``.hosts.erlang``), re-read each poll.
-
-One node name per line; blank lines and ``#`` comments are ignored, and Erlang-style quoted
-lines (``'app@10.0.0.1'.``) are accepted. A file that cannot be read, or lists no valid
-node, changes nothing (it is usually being rewritten); bad lines are reported and skipped.
-"""
+"""``hosts_file``: nodes listed in a file (like Erlang's ``.hosts.erlang``), re-read each poll."""
 
 from __future__ import annotations
 
@@ -48,7 +43,14 @@ def parse_hosts(text: str) -> tuple[list[str], list[str]]:
 
 
 class HostsFile(Strategy):
-    """Connects the nodes a file lists; drops those removed from it."""
+    """Connects the nodes a file lists, re-reading it every ``polling_interval``.
+
+    One node name per line; blank lines and ``#`` comments are ignored, and Erlang-style
+    quoted lines (``'app@10.0.0.1'.``) are accepted. A file that cannot be read, or lists no
+    valid node, changes nothing (it is usually being rewritten); bad lines are reported and
+    skipped. A node removed from the file is disconnected and kept out until listed again.
+    Replace the file atomically (write a new one, then rename it over the old).
+    """
 
     name = "hosts_file"
     Config = HostsFileConfig
