@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -25,8 +25,6 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 BUILTIN_PLUGINS: tuple[str, ...] = ("pycluster.strategies",)
 
 log = logging.getLogger("pycluster.plugins")
-
-_Named = TypeVar("_Named")
 
 
 class PluginError(Exception):
@@ -88,15 +86,9 @@ class Plugins:
         """Tell every observer of ``hook_name`` about ``event``; an observer that raises is
         logged and the others still run."""
         for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+            # Each observer is called on its own so that one raising cannot silence the rest.
+            kwargs = {"event": event} if "event" in impl.argnames else {}
             try:
-                impl.function(**_wanted(impl.argnames, event))
+                impl.function(**kwargs)
             except Exception:
                 log.exception("plugin %s raised in %s", impl.plugin_name, hook_name)
-
-    def names(self) -> list[str]:
-        """Names of the registered plugins, for status and logs."""
-        return sorted(name for name, _ in self.manager.list_name_plugin())
-
-
-def _wanted(argnames: Iterable[str], event: object) -> dict[str, object]:
-    return {name: event for name in argnames if name == "event"}
