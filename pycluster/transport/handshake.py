@@ -1,0 +1,215 @@
+"""The cookie handshake, as a state machine with no I/O.
+
+Both sides prove they know the cluster's cookie without sending it::
+
+    dialer   -> acceptor   hello      v, name, to (the name it dialled), nonce_d, hidden
+    acceptor -> dialer     challenge  v, name, nonce_a, proof_a
+    dialer   -> acceptor   proof      proof_d
+    acceptor -> dialer     welcome
+
+``proof_x = HMAC-SHA256(cookie, transcript(x))`` over a transcript holding a role label,
+both fresh random nonces, both names, the version and the hidden flag. Each side checks the
+other's proof in constant time. A recorded handshake cannot be replayed (the other side's
+nonce is new every time), and one side's proof cannot be reflected as the other's (the
+role label differs). The acceptor only answers a hello addressed to its own name, and the
+dialer only accepts the name it dialled. A side that detects a problem sends ``reject``
+with a reason before closing, so both ends can log one clear line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+NONCE_SIZE = 32
+
+Role = Literal["dialer", "acceptor"]
+
+
+class HandshakeError(Exception):
+    """The handshake failed; ``reason`` is safe to log (it never holds the cookie)."""
+
+    def __init__(self, reason: str, *, tell_peer: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tell_peer = tell_peer
+
+    def reject(self) -> dict[str, Any] | None:
+        """The ``reject`` message to send before closing, if the peer should be told."""
+        return {"t": "reject", "reason": self.reason} if self.tell_peer else None
+
+
+def _transcript(
+    label: str, dialer: str, acceptor: str, nonce_d: bytes, nonce_a: bytes, hidden: bool
+) -> bytes:
+    packed: bytes = msgpack.packb(
+        [
+            "pycluster-handshake",
+            PROTOCOL_VERSION,
+            label,
+            dialer,
+            acceptor,
+            nonce_d,
+            nonce_a,
+            hidden,
+        ],
+        use_bin_type=True,
+    )
+    return packed
+
+
+def _proof(cookie: bytes, transcript: bytes) -> bytes:
+    return hmac.new(cookie, transcript, hashlib.sha256).digest()
+
+
+class Handshake:
+    """One side of a handshake. Feed it the peer's messages; send what it returns.
+
+    The dialer knows the name it dialled (``peer``); the acceptor learns it from the hello.
+    When :attr:`done` is True the peer is authenticated as :attr:`peer`.
+    """
+
+    def __init__(
+        self,
+        *,
+        role: Role,
+        me: str,
+        cookie: bytes,
+        peer: str | None = None,
+        hidden: bool = False,
+        nonce: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        if role == "dialer" and peer is None:
+            raise ValueError("a dialer must know the name it dials")
+        if not cookie:
+            raise ValueError("the cookie must not be empty")
+        self.role = role
+        self.me = me
+        self.peer = peer
+        self.hidden = hidden
+        """Whether the dialer is a hidden node (a client such as ``pycluster status``)."""
+        self.done = False
+        self._cookie = cookie
+        self._nonce = nonce(NONCE_SIZE)
+        self._peer_nonce = b""
+        self._expect = "hello" if role == "acceptor" else "challenge"
+
+    def start(self) -> list[dict[str, Any]]:
+        """Messages to send first: the dialer's hello, nothing for the acceptor."""
+        if self.role == "acceptor":
+            return []
+        return [
+            {
+                "t": "hello",
+                "v": PROTOCOL_VERSION,
+                "name": self.me,
+                "to": self.peer,
+                "nonce": self._nonce,
+                "hidden": self.hidden,
+            }
+        ]
+
+    def receive(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """Take the peer's next message; return the replies. Raises HandshakeError."""
+        kind = message.get("t")
+        if kind == "reject":
+            reason = message.get("reason")
+            shown = reason if isinstance(reason, str) else "no reason given"
+            raise HandshakeError(f"rejected by the peer: {shown[:200]}", tell_peer=False)
+        if self.done or kind != self._expect:
+            raise HandshakeError(f"unexpected {str(kind)[:40]!r} during the handshake")
+        if kind == "hello":
+            return self._on_hello(message)
+        if kind == "challenge":
+            return self._on_challenge(message)
+        if kind == "proof":
+            return self._on_proof(message)
+        return self._on_welcome()
+
+    def _on_hello(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        _check_version(message)
+        name, to = _field(message, "name", str), _field(message, "to", str)
+        self._peer_nonce = _nonce_field(message)
+        self.hidden = _field(message, "hidden", bool)
+        if to != self.me:
+            raise HandshakeError(f"dialled as {to[:200]!r}, but this node is {self.me!r}")
+        if name == self.me:
+            raise HandshakeError("the peer claims this node's own name")
+        self.peer = name
+        self._expect = "proof"
+        proof = _proof(self._cookie, self._transcript("acceptor"))
+        return [
+            {
+                "t": "challenge",
+                "v": PROTOCOL_VERSION,
+                "name": self.me,
+                "nonce": self._nonce,
+                "proof": proof,
+            }
+        ]
+
+    def _on_challenge(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        _check_version(message)
+        name = _field(message, "name", str)
+        if name != self.peer:
+            raise HandshakeError(f"dialled {self.peer!r}, but the peer is {name[:200]!r}")
+        self._peer_nonce = _nonce_field(message)
+        if self._peer_nonce == self._nonce:
+            raise HandshakeError("the peer echoed this node's nonce")
+        self._verify(message, "acceptor")
+        self._expect = "welcome"
+        return [{"t": "proof", "proof": _proof(self._cookie, self._transcript("dialer"))}]
+
+    def _on_proof(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        self._verify(message, "dialer")
+        self.done = True
+        return [{"t": "welcome"}]
+
+    def _on_welcome(self) -> list[dict[str, Any]]:
+        self.done = True
+        return []
+
+    def _verify(self, message: dict[str, Any], label: str) -> None:
+        proof = message.get("proof")
+        expected = _proof(self._cookie, self._transcript(label))
+        if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
+            raise HandshakeError("cookie mismatch")
+
+    def _transcript(self, label: str) -> bytes:
+        assert self.peer is not None
+        if self.role == "dialer":
+            dialer, acceptor = self.me, self.peer
+            nonce_d, nonce_a = self._nonce, self._peer_nonce
+        else:
+            dialer, acceptor = self.peer, self.me
+            nonce_d, nonce_a = self._peer_nonce, self._nonce
+        return _transcript(label, dialer, acceptor, nonce_d, nonce_a, self.hidden)
+
+
+def _check_version(message: dict[str, Any]) -> None:
+    version = message.get("v")
+    if version != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"protocol version {str(version)[:20]} is not supported (this node speaks "
+            f"{PROTOCOL_VERSION})"
+        )
+
+
+def _field(message: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    value = message.get(key)
+    if not isinstance(value, kind):
+        raise HandshakeError(f"malformed handshake: {key!r} missing or of the wrong type")
+    return value
+
+
+def _nonce_field(message: dict[str, Any]) -> bytes:
+    nonce = message.get("nonce")
+    if not isinstance(nonce, bytes) or len(nonce) != NONCE_SIZE:
+        raise HandshakeError("malformed handshake: bad nonce")
+    return nonce
