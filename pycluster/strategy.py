@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from pycluster.discovery import Plan, plan
 from pycluster.events import TopologyConnect, TopologyDisconnect
 from pycluster.membership import Membership
+from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
 
 
@@ -63,6 +64,7 @@ class Topology:
         membership: Membership,
         plugins: Plugins,
         stopping: asyncio.Event,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.name = name
         self.strategy = strategy
@@ -71,6 +73,7 @@ class Topology:
         self._membership = membership
         self._plugins = plugins
         self._stopping = stopping
+        self._metrics = metrics
         self._failures: dict[str, int] = {}
         self._problem: str | None = None
         self.listed: frozenset[str] = frozenset()
@@ -136,6 +139,8 @@ class Topology:
         else:
             reason = "unreachable"
         failures = self._failures.get(node, 0)
+        if self._metrics is not None:
+            self._metrics.connect_result(self.name, ok)
         if ok:
             if failures:
                 self.log.info("connected to %s after %d failed attempts", node, failures)
@@ -152,6 +157,8 @@ class Topology:
         for node in sorted(set(nodes) - {self.self_name}):
             if await self._membership.disconnect(node):
                 dropped.append(node)
+                if self._metrics is not None:
+                    self._metrics.disconnects.labels(self.name).inc()
                 self.log.info("disconnected %s: discovery no longer lists it", node)
                 self._plugins.notify(
                     "pycluster_topology_disconnect",

@@ -22,6 +22,7 @@ import attrs
 from pycluster.config import TopologyConfig
 from pycluster.events import StrategyCrashed
 from pycluster.membership import Membership
+from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
 from pycluster.strategy import Strategy, Topology
 
@@ -87,6 +88,7 @@ class Supervisor:
         plugins: Plugins,
         policy: RestartPolicy | None = None,
         rng: random.Random | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self._plugins = plugins
         self._membership = membership
@@ -103,6 +105,7 @@ class Supervisor:
                     membership,
                     plugins,
                     self._stopping,
+                    metrics,
                 ),
                 strategies[topology.strategy],
             )

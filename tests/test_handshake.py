@@ -16,8 +16,10 @@ COOKIE = b"correct horse"
 def pair(
     dialer_cookie: bytes = COOKIE, acceptor_cookie: bytes = COOKIE, dialled: str = B
 ) -> tuple[Handshake, Handshake]:
-    dialer = Handshake(role="dialer", me=A, peer=dialled, cookie=dialer_cookie)
-    acceptor = Handshake(role="acceptor", me=B, cookie=acceptor_cookie)
+    dialer = Handshake(
+        role="dialer", me=A, peer=dialled, cookie=dialer_cookie, incarnation=b"d" * 16
+    )
+    acceptor = Handshake(role="acceptor", me=B, cookie=acceptor_cookie, incarnation=b"a" * 16)
     return dialer, acceptor
 
 
@@ -28,6 +30,8 @@ def run(dialer: Handshake, acceptor: Handshake) -> list[dict[str, Any]]:
     while to_acceptor:
         wire += to_acceptor
         to_dialer = [r for m in to_acceptor for r in acceptor.receive(m)]
+        if acceptor.done and not to_dialer and not dialer.done:
+            to_dialer = [Handshake.welcome()]
         wire += to_dialer
         to_acceptor = [r for m in to_dialer for r in dialer.receive(m)]
     return wire
@@ -39,6 +43,7 @@ def test_both_sides_authenticate_each_other() -> None:
     assert dialer.done
     assert acceptor.done
     assert (dialer.peer, acceptor.peer) == (B, A)
+    assert dialer.peer_incarnation == acceptor.incarnation
     assert [m["t"] for m in wire] == ["hello", "challenge", "proof", "welcome"]
     assert all(COOKIE not in repr(m).encode() for m in wire)
 
@@ -99,6 +104,17 @@ def test_the_name_dialled_must_be_the_peers_own_name() -> None:
         dialer.receive(challenge)
 
 
+def test_the_names_are_compared_in_canonical_form() -> None:
+    def without_default_port(name: str) -> str:
+        return name.removesuffix(":9100")
+
+    dialer = Handshake(role="dialer", me=A, peer=B, cookie=COOKIE, canonical=without_default_port)
+    acceptor = Handshake(role="acceptor", me=B, cookie=COOKIE, canonical=without_default_port)
+    hello = dict(dialer.start()[0], to=f"{B}:9100")
+    acceptor.receive(hello)
+    assert acceptor.peer == A
+
+
 def test_version_mismatch_is_named() -> None:
     dialer, acceptor = pair()
     hello = dict(dialer.start()[0], v=99)
@@ -128,7 +144,7 @@ junk_values = st.none() | st.integers() | st.text(max_size=8) | st.binary(max_si
 @given(
     st.lists(
         st.dictionaries(
-            st.sampled_from(["t", "v", "name", "to", "nonce", "hidden", "proof", "reason"]),
+            st.sampled_from(["t", "v", "name", "to", "inc", "nonce", "hidden", "proof", "reason"]),
             junk_values | st.sampled_from(["hello", "challenge", "proof", "welcome", B, 1]),
             max_size=8,
         ),

@@ -2,18 +2,20 @@
 
 Both sides prove they know the cluster's cookie without sending it::
 
-    dialer   -> acceptor   hello      v, name, to (the name it dialled), nonce_d, hidden
-    acceptor -> dialer     challenge  v, name, nonce_a, proof_a
+    dialer   -> acceptor   hello      v, name, to (the name it dialled), inc_d, nonce_d, hidden
+    acceptor -> dialer     challenge  v, name, inc_a, nonce_a, proof_a
     dialer   -> acceptor   proof      proof_d
-    acceptor -> dialer     welcome
+    acceptor -> dialer     welcome    (sent by the node, which may instead reject a duplicate)
 
 ``proof_x = HMAC-SHA256(cookie, transcript(x))`` over a transcript holding a role label,
-both fresh random nonces, both names, the version and the hidden flag. Each side checks the
-other's proof in constant time. A recorded handshake cannot be replayed (the other side's
-nonce is new every time), and one side's proof cannot be reflected as the other's (the
-role label differs). The acceptor only answers a hello addressed to its own name, and the
-dialer only accepts the name it dialled. A side that detects a problem sends ``reject``
-with a reason before closing, so both ends can log one clear line.
+both fresh random nonces, both names, both incarnations (random per node process, so a
+restarted peer is told from a duplicate connection), the version and the hidden flag.
+Each side checks the other's proof in constant time. A recorded handshake cannot be
+replayed (the other side's nonce is new every time), and one side's proof cannot be
+reflected as the other's (the role label differs). The acceptor only answers a hello
+addressed to its own name, and the dialer only accepts the name it dialled. A side that
+detects a problem sends ``reject`` with a reason before closing, so both ends can log one
+clear line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import msgpack
 
 PROTOCOL_VERSION = 1
 NONCE_SIZE = 32
+INCARNATION_SIZE = 16
 
 Role = Literal["dialer", "acceptor"]
 
@@ -35,9 +38,11 @@ Role = Literal["dialer", "acceptor"]
 class HandshakeError(Exception):
     """The handshake failed; ``reason`` is safe to log (it never holds the cookie)."""
 
-    def __init__(self, reason: str, *, tell_peer: bool = True) -> None:
+    def __init__(self, reason: str, *, kind: str = "protocol", tell_peer: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
+        """A short category for metrics: cookie, name, version, malformed, rejected, ..."""
         self.tell_peer = tell_peer
 
     def reject(self) -> dict[str, Any] | None:
@@ -45,21 +50,9 @@ class HandshakeError(Exception):
         return {"t": "reject", "reason": self.reason} if self.tell_peer else None
 
 
-def _transcript(
-    label: str, dialer: str, acceptor: str, nonce_d: bytes, nonce_a: bytes, hidden: bool
-) -> bytes:
+def _transcript(label: str, *parts: object) -> bytes:
     packed: bytes = msgpack.packb(
-        [
-            "pycluster-handshake",
-            PROTOCOL_VERSION,
-            label,
-            dialer,
-            acceptor,
-            nonce_d,
-            nonce_a,
-            hidden,
-        ],
-        use_bin_type=True,
+        ["pycluster-handshake", PROTOCOL_VERSION, label, *parts], use_bin_type=True
     )
     return packed
 
@@ -72,7 +65,9 @@ class Handshake:
     """One side of a handshake. Feed it the peer's messages; send what it returns.
 
     The dialer knows the name it dialled (``peer``); the acceptor learns it from the hello.
-    When :attr:`done` is True the peer is authenticated as :attr:`peer`.
+    When :attr:`done` is True the peer is authenticated as :attr:`peer`, of incarnation
+    :attr:`peer_incarnation`. ``canonical`` maps a written node name to the form this node
+    compares names in (e.g. without the cluster's default port).
     """
 
     def __init__(
@@ -83,6 +78,8 @@ class Handshake:
         cookie: bytes,
         peer: str | None = None,
         hidden: bool = False,
+        incarnation: bytes = b"\x00" * INCARNATION_SIZE,
+        canonical: Callable[[str], str] = str,
         nonce: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         if role == "dialer" and peer is None:
@@ -95,6 +92,9 @@ class Handshake:
         self.hidden = hidden
         """Whether the dialer is a hidden node (a client such as ``pycluster status``)."""
         self.done = False
+        self.incarnation = incarnation
+        self.peer_incarnation = b""
+        self._canonical = canonical
         self._cookie = cookie
         self._nonce = nonce(NONCE_SIZE)
         self._peer_nonce = b""
@@ -110,6 +110,7 @@ class Handshake:
                 "v": PROTOCOL_VERSION,
                 "name": self.me,
                 "to": self.peer,
+                "inc": self.incarnation,
                 "nonce": self._nonce,
                 "hidden": self.hidden,
             }
@@ -121,7 +122,9 @@ class Handshake:
         if kind == "reject":
             reason = message.get("reason")
             shown = reason if isinstance(reason, str) else "no reason given"
-            raise HandshakeError(f"rejected by the peer: {shown[:200]}", tell_peer=False)
+            raise HandshakeError(
+                f"rejected by the peer: {shown[:200]}", kind="rejected", tell_peer=False
+            )
         if self.done or kind != self._expect:
             raise HandshakeError(f"unexpected {str(kind)[:40]!r} during the handshake")
         if kind == "hello":
@@ -136,11 +139,14 @@ class Handshake:
         _check_version(message)
         name, to = _field(message, "name", str), _field(message, "to", str)
         self._peer_nonce = _nonce_field(message)
+        self.peer_incarnation = _incarnation_field(message)
         self.hidden = _field(message, "hidden", bool)
-        if to != self.me:
-            raise HandshakeError(f"dialled as {to[:200]!r}, but this node is {self.me!r}")
-        if name == self.me:
-            raise HandshakeError("the peer claims this node's own name")
+        if _safe_canonical(self._canonical, to) != self.me:
+            raise HandshakeError(
+                f"dialled as {to[:200]!r}, but this node is {self.me!r}", kind="name"
+            )
+        if _safe_canonical(self._canonical, name) == self.me:
+            raise HandshakeError("the peer claims this node's own name", kind="name")
         self.peer = name
         self._expect = "proof"
         proof = _proof(self._cookie, self._transcript("acceptor"))
@@ -149,6 +155,7 @@ class Handshake:
                 "t": "challenge",
                 "v": PROTOCOL_VERSION,
                 "name": self.me,
+                "inc": self.incarnation,
                 "nonce": self._nonce,
                 "proof": proof,
             }
@@ -157,9 +164,12 @@ class Handshake:
     def _on_challenge(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         _check_version(message)
         name = _field(message, "name", str)
-        if name != self.peer:
-            raise HandshakeError(f"dialled {self.peer!r}, but the peer is {name[:200]!r}")
+        if _safe_canonical(self._canonical, name) != self.peer:
+            raise HandshakeError(
+                f"dialled {self.peer!r}, but the peer is {name[:200]!r}", kind="name"
+            )
         self._peer_nonce = _nonce_field(message)
+        self.peer_incarnation = _incarnation_field(message)
         if self._peer_nonce == self._nonce:
             raise HandshakeError("the peer echoed this node's nonce")
         self._verify(message, "acceptor")
@@ -169,7 +179,13 @@ class Handshake:
     def _on_proof(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         self._verify(message, "dialer")
         self.done = True
-        return [{"t": "welcome"}]
+        # The node answers with welcome(), or a reject if the connection is a duplicate.
+        return []
+
+    @staticmethod
+    def welcome() -> dict[str, Any]:
+        """The acceptor's last message, once the node admits the connection."""
+        return {"t": "welcome"}
 
     def _on_welcome(self) -> list[dict[str, Any]]:
         self.done = True
@@ -179,17 +195,14 @@ class Handshake:
         proof = message.get("proof")
         expected = _proof(self._cookie, self._transcript(label))
         if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
-            raise HandshakeError("cookie mismatch")
+            raise HandshakeError("cookie mismatch", kind="cookie")
 
     def _transcript(self, label: str) -> bytes:
         assert self.peer is not None
-        if self.role == "dialer":
-            dialer, acceptor = self.me, self.peer
-            nonce_d, nonce_a = self._nonce, self._peer_nonce
-        else:
-            dialer, acceptor = self.peer, self.me
-            nonce_d, nonce_a = self._peer_nonce, self._nonce
-        return _transcript(label, dialer, acceptor, nonce_d, nonce_a, self.hidden)
+        mine = (self.me, self.incarnation, self._nonce)
+        theirs = (self.peer, self.peer_incarnation, self._peer_nonce)
+        dialer, acceptor = (mine, theirs) if self.role == "dialer" else (theirs, mine)
+        return _transcript(label, *dialer, *acceptor, self.hidden)
 
 
 def _check_version(message: dict[str, Any]) -> None:
@@ -197,19 +210,36 @@ def _check_version(message: dict[str, Any]) -> None:
     if version != PROTOCOL_VERSION:
         raise HandshakeError(
             f"protocol version {str(version)[:20]} is not supported (this node speaks "
-            f"{PROTOCOL_VERSION})"
+            f"{PROTOCOL_VERSION})",
+            kind="version",
         )
 
 
 def _field(message: dict[str, Any], key: str, kind: type[Any]) -> Any:
     value = message.get(key)
     if not isinstance(value, kind):
-        raise HandshakeError(f"malformed handshake: {key!r} missing or of the wrong type")
+        raise HandshakeError(
+            f"malformed handshake: {key!r} missing or of the wrong type", kind="malformed"
+        )
     return value
+
+
+def _safe_canonical(canonical: Callable[[str], str], name: str) -> str:
+    try:
+        return canonical(name)
+    except ValueError:
+        raise HandshakeError(f"{name[:200]!r} is not a node name", kind="name") from None
+
+
+def _incarnation_field(message: dict[str, Any]) -> bytes:
+    incarnation = message.get("inc")
+    if not isinstance(incarnation, bytes) or len(incarnation) != INCARNATION_SIZE:
+        raise HandshakeError("malformed handshake: bad incarnation", kind="malformed")
+    return incarnation
 
 
 def _nonce_field(message: dict[str, Any]) -> bytes:
     nonce = message.get("nonce")
     if not isinstance(nonce, bytes) or len(nonce) != NONCE_SIZE:
-        raise HandshakeError("malformed handshake: bad nonce")
+        raise HandshakeError("malformed handshake: bad nonce", kind="malformed")
     return nonce

@@ -1,0 +1,72 @@
+"""A node's Prometheus metrics, in a registry of its own (several nodes may share a process)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+LAG_PROBE_INTERVAL = 0.25
+
+
+class NodeMetrics:
+    """Counters and gauges a node exports at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.nodes = Gauge(
+            "pycluster_connected_nodes", "Peers connected to this node.", registry=self.registry
+        )
+        self.connects = Counter(
+            "pycluster_topology_connects",
+            "Connection attempts made by a topology, by result.",
+            ["topology", "result"],
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "pycluster_topology_disconnects",
+            "Nodes a topology disconnected because discovery left them out.",
+            ["topology"],
+            registry=self.registry,
+        )
+        self.nodedowns = Counter(
+            "pycluster_nodedown",
+            "Peers lost, by reason (tick timeout, left, closed, ...).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.handshake_failures = Counter(
+            "pycluster_handshake_failures",
+            "Handshakes that failed, by kind (cookie, name, version, malformed, ...).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.frames_in = Counter(
+            "pycluster_frames_in", "Frames received from peers.", registry=self.registry
+        )
+        self.frames_out = Counter(
+            "pycluster_frames_out", "Frames sent to peers.", registry=self.registry
+        )
+        self.loop_lag = Gauge(
+            "pycluster_event_loop_lag_seconds",
+            "How late the event loop ran a timer, last probe. A blocked loop stops ticks: "
+            "peers then see this node as dead.",
+            registry=self.registry,
+        )
+
+    def connect_result(self, topology: str, ok: bool) -> None:
+        """Count one connection attempt of ``topology``."""
+        self.connects.labels(topology, "ok" if ok else "failed").inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        data: bytes = generate_latest(self.registry)
+        return data
+
+    async def probe_loop_lag(self) -> None:
+        """Measure, forever, how late a short sleep wakes up (the loop's lag)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LAG_PROBE_INTERVAL)
+            self.loop_lag.set(max(0.0, loop.time() - started - LAG_PROBE_INTERVAL))

@@ -1,0 +1,680 @@
+"""The Node: a named member of the cluster, connected to every other member.
+
+A node listens on, and dials from, its own address; it authenticates every connection with
+the cookie handshake, keeps one connection per peer (see :mod:`pycluster.transport.mesh`),
+declares a peer down when it falls silent, and runs its topologies under a Supervisor. It
+is the :class:`~pycluster.membership.Membership` its topologies connect through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from pycluster.config import Config
+from pycluster.errors import NotConnected, RemoteError
+from pycluster.events import NodeDown, NodeUp
+from pycluster.metrics import NodeMetrics
+from pycluster.nodename import NodeName, parse_node_name
+from pycluster.plugins import Plugins
+from pycluster.supervisor import RestartPolicy, Supervisor
+from pycluster.transport.connection import Connection, ConnectionClosed
+from pycluster.transport.frames import FrameDecoder, FrameError, encode_frame
+from pycluster.transport.handshake import Handshake, HandshakeError
+from pycluster.transport.mesh import admit
+
+log = logging.getLogger("pycluster.node")
+
+Mailbox = Callable[[str, Any], Any]
+"""A mailbox handler: called with (sender node, message body), in arrival order per peer.
+
+It may return a value, or an awaitable (run as a task); for a ``call`` that is the reply.
+It must not block: slow work belongs in a task or an actor.
+"""
+
+STATUS_MAILBOX = "$status"
+LEFT_QUIET = 10.0
+"""Seconds during which a peer that left gracefully is not redialled (it dials us back)."""
+EVENT_QUEUE_SIZE = 1024
+
+
+@attrs.frozen
+class _Call:
+    peer: str
+    future: asyncio.Future[Any]
+
+
+class Subscription:
+    """Node up/down events as an async iterator; ends when the node stops or on close()."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._queue: asyncio.Queue[NodeUp | NodeDown | None] = asyncio.Queue(EVENT_QUEUE_SIZE)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> NodeUp | NodeDown:
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._node._subscriptions.discard(self)
+        self._put(None)
+
+    def _put(self, event: NodeUp | NodeDown | None) -> None:
+        if self._queue.full():
+            # A subscriber that does not keep up loses its oldest events, not our memory.
+            self._queue.get_nowait()
+            log.warning("a node event subscriber is not keeping up; dropped an event")
+        self._queue.put_nowait(event)
+
+
+class Node:
+    """A pycluster node. Use as ``async with Node(config) as node: ...``.
+
+    ``cookie`` overrides ``config.node.cookie``; one of them is required. ``hidden`` makes a
+    client node (as ``pycluster status`` uses): it listens nowhere, runs no topologies,
+    and the nodes it connects to do not count it as a member.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        cookie: str | None = None,
+        plugins: Plugins | None = None,
+        policy: RestartPolicy | None = None,
+        hidden: bool = False,
+        handshake_timeout: float = 5.0,
+    ) -> None:
+        secret = cookie if cookie is not None else config.node.cookie
+        if not secret:
+            raise ValueError(
+                "a node needs a cookie: node.cookie, --cookie-file or PYCLUSTER_COOKIE"
+            )
+        self.config = config
+        self.hidden = hidden
+        self.plugins = plugins if plugins is not None else Plugins.load()
+        self.metrics = NodeMetrics()
+        self.incarnation = secrets.token_bytes(16)
+        self._cookie = secret.encode()
+        self._port = config.node.port
+        own = parse_node_name(config.node.name)
+        self.name = self.canonical(config.node.name)
+        self.listen_host: str | None = config.node.bind or (own.host if own.is_ip else None)
+        self.listen_port = own.port or self._port
+        self._tick_timeout = config.node.net_tick_timeout
+        self._handshake_timeout = handshake_timeout
+        self._server_ssl, self._client_ssl = _tls_contexts(config)
+        self._connections: dict[str, Connection] = {}
+        self._hidden_connections: set[Connection] = set()
+        self._dialling: dict[str, asyncio.Future[bool]] = {}
+        self._left: dict[str, float] = {}
+        self._mailboxes: dict[str, Mailbox] = {STATUS_MAILBOX: lambda sender, body: self.status()}
+        self._calls: dict[int, _Call] = {}
+        self._call_ids = itertools.count(1)
+        self._subscriptions: set[Subscription] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._repeats: dict[tuple[str, str], float] = {}
+        self._server: asyncio.Server | None = None
+        self._http: Any = None
+        self.supervisor = Supervisor(
+            {} if hidden else config.topologies,
+            membership=self,
+            plugins=self.plugins,
+            policy=policy,
+            metrics=self.metrics,
+        )
+        self.started = False
+
+    # -- names ------------------------------------------------------------------------------
+
+    def canonical(self, name: str) -> str:
+        """``name`` as this node compares it: without the cluster's default port.
+
+        Raises NodeNameError (a ValueError) for a string that is not a node name.
+        """
+        parsed = parse_node_name(name)
+        if parsed.port == self._port:
+            parsed = NodeName(parsed.name, parsed.host)
+        return str(parsed)
+
+    @property
+    def self_name(self) -> str:
+        """This node's name (Membership protocol)."""
+        return self.name
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen, serve HTTP if configured, and start the topologies."""
+        if not self.hidden:
+            self._server = await asyncio.start_server(
+                self._accept,
+                host=self.listen_host,
+                port=self.listen_port,
+                ssl=self._server_ssl,
+                reuse_address=True,
+            )
+            http = self.config.node.http
+            if http is not None:
+                from pycluster.http import HttpEndpoints
+
+                self._http = HttpEndpoints(self, self.listen_host, http.port)
+                await self._http.start()
+            self._spawn(self.metrics.probe_loop_lag())
+        self.started = True
+        await self.supervisor.start()
+        log.info("node %s listening on %s:%s", self.name, self.listen_host or "*", self.listen_port)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Leave the cluster: stop the topologies, tell every peer, close everything."""
+        if not self.started:
+            return
+        self.started = False
+        await self.supervisor.stop(timeout=timeout / 2)
+        if self._server is not None:
+            self._server.close()
+        connections = [*self._connections.values(), *self._hidden_connections]
+        await asyncio.gather(
+            *(c.close("this node left", leave=True) for c in connections),
+            return_exceptions=True,
+        )
+        if self._http is not None:
+            await self._http.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+        for subscription in list(self._subscriptions):
+            subscription.close()
+
+    # -- membership -------------------------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        """Connected peers (hidden clients excluded), sorted."""
+        return sorted(self._connections)
+
+    def events(self) -> Subscription:
+        """Subscribe to node up/down events: ``async for event in node.events(): ...``."""
+        subscription = Subscription(self)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    async def connect(self, name: str) -> bool:
+        """Connect to ``name`` (a no-op when connected); False if it cannot be reached."""
+        try:
+            peer = self.canonical(name)
+        except ValueError:
+            log.warning("cannot connect to %r: not a node name", name)
+            return False
+        if peer == self.name or not self.started:
+            return False
+        if peer in self._connections:
+            return True
+        left = self._left.get(peer)
+        if left is not None and time.monotonic() - left < LEFT_QUIET:
+            return False
+        pending = self._dialling.get(peer)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._dialling[peer] = future
+        ok = False
+        try:
+            ok = await self._dial(peer)
+        finally:
+            del self._dialling[peer]
+            future.set_result(ok)
+        return ok
+
+    async def disconnect(self, name: str) -> bool:
+        """Close the connection to ``name``; True if there was one."""
+        try:
+            connection = self._connections.get(self.canonical(name))
+        except ValueError:
+            return False
+        if connection is None:
+            return False
+        await connection.close("disconnected by this node")
+        return True
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def register_mailbox(self, name: str, handler: Mailbox) -> None:
+        """Deliver messages sent to ``name`` on this node to ``handler``."""
+        if name in self._mailboxes:
+            raise ValueError(f"mailbox {name!r} is already registered")
+        self._mailboxes[name] = handler
+
+    def unregister_mailbox(self, name: str) -> None:
+        """Stop delivering to ``name``; later messages to it are dropped (calls fail)."""
+        self._mailboxes.pop(name, None)
+
+    async def send(self, node: str, mailbox: str, message: Any) -> None:
+        """Send ``message`` to ``mailbox`` on ``node``, in order with other sends to it.
+
+        Waits only while the peer has a full send buffer (backpressure). Raises
+        NotConnected when there is no connection to ``node``.
+        """
+        peer = self.canonical(node)
+        if peer == self.name:
+            self._deliver(self.name, mailbox, message, None, None)
+            return
+        try:
+            await self._connection(peer).send({"t": "msg", "to": mailbox, "body": message})
+        except ConnectionClosed as exc:
+            raise NotConnected(str(exc)) from None
+
+    async def call(self, node: str, mailbox: str, message: Any, timeout: float = 5.0) -> Any:
+        """Send ``message`` and wait for the handler's reply.
+
+        Raises RemoteError if the handler raised, TimeoutError after ``timeout`` seconds,
+        NotConnected if the connection is missing or lost. Nothing is left behind.
+        """
+        peer = self.canonical(node)
+        call_id = next(self._call_ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = _Call(peer, future)
+        try:
+            request = {"t": "call", "id": call_id, "to": mailbox, "body": message}
+            if peer == self.name:
+                self._deliver(self.name, mailbox, message, call_id, None)
+            else:
+                await self._connection(peer).send(request)
+            async with asyncio.timeout(timeout):
+                return await future
+        except ConnectionClosed as exc:
+            raise NotConnected(str(exc)) from None
+        finally:
+            self._calls.pop(call_id, None)
+
+    def _connection(self, peer: str) -> Connection:
+        connection = self._connections.get(peer)
+        if connection is None:
+            for hidden in self._hidden_connections:
+                if hidden.peer == peer:
+                    return hidden
+            raise NotConnected(f"not connected to {peer}")
+        return connection
+
+    def _deliver(
+        self, sender: str, mailbox: str, body: Any, call_id: int | None, via: Connection | None
+    ) -> None:
+        handler = self._mailboxes.get(mailbox)
+        if handler is None:
+            if call_id is not None:
+                self._reply(via, call_id, error=("NoSuchMailbox", f"no mailbox {mailbox!r}"))
+            else:
+                self._warn_once(
+                    ("mailbox", mailbox), "dropped a message to unknown mailbox %r", mailbox
+                )
+            return
+        try:
+            result = handler(sender, body)
+        except Exception as exc:
+            if call_id is not None:
+                self._reply(via, call_id, error=(type(exc).__name__, str(exc)))
+            else:
+                log.exception("mailbox %r raised on a message from %s", mailbox, sender)
+            return
+        if inspect.isawaitable(result):
+            self._spawn(self._finish_delivery(result, mailbox, sender, call_id, via))
+        elif call_id is not None:
+            self._reply(via, call_id, value=result)
+
+    async def _finish_delivery(
+        self,
+        pending: Awaitable[Any],
+        mailbox: str,
+        sender: str,
+        call_id: int | None,
+        via: Connection | None,
+    ) -> None:
+        try:
+            value = await pending
+        except Exception as exc:
+            if call_id is not None:
+                self._reply(via, call_id, error=(type(exc).__name__, str(exc)))
+            else:
+                log.exception("mailbox %r raised on a message from %s", mailbox, sender)
+            return
+        if call_id is not None:
+            self._reply(via, call_id, value=value)
+
+    def _reply(
+        self,
+        via: Connection | None,
+        call_id: int,
+        *,
+        value: Any = None,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        if error is None:
+            message = {"t": "reply", "id": call_id, "ok": True, "body": value}
+        else:
+            message = {"t": "reply", "id": call_id, "ok": False, "error": list(error)}
+        if via is None:
+            self._on_reply(self.name, message)
+            return
+        try:
+            via.send_nowait(message)
+        except TypeError as exc:
+            # The handler returned something msgpack cannot carry: tell the caller.
+            self._reply(via, call_id, error=("TypeError", f"reply cannot be encoded: {exc}"))
+        except ConnectionClosed:
+            pass
+
+    def _on_reply(self, sender: str, message: dict[str, Any]) -> None:
+        call = self._calls.get(message.get("id"))  # type: ignore[arg-type]
+        if call is None or call.peer != sender or call.future.done():
+            return  # a late reply to a call that timed out: nothing waits for it
+        if message.get("ok") is True:
+            call.future.set_result(message.get("body"))
+            return
+        error = message.get("error")
+        kind, text = ("Error", "malformed error reply")
+        if isinstance(error, list) and len(error) == 2:
+            kind, text = str(error[0])[:200], str(error[1])[:2000]
+        call.future.set_exception(RemoteError(sender, kind, text))
+
+    def _on_message(self, connection: Connection, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        sender = connection.peer
+        if kind == "msg" and isinstance(message.get("to"), str):
+            self._deliver(sender, message["to"], message.get("body"), None, connection)
+        elif kind == "call" and isinstance(message.get("to"), str) and _is_id(message.get("id")):
+            self._deliver(sender, message["to"], message.get("body"), message["id"], connection)
+        elif kind == "reply":
+            self._on_reply(sender, message)
+        else:
+            self._warn_once(
+                ("message", sender),
+                "ignored a malformed or unknown %r message from %s",
+                kind[:40],
+                sender,
+            )
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _dial(self, peer: str) -> bool:
+        target = parse_node_name(peer)
+        local = (self.listen_host, 0) if self.listen_host and not self.hidden else None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    target.host,
+                    target.port or self._port,
+                    ssl=self._client_ssl,
+                    local_addr=local,
+                    server_hostname=target.host if self._client_ssl else None,
+                ),
+                timeout=self._handshake_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.debug("cannot reach %s: %s", peer, exc)
+            return False
+        handshake = Handshake(
+            role="dialer",
+            me=self.name,
+            peer=peer,
+            cookie=self._cookie,
+            hidden=self.hidden,
+            incarnation=self.incarnation,
+            canonical=self.canonical,
+        )
+        decoder = FrameDecoder(self.config.node.max_frame_size)
+        try:
+            backlog = await self._handshake(handshake, reader, writer, decoder, peer)
+        except HandshakeError as exc:
+            # A dial that lost the tie-break to the peer's own dial is connected all the same.
+            return exc.kind == "rejected" and peer in self._connections
+        if peer in self._connections:
+            writer.close()  # raced with an inbound connection that won: keep that one
+            return True
+        self._establish(handshake, reader, writer, decoder, backlog)
+        return True
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        address = _address(writer)
+        if not self.started:
+            writer.close()
+            return
+        handshake = Handshake(
+            role="acceptor",
+            me=self.name,
+            cookie=self._cookie,
+            incarnation=self.incarnation,
+            canonical=self.canonical,
+        )
+        decoder = FrameDecoder(self.config.node.max_frame_size)
+        try:
+            backlog = await self._handshake(handshake, reader, writer, decoder, address)
+        except HandshakeError:
+            return
+        peer = handshake.peer
+        assert peer is not None
+        refusal: str | None = None
+        if handshake.hidden:
+            verdict = "accept"
+        elif self.supervisor.refuses(peer):
+            refusal = "discovery on this node no longer lists you"
+            verdict = "refuse"
+        else:
+            current = self._connections.get(peer)
+            verdict = admit(
+                me=self.name,
+                peer=peer,
+                dialling=peer in self._dialling,
+                connected_incarnation=current.incarnation if current else None,
+                incarnation=handshake.peer_incarnation,
+            )
+            refusal = "duplicate connection" if verdict == "refuse" else None
+        if refusal is not None:
+            log.debug("refused a connection from %s: %s", peer, refusal)
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(encode_frame({"t": "reject", "reason": refusal}))
+            writer.close()
+            return
+        if verdict == "replace":
+            await self._connections[peer].close("the peer restarted")
+        try:
+            writer.write(encode_frame(Handshake.welcome()))
+        except (ConnectionError, OSError):
+            writer.close()
+            return
+        self._establish(handshake, reader, writer, decoder, backlog)
+
+    async def _handshake(
+        self,
+        handshake: Handshake,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
+        who: str,
+    ) -> list[dict[str, Any]]:
+        """Run ``handshake`` over the stream; return messages read past its end."""
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                return await _exchange(handshake, reader, writer, decoder)
+        except HandshakeError as exc:
+            failure = exc
+        except TimeoutError:
+            failure = HandshakeError("timed out", kind="timeout", tell_peer=False)
+        except FrameError as exc:
+            failure = HandshakeError(f"bad frame: {exc}", kind="malformed", tell_peer=False)
+        except (ConnectionError, OSError) as exc:
+            failure = HandshakeError(f"connection lost ({exc})", kind="closed", tell_peer=False)
+        reject = failure.reject()
+        if reject is not None:
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(encode_frame(reject))
+        writer.close()
+        self.metrics.handshake_failures.labels(failure.kind).inc()
+        if failure.kind != "rejected" or "duplicate" not in failure.reason:
+            peer = handshake.peer or who
+            self._warn_once(
+                ("handshake", f"{peer}|{failure.reason}"),
+                "handshake with %s failed: %s",
+                peer,
+                failure.reason,
+            )
+        raise failure
+
+    def _establish(
+        self,
+        handshake: Handshake,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: FrameDecoder,
+        backlog: list[dict[str, Any]],
+    ) -> None:
+        peer = handshake.peer
+        assert peer is not None
+        connection = Connection(
+            peer=peer,
+            incarnation=handshake.peer_incarnation,
+            hidden=handshake.hidden or self.hidden,
+            reader=reader,
+            writer=writer,
+            decoder=decoder,
+            tick_interval=self._tick_timeout / 3,
+            tick_timeout=self._tick_timeout,
+            metrics=self.metrics,
+            on_message=self._on_message,
+            on_closed=self._on_closed,
+        )
+        if connection.hidden:
+            self._hidden_connections.add(connection)
+        else:
+            self._connections[peer] = connection
+            self._left.pop(peer, None)
+            self.metrics.nodes.set(len(self._connections))
+            log.info("%s: node up %s", self.name, peer)
+            self._emit(NodeUp(self.name, peer), "pycluster_node_up")
+        connection.start(backlog)
+
+    def _on_closed(self, connection: Connection, reason: str) -> None:
+        self._hidden_connections.discard(connection)
+        for call in list(self._calls.values()):
+            if call.peer == connection.peer and not call.future.done():
+                call.future.set_exception(NotConnected(f"{connection.peer}: {reason}"))
+        if self._connections.get(connection.peer) is not connection:
+            return
+        del self._connections[connection.peer]
+        if reason == "left":
+            self._left[connection.peer] = time.monotonic()
+        self.metrics.nodes.set(len(self._connections))
+        self.metrics.nodedowns.labels(reason.split(" (")[0]).inc()
+        log.info("%s: node down %s (%s)", self.name, connection.peer, reason)
+        self._emit(NodeDown(self.name, connection.peer, reason), "pycluster_node_down")
+
+    def _emit(self, event: NodeUp | NodeDown, hook: str) -> None:
+        for subscription in list(self._subscriptions):
+            subscription._put(event)
+        self.plugins.notify(hook, event)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """This node's view, as ``/status`` and ``pycluster status --json`` show it."""
+        return {
+            "node": self.name,
+            "nodes": self.nodes(),
+            "topologies": {
+                name: status.to_json() for name, status in self.supervisor.status().items()
+            },
+            "registry": None,
+        }
+
+    def ready(self) -> bool:
+        """Ready once listening (until a registry exists, nothing else to merge)."""
+        return self.started
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _warn_once(self, key: tuple[str, str], message: str, *args: object) -> None:
+        """Log a warning, then the same one at debug level for a minute (no spam)."""
+        now = time.monotonic()
+        last = self._repeats.get(key)
+        if last is not None and now - last < 60:
+            log.debug(message, *args)
+            return
+        self._repeats[key] = now
+        log.warning(message, *args)
+
+
+async def _exchange(
+    handshake: Handshake,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    decoder: FrameDecoder,
+) -> list[dict[str, Any]]:
+    received: list[dict[str, Any]] = []
+    for message in handshake.start():
+        writer.write(encode_frame(message))
+    while not handshake.done:
+        while not received:
+            data = await reader.read(65536)
+            if not data:
+                raise HandshakeError(
+                    "connection closed during the handshake", kind="closed", tell_peer=False
+                )
+            received.extend(decoder.feed(data))
+        for reply in handshake.receive(received.pop(0)):
+            writer.write(encode_frame(reply))
+    return received
+
+
+def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    tls = config.node.tls
+    if tls is None:
+        return None, None
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.cafile)
+    server.load_cert_chain(tls.certfile, tls.keyfile)
+    server.verify_mode = ssl.CERT_REQUIRED
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.cafile)
+    client.load_cert_chain(tls.certfile, tls.keyfile)
+    # Peers are named by address, which certificates rarely list: the chain to our CA is
+    # checked, and the cookie handshake authenticates the node on top.
+    client.check_hostname = False
+    return server, client
+
+
+def _address(writer: asyncio.StreamWriter) -> str:
+    peername = writer.get_extra_info("peername")
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return "an unknown address"
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
