@@ -1,28 +1,36 @@
-"""The ``pycluster`` command: check a config, run the demo."""
+"""The ``pycluster`` command: run a node, ask one for its status, check a config, demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
+import signal
 import sys
-import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from pycluster.config import Config, ConfigError, load_config
-from pycluster.membership import InMemoryNetwork
-from pycluster.plugins import PluginError, Plugins
-from pycluster.supervisor import Supervisor
+from pycluster.config import Config, ConfigError, ConfigIssue, load_config
+from pycluster.errors import NotConnected
+from pycluster.plugins import PluginError
 
 EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 1
+COOKIE_ENV = "PYCLUSTER_COOKIE"
+
+log = logging.getLogger("pycluster.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pycluster`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    quiet = args.run is not _run
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
@@ -30,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PluginError) as exc:
         print(f"pycluster: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
     return status
 
 
@@ -40,6 +50,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
+    run = commands.add_parser("run", help="run a node until SIGTERM (then leave gracefully)")
+    run.add_argument("config", metavar="CONFIG", help="path of the YAML config")
+    run.add_argument("--name", help="node name, overriding node.name")
+    run.add_argument("--port", type=int, help="cluster port, overriding node.port")
+    _cookie_arguments(run)
+    run.set_defaults(run=_run)
+
+    status = commands.add_parser("status", help="ask a running node for its view")
+    status.add_argument("--node", required=True, help="name of the node to ask")
+    _cookie_arguments(status)
+    status.add_argument("--json", action="store_true", help="print the status JSON")
+    status.add_argument("--port", type=int, default=9100, help="cluster default port")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    status.set_defaults(run=_status)
+
     check = commands.add_parser("check", help="validate a config file (exit 2 on problems)")
     check.add_argument("config", metavar="CONFIG", help="path of the YAML config")
     check.set_defaults(run=_check)
@@ -48,6 +73,41 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=_node_count, default=3, help="how many nodes (1-20)")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _cookie_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cookie", help=f"cluster cookie (visible in ps: prefer --cookie-file or {COOKIE_ENV})"
+    )
+    group.add_argument("--cookie-file", type=Path, help="file holding the cluster cookie")
+
+
+def cookie_from(args: argparse.Namespace, configured: str | None) -> str:
+    """The cookie: --cookie / --cookie-file, else the config's, else $PYCLUSTER_COOKIE."""
+    if args.cookie:
+        return str(args.cookie)
+    if args.cookie_file is not None:
+        try:
+            text: str = args.cookie_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                [ConfigIssue("--cookie-file", f"cannot read {args.cookie_file}: {exc.strerror}")]
+            ) from None
+        if not text:
+            raise ConfigError([ConfigIssue("--cookie-file", f"{args.cookie_file} is empty")])
+        return text
+    cookie = configured or os.environ.get(COOKIE_ENV)
+    if not cookie:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "node.cookie",
+                    f"a cookie is required: set node.cookie, --cookie-file or {COOKIE_ENV}",
+                )
+            ]
+        )
+    return cookie
 
 
 def _node_count(text: str) -> int:
@@ -73,47 +133,77 @@ def summary(config: Config) -> str:
     )
 
 
-def demo_config(index: int, count: int) -> dict[str, object]:
-    """The demo's config for node ``index`` of ``count``, all on loopback addresses."""
-    names = [f"demo{i}@127.0.0.{i + 2}" for i in range(count)]
-    return {
-        "node": {"name": names[index]},
-        "topologies": {"demo": {"strategy": "epmd", "config": {"hosts": names}}},
-    }
+def _run(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.name is not None:
+        overrides["node.name"] = args.name
+    if args.port is not None:
+        overrides["node.port"] = args.port
+    config = load_config(args.config, overrides=overrides)
+    cookie = cookie_from(args, config.node.cookie)
+    return asyncio.run(_run_node(config, cookie))
+
+
+async def _run_node(config: Config, cookie: str) -> int:
+    from pycluster.node import Node
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    node = Node(config, cookie=cookie)
+    try:
+        await node.start()
+    except OSError as exc:
+        print(f"pycluster: cannot listen as {config.node.name}: {exc}", file=sys.stderr)
+        await node.stop()
+        return EXIT_UNREACHABLE
+    try:
+        await stop.wait()
+        log.info("%s: leaving the cluster", node.name)
+    finally:
+        await node.stop()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    cookie = cookie_from(args, None)
+    try:
+        status = asyncio.run(ask_status(args.node, cookie, port=args.port, timeout=args.timeout))
+    except (NotConnected, TimeoutError) as exc:
+        print(f"pycluster: cannot get the status of {args.node}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return 0
+    print(f"{status['node']} sees {len(status['nodes'])} node(s)")
+    for peer in status["nodes"]:
+        print(f"  {peer}")
+    for name, topology in status["topologies"].items():
+        print(f"topology {name}: {topology['strategy']} {topology['state']}")
+    registry = status.get("registry")
+    print("registry: " + (json.dumps(registry) if registry else "none"))
+    return 0
+
+
+async def ask_status(
+    node: str, cookie: str, *, port: int = 9100, timeout: float = 5.0
+) -> dict[str, Any]:
+    """Connect to ``node`` as a hidden client and return its status."""
+    from pycluster.node import STATUS_MAILBOX, Node
+
+    config = load_config(
+        {"node": {"name": f"pycluster-status-{os.getpid()}@localhost", "port": port}}, env={}
+    )
+    async with Node(config, cookie=cookie, hidden=True, handshake_timeout=timeout) as client:
+        if not await client.connect(node):
+            raise NotConnected(f"could not connect to {node} (see the log above)")
+        status: dict[str, Any] = await client.call(node, STATUS_MAILBOX, None, timeout=timeout)
+        return status
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return asyncio.run(_run_demo(args.nodes))
+    from pycluster.demo import run_demo
 
-
-async def _run_demo(count: int) -> int:
-    plugins = Plugins.load()
-    configs = [load_config(demo_config(i, count), plugins=plugins) for i in range(count)]
-    print(f"pycluster demo: {count} nodes, one topology 'demo' (strategy epmd) listing:")
-    for config in configs:
-        print(f"  {config.node.name}")
-    print("(the nodes run in this process over the in-memory network until TCP lands)")
-    network = InMemoryNetwork(plugins)
-    supervisors = [
-        Supervisor(config.topologies, membership=network.join(config.node.name), plugins=plugins)
-        for config in configs
-    ]
-    started = time.perf_counter()
-    for supervisor in supervisors:
-        await supervisor.start()
-    try:
-        deadline = started + 10
-        while not all(len(network.links(c.node.name)) == count - 1 for c in configs):
-            if time.perf_counter() > deadline:
-                print("pycluster demo: the cluster did not form within 10 s", file=sys.stderr)
-                return 1
-            await asyncio.sleep(0.01)
-        elapsed = (time.perf_counter() - started) * 1000
-        print(f"cluster formed in {elapsed:.1f} ms:")
-        for config in configs:
-            peers = ", ".join(network.links(config.node.name)) or "(alone)"
-            print(f"  {config.node.name} sees {peers}")
-    finally:
-        for supervisor in supervisors:
-            await supervisor.stop()
-    return 0
+    status: int = asyncio.run(run_demo(args.nodes))
+    return status

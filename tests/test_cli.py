@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,11 +84,16 @@ def test_check_fails_cleanly(tmp_path: Path, content: str | None, message: str) 
 
 def test_demo_forms_the_cluster_and_exits_0() -> None:
     result = pycluster("demo", "--nodes", "4")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "cluster formed in" in result.stdout
-    for i in range(4):
-        others = [f"demo{j}@127.0.0.{j + 2}" for j in range(4) if j != i]
-        assert f"demo{i}@127.0.0.{i + 2} sees {', '.join(others)}" in result.stdout
+    names = re.findall(r"^  (demo\d@127\.0\.0\.1:\d+) \(pid (\d+)\)$", result.stdout, re.M)
+    assert len(names) == 4
+    for name, _ in names:
+        others = sorted(other for other, _ in names if other != name)
+        assert f"  {name} sees {', '.join(others)}" in result.stdout
+    # Every node process it started is gone.
+    for _, pid in names:
+        assert not Path(f"/proc/{pid}").exists()
 
 
 def test_demo_rejects_a_bad_node_count() -> None:

@@ -65,7 +65,8 @@ topologies:
         "node.name: expected name@host or name@host:port (the host after '@' is empty), got 'app@'",
         "node.port: expected a port number from 1 to 65535, got 70000",
         "topologies.static.config.hosts: expected a list of strings, got 'app@127.0.0.2'",
-        "topologies.k8s.strategy: unknown strategy 'kubernetes.nope' (known: epmd, hosts_file)",
+        "topologies.k8s.strategy: unknown strategy 'kubernetes.nope' "
+        "(known: epmd, hosts_file, local_epmd)",
     ]
 
 

@@ -36,7 +36,7 @@ class Clash:
 
 def test_builtin_strategies_register_through_the_public_hook() -> None:
     plugins = Plugins.load(entry_points=False)
-    assert {"epmd", "hosts_file"} <= set(plugins.strategies())
+    assert {"epmd", "hosts_file", "local_epmd"} <= set(plugins.strategies())
     impls = plugins.manager.hook.pycluster_register_strategies.get_hookimpls()
     assert [impl.plugin_name for impl in impls] == ["pycluster.strategies"]
 
@@ -190,5 +190,5 @@ def test_a_pip_installed_plugin_is_found_through_its_entry_point(tmp_path: Path)
     assert gone.returncode == 2
     assert (
         "topologies.third.strategy: unknown strategy 'thirdparty.reverse' "
-        "(known: epmd, hosts_file)" in gone.stderr
+        "(known: epmd, hosts_file, local_epmd)" in gone.stderr
     )

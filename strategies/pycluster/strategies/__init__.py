@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from pycluster.plugins import hookimpl
 from pycluster.strategies.epmd import Epmd
 from pycluster.strategies.hosts_file import HostsFile
+from pycluster.strategies.local_epmd import LocalEpmd
 from pycluster.strategy import Strategy
 
-__all__ = ["Epmd", "HostsFile"]
+__all__ = ["Epmd", "HostsFile", "LocalEpmd"]
 
 
 @hookimpl
 def pycluster_register_strategies() -> Iterable[type[Strategy]]:
-    return [Epmd, HostsFile]
+    return [Epmd, HostsFile, LocalEpmd]

@@ -1,0 +1,299 @@
+"""Nodes in one process over real loopback sockets: connections, messages, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pycluster import Plugins, hookimpl, load_config
+from pycluster.errors import NotConnected, RemoteError
+from pycluster.events import NodeDown, NodeUp
+from pycluster.node import LEFT_QUIET, Node
+from pycluster.transport import FrameDecoder, Handshake, encode_frame
+from tests.conftest import eventually
+
+COOKIE = "test-cookie-not-a-secret"
+A, B, C = "a@127.0.1.2", "b@127.0.1.3", "c@127.0.1.4"
+
+
+def make_node(name: str, **node: Any) -> Node:
+    config = load_config({"node": {"name": name, "net_tick_timeout": 1.0, **node}}, env={})
+    return Node(config, cookie=node.pop("cookie_override", COOKIE), handshake_timeout=2.0)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Node, Node]]:
+    a, b = make_node(A), make_node(B)
+    async with a, b:
+        assert await a.connect(B)
+        await eventually(lambda: b.nodes() == [A])
+        yield a, b
+
+
+async def raw_peer(
+    target: str, host: str, *, cookie: str = COOKIE, name: str = "raw@127.0.1.9"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, FrameDecoder]:
+    """An authenticated connection made by hand (to send what a real node never would)."""
+    reader, writer = await asyncio.open_connection(host, 9100, local_addr=("127.0.1.9", 0))
+    handshake = Handshake(
+        role="dialer", me=name, peer=target, cookie=cookie.encode(), incarnation=b"r" * 16
+    )
+    decoder = FrameDecoder(1 << 20)
+    for message in handshake.start():
+        writer.write(encode_frame(message))
+    while not handshake.done:
+        for message in decoder.feed(await reader.read(65536)):
+            for reply in handshake.receive(message):
+                writer.write(encode_frame(reply))
+    return reader, writer, decoder
+
+
+async def test_connect_is_symmetric_and_announced() -> None:
+    events: list[object] = []
+
+    class Spy:
+        @hookimpl
+        def pycluster_node_up(self, event: NodeUp) -> None:
+            events.append(event)
+
+    a = make_node(A)
+    a.plugins = Plugins.load(entry_points=False, extra=[Spy()])
+    b = make_node(B)
+    async with a, b:
+        subscription = b.events()
+        assert await a.connect(B)
+        assert await a.connect(B)  # already connected: a no-op
+        assert a.nodes() == [B]
+        await eventually(lambda: b.nodes() == [A])
+        assert await asyncio.wait_for(anext(subscription), 5) == NodeUp(B, A)
+        assert events == [NodeUp(A, B)]
+        assert not await a.connect(A)  # never to itself
+
+
+async def test_simultaneous_dials_end_with_one_connection() -> None:
+    for _ in range(30):
+        a, b = make_node(A), make_node(B)
+        async with a, b:
+            ups_a, ups_b = a.events(), b.events()
+            results = await asyncio.gather(a.connect(B), b.connect(A))
+            assert results == [True, True]
+            await eventually(lambda a=a, b=b: a.nodes() == [B] and b.nodes() == [A])
+            # Both ends hold the same socket: A's local address is B's remote one.
+            conn_a, conn_b = a._connections[B], b._connections[A]
+            assert conn_a._writer.get_extra_info("sockname") == conn_b._writer.get_extra_info(
+                "peername"
+            )
+            assert await asyncio.wait_for(anext(ups_a), 5) == NodeUp(A, B)
+            assert await asyncio.wait_for(anext(ups_b), 5) == NodeUp(B, A)
+            # No second connection was established and dropped behind the scenes.
+            assert ups_a._queue.empty()
+            assert ups_b._queue.empty()
+
+
+async def test_call_send_and_remote_errors(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    received: list[Any] = []
+    b.register_mailbox("log", lambda sender, body: received.append((sender, body)))
+    b.register_mailbox("echo", lambda sender, body: {"from": sender, "body": body})
+
+    async def slow(sender: str, body: Any) -> Any:
+        await asyncio.sleep(body)
+        return "late"
+
+    def boom(sender: str, body: Any) -> None:
+        raise ValueError(f"bad input {body}")
+
+    b.register_mailbox("slow", slow)
+    b.register_mailbox("boom", boom)
+    for i in range(2000):
+        await a.send(B, "log", i)
+    assert await a.call(B, "echo", [1, "x", b"\x00"]) == {"from": A, "body": [1, "x", b"\x00"]}
+    # Per-pair FIFO: the call came after the sends, so every send has been handled.
+    assert received == [(A, i) for i in range(2000)]
+    with pytest.raises(RemoteError) as info:
+        await a.call(B, "boom", 7)
+    assert (info.value.node, info.value.type, info.value.message) == (
+        B,
+        "ValueError",
+        "bad input 7",
+    )
+    with pytest.raises(RemoteError, match="NoSuchMailbox"):
+        await a.call(B, "nobody", None)
+    with pytest.raises(TimeoutError):
+        await a.call(B, "slow", 0.5, timeout=0.05)
+    assert a._calls == {}  # a timed-out call leaves nothing behind
+    assert await a.call(B, "slow", 0.01) == "late"
+    with pytest.raises(NotConnected):
+        await a.call(C, "echo", None)
+    with pytest.raises(TypeError):
+        await a.send(B, "log", object())
+
+
+async def test_wrong_cookie_is_refused_on_both_sides(caplog: pytest.LogCaptureFixture) -> None:
+    a = make_node(A)
+    b = make_node(B)
+    b._cookie = b"another cookie entirely"
+    async with a, b:
+        assert not await a.connect(B)
+        await eventually(lambda: any("cookie" in m and A in m for m in caplog.messages))
+    assert a.nodes() == []
+    assert b.nodes() == []
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(f"handshake with {B} failed: cookie mismatch" in line for line in lines)
+    assert any(
+        f"handshake with {A} failed: rejected by the peer: cookie mismatch" in line
+        for line in lines
+    )
+    assert not any(
+        COOKIE in r.getMessage() or "another cookie" in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_graceful_leave_is_seen_at_once_and_not_redialled(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    downs = a.events()
+    await b.stop()
+    event = await asyncio.wait_for(anext(downs), 2)
+    assert event == NodeDown(A, B, "left")
+    assert a.nodes() == []
+    assert LEFT_QUIET > 1
+    assert not await a.connect(B)  # it left: strategies do not dial it straight back
+
+
+async def test_a_silent_peer_is_declared_down_after_the_tick_timeout() -> None:
+    a = make_node(A)
+    async with a:
+        events = a.events()
+        _reader, writer, _ = await raw_peer(A, "127.0.1.2")
+        assert await asyncio.wait_for(anext(events), 2) == NodeUp(A, "raw@127.0.1.9")
+        # The raw peer never ticks: down after net_tick_timeout (1 s), not before 0.9 s.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        event = await asyncio.wait_for(anext(events), 5)
+        assert isinstance(event, NodeDown)
+        assert event.reason.startswith("net tick timeout")
+        assert 0.9 <= loop.time() - started <= 2.5
+        writer.close()
+
+
+async def test_bad_frames_from_an_authenticated_peer(
+    pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = pair
+    b.register_mailbox("echo", lambda sender, body: body)
+    _reader, writer, _ = await raw_peer(A, "127.0.1.2")
+    await eventually(lambda: "raw@127.0.1.9" in a.nodes())
+    writer.write(encode_frame({"t": "bogus"}))
+    writer.write(encode_frame({"t": "call", "id": "x", "to": 5}))
+    await eventually(
+        lambda: any("'bogus' message from raw@127.0.1.9" in m for m in caplog.messages)
+    )
+    assert "raw@127.0.1.9" in a.nodes()  # unknown messages are dropped, not fatal
+    writer.write(struct.pack(">I", 1 << 30))
+    await eventually(lambda: "raw@127.0.1.9" not in a.nodes())
+    assert any("exceeds the 16777216 cap" in m for m in caplog.messages)
+    # The good peer is still served.
+    assert await a.call(B, "echo", "still here") == "still here"
+    writer.close()
+
+
+async def test_junk_on_the_port_is_dropped(
+    pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = pair
+    b.register_mailbox("echo", lambda sender, body: body)
+    junk = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        struct.pack(">I", 1 << 30) + b"\x00" * 10,
+        struct.pack(">I", 100) + b"\x81",
+        b"\xff" * 64,
+    ]
+    for payload in junk:
+        reader, writer = await asyncio.open_connection("127.0.1.3", 9100)
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 5) is not None
+        writer.close()
+    reasons = ["exceeds the 16777216 cap", "exceeds the 16777216 cap", "connection closed"]
+    await eventually(lambda: len(handshake_warnings(caplog)) == len(junk))
+    for reason, line in zip([*reasons, "exceeds"], handshake_warnings(caplog), strict=True):
+        assert line.startswith("handshake with 127.0.0.1:")
+        assert reason in line
+    assert await a.call(B, "echo", 1) == 1
+    assert b.nodes() == [A]
+
+
+def handshake_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("handshake with")
+    ]
+
+
+async def test_a_name_that_is_not_the_peers_own_is_refused() -> None:
+    a, b = make_node(A), make_node(B)
+    async with a, b:
+        assert not await a.connect("impostor@127.0.1.3")
+        assert a.nodes() == []
+        assert await a.connect(f"{B}:9100")  # the default port is the same name
+        assert a.nodes() == [B]
+
+
+async def test_hidden_client_is_not_a_member(pair: tuple[Node, Node]) -> None:
+    a, _b = pair
+    config = load_config({"node": {"name": "cli@127.0.1.10"}}, env={})
+    events = a.events()
+    async with Node(config, cookie=COOKIE, hidden=True) as client:
+        assert await client.connect(A)
+        status = await client.call(A, "$status", None)
+        assert status == {"node": A, "nodes": [B], "topologies": {}, "registry": None}
+        assert a.nodes() == [B]
+        assert client.nodes() == []
+    assert events._queue.empty()
+
+
+async def test_backpressure_bounds_what_is_queued_for_a_slow_peer() -> None:
+    a = make_node(A)
+    async with a:
+        _reader, writer, _ = await raw_peer(A, "127.0.1.2")
+        await eventually(lambda: "raw@127.0.1.9" in a.nodes())
+        connection = a._connections["raw@127.0.1.9"]
+        chunk = b"x" * 65536
+
+        async def flood() -> None:
+            while True:  # the raw peer never reads: send must end up waiting
+                await a.send("raw@127.0.1.9", "sink", chunk)
+
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(flood(), 1.0)
+        queued = connection._writer.transport.get_write_buffer_size()
+        assert queued <= 1024 * 1024 + 2 * len(chunk)
+        writer.close()
+
+
+async def test_mutual_tls(tmp_path: Path) -> None:
+    from tests.certs import make_ca
+
+    ca = make_ca(tmp_path)
+    tls_a = ca.issue("a", tmp_path)
+    tls_b = ca.issue("b", tmp_path)
+    a = make_node(A, tls=tls_a)
+    b = make_node(B, tls=tls_b)
+    plain = make_node(C)
+    async with a, b, plain:
+        assert await a.connect(B)
+        assert a.nodes() == [B]
+        assert not await plain.connect(B)  # no TLS: refused
+    other_ca = make_ca(tmp_path / "other")
+    intruder = make_node(C, tls=other_ca.issue("c", tmp_path / "other"))
+    b = make_node(B, tls=tls_b)
+    async with b, intruder:
+        assert not await intruder.connect(B)  # a certificate from another CA: refused
