@@ -46,6 +46,8 @@ STATUS_MAILBOX = "$status"
 LEFT_QUIET = 10.0
 """Seconds during which a peer that left gracefully is not redialled (it dials us back)."""
 EVENT_QUEUE_SIZE = 1024
+REPEAT_QUIET = 60.0
+"""Seconds during which a repeated warning (same peer, same problem) drops to debug."""
 
 
 @attrs.frozen
@@ -536,8 +538,10 @@ class Node:
         self.metrics.handshake_failures.labels(failure.kind).inc()
         if failure.kind != "rejected" or "duplicate" not in failure.reason:
             peer = handshake.peer or who
+            # Repeats are keyed by peer name, or by IP for strangers (not by their port).
+            source = handshake.peer or who.rpartition(":")[0]
             self._warn_once(
-                ("handshake", f"{peer}|{failure.reason}"),
+                ("handshake", f"{source}|{failure.kind}"),
                 "handshake with %s failed: %s",
                 peer,
                 failure.reason,
@@ -625,9 +629,11 @@ class Node:
         """Log a warning, then the same one at debug level for a minute (no spam)."""
         now = time.monotonic()
         last = self._repeats.get(key)
-        if last is not None and now - last < 60:
+        if last is not None and now - last < REPEAT_QUIET:
             log.debug(message, *args)
             return
+        if len(self._repeats) >= 1024:  # bounded, whatever strangers send
+            self._repeats = {k: t for k, t in self._repeats.items() if now - t < REPEAT_QUIET}
         self._repeats[key] = now
         log.warning(message, *args)
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -108,3 +114,78 @@ def test_demo_rejects_a_bad_node_count() -> None:
 def test_shipped_example_configs_are_valid(example: Path) -> None:
     result = pycluster("check", str(example))
     assert result.returncode == 0, result.stderr
+
+
+def write_config(tmp_path: Path, name: str, extra: str = "") -> Path:
+    path = tmp_path / "node.yaml"
+    path.write_text(f"node:\n  name: {name}\n  http: {{port: 9201}}\n{extra}")
+    return path
+
+
+def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
+    name = "solo@127.0.1.20"
+    config = write_config(tmp_path, name)
+    cookie_file = tmp_path / "cookie"
+    cookie_file.write_text("s3cret-cookie\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pycluster", "run", str(config), "--cookie-file", str(cookie_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            status = pycluster("status", "--node", name, "--cookie", "s3cret-cookie", "--json")
+            if status.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # polling a process that is starting, with a deadline
+        assert status.returncode == 0, status.stderr
+        view = json.loads(status.stdout)
+        assert view == {"node": name, "nodes": [], "topologies": {}, "registry": None}
+        with urllib.request.urlopen("http://127.0.1.20:9201/status", timeout=5) as response:
+            assert json.load(response) == view
+        wrong = pycluster("status", "--node", name, "--cookie", "wrong")
+        assert wrong.returncode == 1
+        assert "cookie mismatch" in wrong.stderr
+        assert "s3cret" not in wrong.stderr
+        human = pycluster("status", "--node", name, "--cookie", "s3cret-cookie")
+        assert human.stdout.splitlines()[0] == f"{name} sees 0 node(s)"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert "leaving the cluster" in output
+    assert "s3cret" not in output
+
+
+def test_run_without_a_cookie_exits_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "solo@127.0.1.21")
+    env = {k: v for k, v in os.environ.items() if k != "PYCLUSTER_COOKIE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pycluster", "run", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "node.cookie: a cookie is required" in result.stderr
+
+
+def test_run_on_an_address_in_use_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.1.22", 9100))
+        taken.listen()
+        config = write_config(tmp_path, "solo@127.0.1.22")
+        result = subprocess.run(
+            [sys.executable, "-m", "pycluster", "run", str(config), "--cookie", "c"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "cannot listen as solo@127.0.1.22" in result.stderr
+    assert "Traceback" not in result.stderr
