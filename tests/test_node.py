@@ -302,3 +302,12 @@ async def test_mutual_tls(tmp_path: Path) -> None:
     b = make_node(B, tls=tls_b)
     async with b, intruder:
         assert not await intruder.connect(B)  # a certificate from another CA: refused
+
+
+async def test_ipv6_nodes() -> None:
+    a, b = make_node("a@[::1]:9301"), make_node("b@[::1]:9302")
+    async with a, b:
+        assert await a.connect("b@[::1]:9302")
+        await eventually(lambda: b.nodes() == ["a@[::1]:9301"])
+        b.register_mailbox("echo", lambda sender, body: body)
+        assert await a.call("b@[::1]:9302", "echo", "v6") == "v6"
