@@ -1,0 +1,229 @@
+"""The replicated registry state of one node, with no I/O (the ``crdt`` backend's core).
+
+Each node is the only writer of its own registrations (its *slice*). It sends its whole
+slice to a peer when they connect and every later change, in order, over that peer's
+connection; it keeps each peer's slice exactly as that peer sent it. So a join is a
+merge that waits for nobody: a snapshot replaces the sender's slice (idempotent), and a
+node that goes down takes its slice with it (a restarted node has a new incarnation and
+sends a fresh, empty slice: its previous life's names never come back).
+
+When two slices hold the same name (claimed on both sides of a partition), every node
+picks the same winner with a pure resolution function of the two entries; the node
+holding the loser is told (:meth:`Replica.lost`) and stops it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
+
+Resolve = Callable[[Entry, Entry], Entry]
+
+
+class Replica:
+    """Registrations and group memberships: this node's own, and each peer's."""
+
+    def __init__(self, me: str, resolve: Resolve = first_claim_wins) -> None:
+        self.me = me
+        self.lamport = 0
+        self._resolve = resolve
+        self._own: dict[str, Entry] = {}
+        self._peers: dict[str, dict[str, Entry]] = {}
+        self._own_groups: dict[str, set[ActorRef]] = {}
+        self._peer_groups: dict[str, dict[str, set[ActorRef]]] = {}
+        self._candidates: dict[str, list[Entry]] = {}
+        self._key = functools.cmp_to_key(self._compare)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def whereis(self, name: str) -> ActorRef | None:
+        """The actor registered as ``name`` (the winner, if several claim it)."""
+        candidates = self._candidates.get(name)
+        return candidates[0].ref if candidates else None
+
+    def entry(self, name: str) -> Entry | None:
+        """The winning entry of ``name``."""
+        candidates = self._candidates.get(name)
+        return candidates[0] if candidates else None
+
+    def names(self) -> dict[str, ActorRef]:
+        """Every registered name and its actor."""
+        return {name: entries[0].ref for name, entries in self._candidates.items()}
+
+    def count(self) -> int:
+        """How many names are registered."""
+        return len(self._candidates)
+
+    def own(self) -> dict[str, Entry]:
+        """This node's own registrations."""
+        return dict(self._own)
+
+    def members(self, group: str) -> list[ActorRef]:
+        """Members of ``group`` on every node, sorted."""
+        found = set(self._own_groups.get(group, ()))
+        for groups in self._peer_groups.values():
+            found |= groups.get(group, set())
+        return sorted(found)
+
+    def lost(self) -> list[Entry]:
+        """This node's own entries that lose to another node's claim of the same name."""
+        return [entry for name, entry in self._own.items() if self._candidates[name][0] != entry]
+
+    # -- this node's changes (each returns the operation to send to every peer) ----------
+
+    def register(self, name: str, ref: ActorRef) -> dict[str, Any]:
+        """Record this node's claim of ``name``; ValueError if it already holds it."""
+        if name in self._own:
+            raise ValueError(f"this node already registered {name!r}")
+        self.lamport += 1
+        entry = Entry(name, ref, self.lamport)
+        self._own[name] = entry
+        self._add(entry)
+        return {"op": "reg", "e": entry.to_wire()}
+
+    def unregister(self, name: str, ref: ActorRef | None = None) -> dict[str, Any] | None:
+        """Drop this node's registration of ``name`` (only if it names ``ref``, if given)."""
+        entry = self._own.get(name)
+        if entry is None or (ref is not None and entry.ref != ref):
+            return None
+        del self._own[name]
+        self._remove(entry)
+        return {"op": "unreg", "name": name}
+
+    def join(self, group: str, ref: ActorRef) -> dict[str, Any] | None:
+        """Add ``ref`` to ``group``; None if it was a member already."""
+        members = self._own_groups.setdefault(group, set())
+        if ref in members:
+            return None
+        members.add(ref)
+        return {"op": "join", "g": group, "r": [ref.node, ref.id]}
+
+    def leave(self, group: str, ref: ActorRef) -> dict[str, Any] | None:
+        """Remove ``ref`` from ``group``; None if it was not a member."""
+        members = self._own_groups.get(group)
+        if not members or ref not in members:
+            return None
+        members.discard(ref)
+        if not members:
+            del self._own_groups[group]
+        return {"op": "leave", "g": group, "r": [ref.node, ref.id]}
+
+    def snapshot(self) -> dict[str, Any]:
+        """This node's whole slice, sent to a peer when they connect."""
+        return {
+            "lamport": self.lamport,
+            "entries": [entry.to_wire() for entry in self._own.values()],
+            "groups": {
+                group: [[ref.node, ref.id] for ref in sorted(refs)]
+                for group, refs in self._own_groups.items()
+            },
+        }
+
+    # -- what peers send --------------------------------------------------------------------
+
+    def load(self, peer: str, snapshot: dict[str, Any]) -> None:
+        """Replace ``peer``'s slice with its snapshot (ValueError if malformed)."""
+        entries = [Entry.from_wire(item) for item in _list(snapshot.get("entries"))]
+        groups_data = snapshot.get("groups")
+        if not isinstance(groups_data, dict):
+            raise ValueError("snapshot groups must be a map")
+        groups = {
+            _string(group): {_ref(item) for item in _list(refs)}
+            for group, refs in groups_data.items()
+        }
+        self._witness(snapshot.get("lamport"))
+        self.drop(peer)
+        self._peers[peer] = {}
+        for entry in entries:
+            self._peers[peer][entry.name] = entry
+            self._add(entry)
+        self._peer_groups[peer] = groups
+
+    def apply(self, peer: str, op: dict[str, Any]) -> None:
+        """Apply one change ``peer`` made to its slice (ValueError if malformed)."""
+        kind = op.get("op")
+        slice_ = self._peers.get(peer)
+        if slice_ is None:
+            raise ValueError(f"a change from {peer} before its snapshot")
+        if kind == "reg":
+            entry = Entry.from_wire(op.get("e"))
+            self._witness(entry.lamport)
+            old = slice_.get(entry.name)
+            if old is not None:
+                self._remove(old)
+            slice_[entry.name] = entry
+            self._add(entry)
+        elif kind == "unreg":
+            old = slice_.pop(_string(op.get("name")), None)
+            if old is not None:
+                self._remove(old)
+        elif kind in ("join", "leave"):
+            group, ref = _string(op.get("g")), _ref(op.get("r"))
+            members = self._peer_groups[peer].setdefault(group, set())
+            if kind == "join":
+                members.add(ref)
+            else:
+                members.discard(ref)
+        else:
+            raise ValueError(f"unknown registry operation {str(kind)[:40]!r}")
+
+    def drop(self, peer: str) -> list[str]:
+        """Forget ``peer``'s slice (it went down); return the names that disappeared."""
+        gone = []
+        for entry in self._peers.pop(peer, {}).values():
+            self._remove(entry)
+            if entry.name not in self._candidates:
+                gone.append(entry.name)
+        self._peer_groups.pop(peer, None)
+        return gone
+
+    def peers(self) -> list[str]:
+        """Peers whose slice this replica holds."""
+        return sorted(self._peers)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _compare(self, a: Entry, b: Entry) -> int:
+        if a == b:
+            return 0
+        return -1 if self._resolve(a, b) == a else 1
+
+    def _add(self, entry: Entry) -> None:
+        candidates = self._candidates.setdefault(entry.name, [])
+        candidates.append(entry)
+        if len(candidates) > 1:
+            candidates.sort(key=self._key)
+
+    def _remove(self, entry: Entry) -> None:
+        candidates = self._candidates.get(entry.name)
+        if candidates is None:
+            return
+        if entry in candidates:
+            candidates.remove(entry)
+        if not candidates:
+            del self._candidates[entry.name]
+
+    def _witness(self, lamport: object) -> None:
+        if isinstance(lamport, int) and not isinstance(lamport, bool):
+            self.lamport = max(self.lamport, lamport)
+
+
+def _list(value: object) -> Iterable[object]:
+    if not isinstance(value, list):
+        raise ValueError("expected a list")
+    return value
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _ref(value: object) -> ActorRef:
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
+        raise ValueError("a ref is [node, id]")
+    return ActorRef(value[0], value[1])

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pycluster.codec import Codec, CodecError
+from pycluster.registry.refs import ActorRef
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+
+def point_codec() -> Codec:
+    codec = Codec()
+    codec.register(
+        Point,
+        16,
+        lambda p: msgpack.packb([p.x, p.y]),
+        lambda data: Point(*msgpack.unpackb(data)),
+    )
+    return codec
+
+
+def test_registered_types_round_trip() -> None:
+    codec = point_codec()
+    value = codec.unpack(codec.pack({"p": Point(1, 2), "n": [None, b"x"]}))
+    assert (value["p"].x, value["p"].y, value["n"]) == (1, 2, [None, b"x"])
+
+
+def test_unregistered_types_are_refused_both_ways() -> None:
+    codec = Codec()
+    with pytest.raises(TypeError, match="cannot send a Point: register it"):
+        codec.pack(Point(1, 2))
+    with pytest.raises(CodecError, match="unexpected msgpack extension type 16"):
+        codec.unpack(point_codec().pack(Point(1, 2)))
+
+
+def test_pickle_is_opt_in_on_both_sides() -> None:
+    sender = Codec(allow_pickle=True)
+    data = sender.pack(ActorRef("a@b", "1"))
+    with pytest.raises(CodecError, match="extension type 127"):
+        Codec().unpack(data)
+    assert Codec(allow_pickle=True).unpack(data) == ActorRef("a@b", "1")
+
+
+def test_codes_are_checked() -> None:
+    codec = point_codec()
+    with pytest.raises(ValueError, match="already registered"):
+        codec.register(Point, 17, lambda p: b"", lambda d: Point(0, 0))
+    with pytest.raises(ValueError, match=r"not in 16\.\.126"):
+        Codec().register(Point, 3, lambda p: b"", lambda d: Point(0, 0))
+
+
+@given(st.binary(max_size=200))
+def test_junk_raises_codec_error_only(data: bytes) -> None:
+    with contextlib.suppress(CodecError):
+        point_codec().unpack(data)

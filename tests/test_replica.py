@@ -1,0 +1,168 @@
+"""The crdt registry's core: replicas that merge snapshots and ops converge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
+from pycluster.registry.replica import Replica
+
+NODES = ["a@127.0.0.2", "b@127.0.0.3", "c@127.0.0.4"]
+NAMES = ["counter", "leader", "cache"]
+
+actions = st.lists(
+    st.tuples(
+        st.sampled_from(NODES),
+        st.sampled_from(["register", "unregister", "join", "leave"]),
+        st.sampled_from(NAMES),
+    ),
+    max_size=25,
+)
+
+
+class Cluster:
+    """Replicas connected pairwise; messages queued per ordered pair (FIFO, like TCP)."""
+
+    def __init__(self) -> None:
+        self.replicas = {node: Replica(node) for node in NODES}
+        self.queues: dict[tuple[str, str], list[tuple[str, Any]]] = {}
+        self.serial = 0
+
+    def connect_all(self) -> None:
+        for a in NODES:
+            for b in NODES:
+                if a != b:
+                    self.queues[(a, b)] = [("snapshot", self.replicas[a].snapshot())]
+
+    def broadcast(self, sender: str, op: dict[str, Any] | None) -> None:
+        if op is None:
+            return
+        for (a, _), queue in self.queues.items():
+            if a == sender:
+                queue.append(("op", op))
+
+    def act(self, node: str, action: str, name: str) -> None:
+        replica = self.replicas[node]
+        self.serial += 1
+        ref = ActorRef(node, f"x{self.serial}")
+        if action == "register" and name not in replica.own():
+            self.broadcast(node, replica.register(name, ref))
+        elif action == "unregister":
+            self.broadcast(node, replica.unregister(name))
+        elif action == "join":
+            self.broadcast(node, replica.join(name, ActorRef(node, name)))
+        elif action == "leave":
+            self.broadcast(node, replica.leave(name, ActorRef(node, name)))
+
+    def deliver_one(self, pair: tuple[str, str]) -> None:
+        kind, payload = self.queues[pair].pop(0)
+        sender, receiver = pair
+        if kind == "snapshot":
+            self.replicas[receiver].load(sender, payload)
+        else:
+            self.replicas[receiver].apply(sender, payload)
+
+    def drain(self) -> None:
+        for pair, queue in self.queues.items():
+            while queue:
+                self.deliver_one(pair)
+
+
+@given(actions, st.data())
+def test_replicas_converge_whatever_the_interleaving(
+    steps: list[tuple[str, str, str]], data: st.DataObject
+) -> None:
+    cluster = Cluster()
+    cluster.connect_all()
+    for node, action, name in steps:
+        cluster.act(node, action, name)
+        # Deliver some queued messages, in per-pair order, at arbitrary moments.
+        pending = [pair for pair, queue in cluster.queues.items() if queue]
+        if pending and data.draw(st.booleans()):
+            cluster.deliver_one(data.draw(st.sampled_from(pending)))
+    cluster.drain()
+    views = [replica.names() for replica in cluster.replicas.values()]
+    assert all(view == views[0] for view in views)
+    groups = [[r.members(g) for g in NAMES] for r in cluster.replicas.values()]
+    assert all(g == groups[0] for g in groups)
+    # Every name has exactly one winner, and only the owners of losing claims are told.
+    for name, ref in views[0].items():
+        winners = [
+            n for n, r in cluster.replicas.items() if name in r.own() and r.own()[name].ref == ref
+        ]
+        assert len(winners) == 1
+    lost = {(e.name, e.ref) for r in cluster.replicas.values() for e in r.lost()}
+    owned = {(e.name, e.ref) for r in cluster.replicas.values() for e in r.own().values()}
+    assert lost == owned - set(views[0].items())
+
+
+def test_a_node_that_goes_down_takes_its_names_with_it() -> None:
+    cluster = Cluster()
+    cluster.connect_all()
+    cluster.act(NODES[1], "register", "counter")
+    cluster.drain()
+    assert cluster.replicas[NODES[0]].whereis("counter") == ActorRef(NODES[1], "x1")
+    assert cluster.replicas[NODES[0]].drop(NODES[1]) == ["counter"]
+    assert cluster.replicas[NODES[0]].whereis("counter") is None
+
+
+def test_a_snapshot_replaces_the_senders_slice() -> None:
+    replica = Replica(NODES[0])
+    old = Replica(NODES[1])
+    old.register("counter", ActorRef(NODES[1], "old"))
+    replica.load(NODES[1], old.snapshot())
+    restarted = Replica(NODES[1])  # the same name, a new life: nothing registered yet
+    replica.load(NODES[1], restarted.snapshot())
+    assert replica.names() == {}
+    replica.load(NODES[1], restarted.snapshot())  # idempotent
+    assert replica.names() == {}
+
+
+def test_the_earlier_claim_wins_everywhere() -> None:
+    a, b = Replica(NODES[0]), Replica(NODES[1])
+    first = a.register("leader", ActorRef(NODES[0], "1"))
+    b.lamport = 5  # b has not heard of a (a partition) and has a later clock
+    b.register("leader", ActorRef(NODES[1], "2"))
+    a.load(NODES[1], b.snapshot())
+    b.load(NODES[0], a.snapshot())
+    assert first["e"][3] == 1
+    assert a.whereis("leader") == b.whereis("leader") == ActorRef(NODES[0], "1")
+    assert [e.name for e in b.lost()] == ["leader"]
+    assert a.lost() == []
+
+
+def test_a_custom_resolver_picks_the_winner() -> None:
+    def latest_wins(x: Entry, y: Entry) -> Entry:
+        return x if first_claim_wins(x, y) is y else y
+
+    a, b = Replica(NODES[0], latest_wins), Replica(NODES[1], latest_wins)
+    a.register("leader", ActorRef(NODES[0], "1"))
+    b.lamport = 5
+    b.register("leader", ActorRef(NODES[1], "2"))
+    a.load(NODES[1], b.snapshot())
+    assert a.whereis("leader") == ActorRef(NODES[1], "2")
+    assert [e.name for e in a.lost()] == ["leader"]
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        {"entries": "x", "groups": {}},
+        {"entries": [[1, 2, 3, 4]], "groups": {}},
+        {"entries": [["n", "a", "b", -1]], "groups": {}},
+        {"entries": [], "groups": []},
+        {"entries": [], "groups": {"g": [["only-node"]]}},
+    ],
+)
+def test_malformed_snapshots_change_nothing(snapshot: dict[str, Any]) -> None:
+    replica = Replica(NODES[0])
+    good = Replica(NODES[1])
+    good.register("counter", ActorRef(NODES[1], "1"))
+    replica.load(NODES[1], good.snapshot())
+    with pytest.raises(ValueError, match=r"expected|entry|ref|map"):
+        replica.load(NODES[1], snapshot)
+    assert replica.whereis("counter") == ActorRef(NODES[1], "1")
