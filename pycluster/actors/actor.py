@@ -1,0 +1,80 @@
+"""The actor base class and how a crashed actor is restarted."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+if TYPE_CHECKING:
+    from pycluster.actors.runtime import Actors
+    from pycluster.node import Node
+    from pycluster.registry.refs import ActorRef
+
+Restart = Literal["permanent", "transient", "temporary"]
+
+
+class ActorCrashed(Exception):
+    """The actor ended by crashing before it could answer."""
+
+
+@attrs.frozen(kw_only=True)
+class RestartPolicy:
+    """When a crashed actor is restarted (as in OTP).
+
+    ``permanent``: always restarted, even after a normal stop of its own; ``transient``:
+    restarted only after a crash; ``temporary``: never. More than ``max_restarts``
+    restarts within ``window`` seconds and the actor stays down (reason ``crashed``).
+    """
+
+    restart: Restart = "temporary"
+    max_restarts: int = 3
+    window: float = 5.0
+
+
+class Actor:
+    """Base class of actors.
+
+    An actor's messages are handled one at a time, in order, on its node's event loop, so
+    its state needs no locks. Override :meth:`handle_call` (request/reply) and
+    :meth:`handle_cast` (fire-and-forget); :meth:`started` and :meth:`stopped` run around
+    its life. An exception raised by a handler crashes the actor: the caller gets the
+    exception, and the restart policy decides what happens next.
+
+    Actors placed on the hash ring move between nodes: :meth:`handoff` returns the state
+    to carry over (msgpack values), :meth:`resume` takes it on the new node.
+    """
+
+    ref: ActorRef
+    """This actor's reference (set before :meth:`started`)."""
+    node: Node
+    """The node the actor runs on."""
+    name: str | None = None
+    """The registered name, if any."""
+    _runtime: Actors
+
+    async def started(self) -> None:
+        """Called before the first message."""
+
+    async def handle_call(self, message: Any) -> Any:
+        """Answer a call; the return value is the reply."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle calls")
+
+    async def handle_cast(self, message: Any) -> None:
+        """Handle a message that expects no reply."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle casts")
+
+    async def stopped(self, reason: str) -> None:
+        """Called once the actor is stopping, with the reason."""
+
+    def stop(self) -> None:
+        """Stop this actor normally once the current message is handled (a ``permanent``
+        actor is then restarted, a ``transient`` or ``temporary`` one is not)."""
+        self._runtime.stop_self(self.ref)
+
+    def handoff(self) -> Any:
+        """The state to carry to the actor's new node when the ring moves it."""
+        return None
+
+    def resume(self, state: Any) -> None:
+        """Take over the state :meth:`handoff` returned on the old node."""

@@ -1,0 +1,328 @@
+"""Running actors on a node: mailboxes, calls and casts from any node, stop, monitor, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from pycluster.actors.actor import Actor, ActorCrashed, RestartPolicy
+from pycluster.errors import NotConnected, RemoteError
+from pycluster.registry.refs import ActorRef
+
+if TYPE_CHECKING:
+    from pycluster.node import Node
+
+log = logging.getLogger("pycluster.actors")
+
+ACTOR_MAILBOX = "$actor"
+DEFAULT_MAILBOX_SIZE = 1000
+ENDED_MEMORY = 10_000
+"""How many ended actors' reasons a node remembers for late wait() calls."""
+
+
+class NoSuchActor(LookupError):
+    """No actor with that reference runs (it ended, or its node restarted)."""
+
+
+class MailboxFull(RuntimeError):
+    """The actor's mailbox is full; a remote message to it was refused."""
+
+
+@attrs.define
+class _Envelope:
+    kind: str  # "call" | "cast" | "stop"
+    message: Any
+    reply: asyncio.Future[Any] | None = None
+
+
+_STOP = _Envelope("stop", None)
+
+
+@attrs.define(eq=False)
+class _Running:
+    ref: ActorRef
+    factory: Callable[[], Actor]
+    policy: RestartPolicy
+    name: str | None
+    queue: asyncio.Queue[_Envelope]
+    ended: asyncio.Future[str]
+    instance: Actor | None = None
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None
+    """Why it was asked to stop; None while it runs."""
+    stopped_itself: bool = False
+    restarts: collections.deque[float] = attrs.Factory(collections.deque)
+
+
+class Actors:
+    """The actors of one node. ``node.actors``; refs work from any node."""
+
+    def __init__(self, node: Node, *, mailbox_size: int = DEFAULT_MAILBOX_SIZE) -> None:
+        self._node = node
+        self._mailbox_size = mailbox_size
+        self._running: dict[str, _Running] = {}
+        # Why recently ended actors ended, so wait() on one that just ended still answers.
+        self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._serial = itertools.count(1)
+        self._prefix = node.incarnation.hex()[:12]
+        node.register_mailbox(ACTOR_MAILBOX, self._on_remote)
+
+    # -- local lifecycle --------------------------------------------------------------------
+
+    def spawn(
+        self,
+        cls: type[Actor],
+        *args: Any,
+        name: str | None = None,
+        policy: RestartPolicy | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start an actor on this node now; return its ref. ``cls(*args, **kwargs)`` runs
+        here, so an exception in ``__init__`` reaches the caller."""
+        ref = ActorRef(self._node.name, f"{self._prefix}.{next(self._serial)}")
+        running = _Running(
+            ref=ref,
+            factory=lambda: cls(*args, **kwargs),
+            policy=policy or RestartPolicy(),
+            name=name,
+            queue=asyncio.Queue(self._mailbox_size),
+            ended=asyncio.get_running_loop().create_future(),
+        )
+        running.instance = self._prepare(running, running.factory())
+        self._running[ref.id] = running
+        running.task = asyncio.create_task(self._live(running), name=f"actor {ref}")
+        return ref
+
+    def local(self, ref: ActorRef) -> Actor | None:
+        """The instance of a running local actor (for tests and handoff)."""
+        running = self._running.get(ref.id) if ref.node == self._node.name else None
+        return running.instance if running else None
+
+    def refs(self) -> list[ActorRef]:
+        """Refs of the actors running on this node."""
+        return [running.ref for running in self._running.values()]
+
+    async def stop(self, ref: ActorRef, reason: str = "normal", timeout: float = 5.0) -> str:
+        """Stop an actor after the message it is handling; return its end reason."""
+        if ref.node != self._node.name:
+            result = await self._node.call(
+                ref.node, ACTOR_MAILBOX, ["stop", ref.id, reason], timeout
+            )
+            return str(result)
+        running = self._running.get(ref.id)
+        if running is None:
+            raise NoSuchActor(str(ref))
+        self._request_stop(running, reason)
+        return await asyncio.wait_for(asyncio.shield(running.ended), timeout)
+
+    async def stop_all(self, reason: str) -> None:
+        """Stop every local actor (the node is leaving)."""
+        for running in list(self._running.values()):
+            self._request_stop(running, reason)
+        pending = [r.ended for r in self._running.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+
+    def stop_self(self, ref: ActorRef) -> None:
+        """An actor's own request to stop normally (its restart policy still applies)."""
+        running = self._running.get(ref.id)
+        if running is not None and running.stop_reason is None:
+            running.stopped_itself = True
+            self._request_stop(running, "normal")
+
+    def _request_stop(self, running: _Running, reason: str) -> None:
+        if running.stop_reason is None:
+            running.stop_reason = reason
+            if not running.queue.full():
+                running.queue.put_nowait(_STOP)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def call(self, ref: ActorRef, message: Any, timeout: float = 5.0) -> Any:
+        """Send ``message`` and return the reply. Raises what the handler raised (remotely:
+        RemoteError), TimeoutError, NoSuchActor, or NotConnected."""
+        if ref.node != self._node.name:
+            try:
+                return await self._node.call(
+                    ref.node, ACTOR_MAILBOX, ["call", ref.id, message], timeout
+                )
+            except RemoteError as exc:
+                if exc.type == "NoSuchActor":
+                    raise NoSuchActor(str(ref)) from exc
+                raise
+        running = self._alive(ref)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        async with asyncio.timeout(timeout):
+            await running.queue.put(_Envelope("call", message, reply))
+            return await reply
+
+    async def cast(self, ref: ActorRef, message: Any) -> None:
+        """Send ``message`` without waiting for it to be handled."""
+        if ref.node != self._node.name:
+            await self._node.send(ref.node, ACTOR_MAILBOX, ["cast", ref.id, message])
+            return
+        await self._alive(ref).queue.put(_Envelope("cast", message))
+
+    async def wait(self, ref: ActorRef) -> str:
+        """Wait for an actor to end; return why: normal, crashed, node down, name conflict."""
+        if ref.node != self._node.name:
+            try:
+                result = await self._node.call(
+                    ref.node, ACTOR_MAILBOX, ["wait", ref.id, None], timeout=365 * 86400
+                )
+            except NotConnected:
+                return "node down"
+            except RemoteError as exc:
+                if exc.type == "NoSuchActor":
+                    raise NoSuchActor(str(ref)) from exc
+                raise
+            return str(result)
+        running = self._running.get(ref.id)
+        if running is None:
+            return self._ended_reason(ref.id)
+        return await asyncio.shield(running.ended)
+
+    def _ended_reason(self, actor_id: str) -> str:
+        reason = self._ended.get(actor_id)
+        if reason is None:
+            raise NoSuchActor(actor_id)
+        return reason
+
+    def _alive(self, ref: ActorRef) -> _Running:
+        running = self._running.get(ref.id)
+        if running is None or running.stop_reason is not None:
+            raise NoSuchActor(str(ref))
+        return running
+
+    def _on_remote(self, sender: str, body: Any) -> Any:
+        if not (isinstance(body, list) and len(body) == 3 and isinstance(body[1], str)):
+            raise ValueError("malformed actor message")
+        op, actor_id, message = body
+        running = self._running.get(actor_id)
+        if op == "wait":
+            return (
+                self._ended_reason(actor_id) if running is None else asyncio.shield(running.ended)
+            )
+        if running is None or running.stop_reason is not None:
+            if op == "cast":
+                log.debug("dropped a cast from %s to ended actor %s", sender, actor_id)
+                return None
+            raise NoSuchActor(actor_id)
+        if op == "stop":
+            self._request_stop(running, str(message))
+            return asyncio.shield(running.ended)
+        if op == "cast":
+            try:
+                running.queue.put_nowait(_Envelope("cast", message))
+            except asyncio.QueueFull:
+                log.warning("mailbox of %s is full: dropped a cast from %s", running.ref, sender)
+            return None
+        if op == "call":
+            reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            try:
+                running.queue.put_nowait(_Envelope("call", message, reply))
+            except asyncio.QueueFull:
+                raise MailboxFull(f"mailbox of {running.ref} is full") from None
+            return reply
+        raise ValueError(f"unknown actor operation {str(op)[:40]!r}")
+
+    # -- an actor's life --------------------------------------------------------------------
+
+    def _prepare(self, running: _Running, instance: Actor) -> Actor:
+        if not isinstance(instance, Actor):
+            raise TypeError(f"{type(instance).__name__} is not an Actor")
+        instance.ref = running.ref
+        instance.node = self._node
+        instance.name = running.name
+        instance._runtime = self
+        return instance
+
+    async def _live(self, running: _Running) -> None:
+        reason = "crashed"
+        try:
+            while True:
+                instance = running.instance
+                assert instance is not None
+                reason = await self._serve(running, instance)
+                try:
+                    await instance.stopped(reason)
+                except Exception:
+                    log.exception("%s raised in stopped()", running.ref)
+                if not self._restart(running, reason):
+                    break
+                running.stop_reason, running.stopped_itself = None, False
+                try:
+                    running.instance = self._prepare(running, running.factory())
+                except Exception:
+                    log.exception("%s could not be restarted", running.ref)
+                    reason = "crashed"
+                    break
+        finally:
+            del self._running[running.ref.id]
+            self._ended[running.ref.id] = reason
+            if len(self._ended) > ENDED_MEMORY:
+                self._ended.popitem(last=False)
+            self._fail_pending(running, reason)
+            if not running.ended.done():
+                running.ended.set_result(reason)
+
+    async def _serve(self, running: _Running, instance: Actor) -> str:
+        try:
+            await instance.started()
+        except Exception:
+            log.exception("%s crashed in started()", running.ref)
+            return "crashed"
+        queue = running.queue
+        while running.stop_reason is None:
+            envelope = await queue.get()
+            if envelope.kind == "stop":
+                break
+            try:
+                if envelope.kind == "call":
+                    result = await instance.handle_call(envelope.message)
+                    if envelope.reply is not None and not envelope.reply.done():
+                        envelope.reply.set_result(result)
+                else:
+                    await instance.handle_cast(envelope.message)
+            except Exception as exc:
+                log.warning("%s crashed: %s: %s", running.ref, type(exc).__name__, exc)
+                if envelope.reply is not None and not envelope.reply.done():
+                    envelope.reply.set_exception(exc)
+                return "crashed"
+        return running.stop_reason or "normal"
+
+    def _restart(self, running: _Running, reason: str) -> bool:
+        policy = running.policy
+        if policy.restart == "temporary":
+            return False
+        if running.stop_reason is not None and not running.stopped_itself:
+            return False  # stopped from outside: never restarted
+        if reason != "crashed" and policy.restart == "transient":
+            return False
+        now = time.monotonic()
+        running.restarts.append(now)
+        while running.restarts and now - running.restarts[0] > policy.window:
+            running.restarts.popleft()
+        if len(running.restarts) > policy.max_restarts:
+            log.error(
+                "%s crashed %d times in %.0fs; not restarted",
+                running.ref,
+                len(running.restarts),
+                policy.window,
+            )
+            return False
+        log.info("%s restarted (%s)", running.ref, reason)
+        return True
+
+    def _fail_pending(self, running: _Running, reason: str) -> None:
+        while not running.queue.empty():
+            envelope = running.queue.get_nowait()
+            if envelope.reply is not None and not envelope.reply.done():
+                envelope.reply.set_exception(ActorCrashed(f"{running.ref} ended ({reason})"))
