@@ -125,7 +125,7 @@ def _check(args: argparse.Namespace) -> int:
 def summary(config: Config) -> str:
     """One line describing a valid config."""
     topologies = ", ".join(f"{name} ({t.strategy})" for name, t in config.topologies.items())
-    registry = config.registry.backend if config.registry else "none"
+    registry = config.registry.backend
     count = len(config.topologies)
     return (
         f"node {config.node.name} (port {config.node.port}), registry {registry}, "

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         TopologyConnect,
         TopologyDisconnect,
     )
-    from pycluster.registry import RegistryBackend
+    from pycluster.registry import Entry, RegistryBackend
     from pycluster.strategy import Strategy
 
 hookspec = pluggy.HookspecMarker("pycluster")
@@ -45,6 +45,16 @@ def pycluster_register_registry_backends() -> Iterable[type[RegistryBackend]]:
 
     Called once when the plugins are loaded; results are combined as for strategies, and a
     name (the ``registry.backend`` value in YAML) may be provided by one plugin only.
+    """
+
+
+@hookspec(firstresult=True)
+def pycluster_resolve_name_conflict(name: str, a: Entry, b: Entry) -> Entry | None:
+    """Pick which of two registrations of ``name`` survives after a partition heals.
+
+    Return ``a`` or ``b``, or None to leave it to the next plugin (and finally to the
+    default: the earlier claim wins). The first non-None result wins. It must be a pure
+    function of its arguments: every node calls it and all must pick the same entry.
     """
 
 

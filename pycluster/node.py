@@ -21,15 +21,17 @@ from typing import Any
 
 import attrs
 
+from pycluster.codec import Codec
 from pycluster.config import Config
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.metrics import NodeMetrics
 from pycluster.nodename import NodeName, parse_node_name
 from pycluster.plugins import Plugins
+from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
 from pycluster.supervisor import RestartPolicy, Supervisor
 from pycluster.transport.connection import Connection, ConnectionClosed
-from pycluster.transport.frames import FrameDecoder, FrameError, encode_frame
+from pycluster.transport.frames import PLAIN, FrameDecoder, FrameError, encode_frame
 from pycluster.transport.handshake import Handshake, HandshakeError
 from pycluster.transport.mesh import admit
 
@@ -45,6 +47,8 @@ It must not block: slow work belongs in a task or an actor.
 STATUS_MAILBOX = "$status"
 LEFT_QUIET = 10.0
 """Seconds during which a peer that left gracefully is not redialled (it dials us back)."""
+ACTOR_REF_CODE = 1
+"""msgpack extension code of ActorRef (codes below 16 belong to pycluster)."""
 EVENT_QUEUE_SIZE = 1024
 REPEAT_QUIET = 60.0
 """Seconds during which a repeated warning (same peer, same problem) drops to debug."""
@@ -113,6 +117,8 @@ class Node:
         self.plugins = plugins if plugins is not None else Plugins.load()
         self.metrics = NodeMetrics()
         self.incarnation = secrets.token_bytes(16)
+        self.codec = Codec()
+        self.codec.register(ActorRef, ACTOR_REF_CODE, _pack_ref, _unpack_ref, builtin=True)
         self._cookie = secret.encode()
         self._port = config.node.port
         own = parse_node_name(config.node.name)
@@ -130,6 +136,7 @@ class Node:
         self._calls: dict[int, _Call] = {}
         self._call_ids = itertools.count(1)
         self._subscriptions: set[Subscription] = set()
+        self._listeners: list[Callable[[NodeUp | NodeDown], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._repeats: dict[tuple[str, str], float] = {}
         self._server: asyncio.Server | None = None
@@ -142,6 +149,20 @@ class Node:
             metrics=self.metrics,
         )
         self.started = False
+        from pycluster.actors import Actors
+        from pycluster.registry import Registry
+
+        self.actors = Actors(self)
+        """The actors running on this node."""
+        backend_class = self.plugins.registry_backends()[config.registry.backend]
+        self.registry = Registry(
+            self, backend_class(self, config.registry.options, self._resolve_conflict)
+        )
+        """Cluster-unique names and process groups (``spawn``, ``whereis``, ...)."""
+
+    def _resolve_conflict(self, a: Entry, b: Entry) -> Entry:
+        chosen = self.plugins.manager.hook.pycluster_resolve_name_conflict(name=a.name, a=a, b=b)
+        return chosen if chosen in (a, b) else first_claim_wins(a, b)
 
     # -- names ------------------------------------------------------------------------------
 
@@ -187,6 +208,7 @@ class Node:
                 await self._http.start()
             self._spawn(self.metrics.probe_loop_lag())
         self.started = True
+        await self.registry.backend.start()
         await self.supervisor.start()
         log.info("node %s listening on %s:%s", self.name, self.listen_host or "*", self.listen_port)
 
@@ -196,6 +218,8 @@ class Node:
             return
         self.started = False
         await self.supervisor.stop(timeout=timeout / 2)
+        await self.actors.stop_all("normal")
+        await self.registry.backend.stop()
         if self._server is not None:
             self._server.close()
         connections = [*self._connections.values(), *self._hidden_connections]
@@ -219,6 +243,11 @@ class Node:
     def nodes(self) -> list[str]:
         """Connected peers (hidden clients excluded), sorted."""
         return sorted(self._connections)
+
+    def add_listener(self, listener: Callable[[NodeUp | NodeDown], None]) -> None:
+        """Call ``listener`` synchronously on each node up/down, before any message of the
+        new connection is handled (registry backends send their snapshot from here)."""
+        self._listeners.append(listener)
 
     def events(self) -> Subscription:
         """Subscribe to node up/down events: ``async for event in node.events(): ...``."""
@@ -288,6 +317,17 @@ class Node:
             return
         try:
             await self._connection(peer).send({"t": "msg", "to": mailbox, "body": message})
+        except ConnectionClosed as exc:
+            raise NotConnected(str(exc)) from None
+
+    def send_nowait(self, node: str, mailbox: str, message: Any) -> None:
+        """Like :meth:`send`, without waiting for a slow peer (for small control messages)."""
+        peer = self.canonical(node)
+        if peer == self.name:
+            self._deliver(self.name, mailbox, message, None, None)
+            return
+        try:
+            self._connection(peer).send_nowait({"t": "msg", "to": mailbox, "body": message})
         except ConnectionClosed as exc:
             raise NotConnected(str(exc)) from None
 
@@ -448,7 +488,7 @@ class Node:
             incarnation=self.incarnation,
             canonical=self.canonical,
         )
-        decoder = FrameDecoder(self.config.node.max_frame_size)
+        decoder = FrameDecoder(self.config.node.max_frame_size, self.codec)
         try:
             backlog = await self._handshake(handshake, reader, writer, decoder, peer)
         except HandshakeError as exc:
@@ -472,7 +512,7 @@ class Node:
             incarnation=self.incarnation,
             canonical=self.canonical,
         )
-        decoder = FrameDecoder(self.config.node.max_frame_size)
+        decoder = FrameDecoder(self.config.node.max_frame_size, self.codec)
         try:
             backlog = await self._handshake(handshake, reader, writer, decoder, address)
         except HandshakeError:
@@ -568,6 +608,7 @@ class Node:
             tick_interval=self._tick_timeout / 3,
             tick_timeout=self._tick_timeout,
             metrics=self.metrics,
+            codec=self.codec,
             on_message=self._on_message,
             on_closed=self._on_closed,
         )
@@ -597,6 +638,11 @@ class Node:
         self._emit(NodeDown(self.name, connection.peer, reason), "pycluster_node_down")
 
     def _emit(self, event: NodeUp | NodeDown, hook: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("%s: a node event listener raised", self.name)
         for subscription in list(self._subscriptions):
             subscription._put(event)
         self.plugins.notify(hook, event)
@@ -611,12 +657,12 @@ class Node:
             "topologies": {
                 name: status.to_json() for name, status in self.supervisor.status().items()
             },
-            "registry": None,
+            "registry": self.registry.backend.status(),
         }
 
     def ready(self) -> bool:
-        """Ready once listening (until a registry exists, nothing else to merge)."""
-        return self.started
+        """Ready once listening and the registry has merged with every connected peer."""
+        return self.started and self.registry.backend.synced()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -658,6 +704,17 @@ async def _exchange(
         for reply in handshake.receive(received.pop(0)):
             writer.write(encode_frame(reply))
     return received
+
+
+def _pack_ref(ref: ActorRef) -> bytes:
+    return PLAIN.pack([ref.node, ref.id])
+
+
+def _unpack_ref(data: bytes) -> ActorRef:
+    value = PLAIN.unpack(data)
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise ValueError("an ActorRef is [node, id]")
+    return ActorRef(value[0], value[1])
 
 
 def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:

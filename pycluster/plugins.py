@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 """Marks a plugin's hook implementations: ``@pycluster.hookimpl``."""
 
 # Built-in behaviour is registered like any third-party plugin, through the same hooks.
-BUILTIN_PLUGINS: tuple[str, ...] = ("pycluster.strategies",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("pycluster.strategies", "pycluster.registry")
 
 log = logging.getLogger("pycluster.plugins")
 

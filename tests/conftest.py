@@ -7,8 +7,14 @@ import time
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
 
 from pycluster import InMemoryNetwork, Plugins
+
+# Example timing is not what the property tests check; on a loaded 2-core CI machine a
+# per-example deadline only makes them flaky.
+settings.register_profile("pycluster", deadline=None)
+settings.load_profile("pycluster")
 
 
 async def eventually(

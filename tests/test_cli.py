@@ -36,7 +36,7 @@ def test_check_accepts_a_valid_config(tmp_path: Path) -> None:
     result = pycluster("check", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        f"{path}: ok: node app@127.0.0.2 (port 9100), registry none, 1 topology: static (epmd)"
+        f"{path}: ok: node app@127.0.0.2 (port 9100), registry crdt, 1 topology: static (epmd)"
     )
 
 
@@ -142,7 +142,12 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
             time.sleep(0.05)  # polling a process that is starting, with a deadline
         assert status.returncode == 0, status.stderr
         view = json.loads(status.stdout)
-        assert view == {"node": name, "nodes": [], "topologies": {}, "registry": None}
+        assert view == {
+            "node": name,
+            "nodes": [],
+            "topologies": {},
+            "registry": {"backend": "crdt", "names": 0, "synced": True},
+        }
         with urllib.request.urlopen("http://127.0.1.20:9201/status", timeout=5) as response:
             assert json.load(response) == view
         wrong = pycluster("status", "--node", name, "--cookie", "wrong")

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pycluster import ConfigError, load_config
-from pycluster.config import NodeConfig, describe
+from pycluster.config import NodeConfig, RegistryConfig, describe
 from pycluster.config.schema import DEFAULT_MAX_FRAME_SIZE
+from pycluster.registry.crdt import CrdtOptions
 from pycluster.strategies.epmd import EpmdConfig
 from tests.hyp import node_names
 
@@ -26,7 +27,7 @@ def test_minimal_config_gets_defaults() -> None:
     assert config.node.port == 9100
     assert config.node.net_tick_timeout == 3.0
     assert config.node.max_frame_size == DEFAULT_MAX_FRAME_SIZE
-    assert config.registry is None
+    assert config.registry == RegistryConfig(backend="crdt", options=CrdtOptions())
     assert config.topologies == {}
 
 
@@ -208,7 +209,7 @@ def test_overrides_replace_file_values() -> None:
 
 def test_unknown_registry_backend_lists_the_known_ones() -> None:
     found = problems({"node": {"name": "app@127.0.0.2"}, "registry": {"backend": "zk"}})
-    assert found == ["registry.backend: unknown registry backend 'zk' (known: none installed)"]
+    assert found == ["registry.backend: unknown registry backend 'zk' (known: crdt, local)"]
 
 
 def test_topology_names_are_checked() -> None:

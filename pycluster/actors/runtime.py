@@ -76,17 +76,22 @@ class Actors:
 
     # -- local lifecycle --------------------------------------------------------------------
 
+    def allocate(self) -> ActorRef:
+        """A fresh ref for an actor about to be spawned (e.g. once its name is claimed)."""
+        return ActorRef(self._node.name, f"{self._prefix}.{next(self._serial)}")
+
     def spawn(
         self,
         cls: type[Actor],
         *args: Any,
         name: str | None = None,
         policy: RestartPolicy | None = None,
+        ref: ActorRef | None = None,
         **kwargs: Any,
     ) -> ActorRef:
         """Start an actor on this node now; return its ref. ``cls(*args, **kwargs)`` runs
         here, so an exception in ``__init__`` reaches the caller."""
-        ref = ActorRef(self._node.name, f"{self._prefix}.{next(self._serial)}")
+        ref = ref or self.allocate()
         running = _Running(
             ref=ref,
             factory=lambda: cls(*args, **kwargs),
@@ -99,6 +104,14 @@ class Actors:
         self._running[ref.id] = running
         running.task = asyncio.create_task(self._live(running), name=f"actor {ref}")
         return ref
+
+    def on_end(self, ref: ActorRef, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` once the local actor ``ref`` has ended for good."""
+        running = self._running.get(ref.id)
+        if running is None:
+            callback(self._ended.get(ref.id, "normal"))
+            return
+        running.ended.add_done_callback(lambda ended: callback(ended.result()))
 
     def local(self, ref: ActorRef) -> Actor | None:
         """The instance of a running local actor (for tests and handoff)."""

@@ -114,9 +114,7 @@ def load_config(
         name: attrs.evolve(topology, config=topology_configs[name])
         for name, topology in config.topologies.items()
     }
-    registry = config.registry
-    if registry is not None:
-        registry = attrs.evolve(registry, options=registry_options)
+    registry = attrs.evolve(config.registry, options=registry_options)
     loaded: Config = attrs.evolve(config, topologies=topologies, registry=registry)
     return loaded
 
@@ -159,7 +157,7 @@ def _plugin_configs(
                 continue
             raw_config = raw.get("config", {})
             built[name] = structure(strategy.Config, raw_config, join_path(path, "config"), issues)
-    registry = data.get("registry")
+    registry = data.get("registry", {})
     if isinstance(registry, dict):
         backend_name = registry.get("backend", "crdt")
         if isinstance(backend_name, str):

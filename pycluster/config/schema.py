@@ -110,8 +110,8 @@ class Config:
     """A whole pycluster config file."""
 
     node: NodeConfig = setting(doc="This node.")
-    registry: RegistryConfig | None = setting(
-        default=None, doc="The registry; a node runs without one when absent."
+    registry: RegistryConfig = setting(
+        factory=RegistryConfig, doc="The registry (the embedded ``crdt`` backend by default)."
     )
     topologies: dict[str, TopologyConfig] = setting(
         factory=dict, doc="Discovery topologies by name; each runs its own strategy."

@@ -1,5 +1,34 @@
-"""The cluster-wide registry: the contract every registry backend implements."""
+"""The cluster-wide registry: names and groups of actors, behind swappable backends.
 
-from pycluster.registry.backend import RegistryBackend
+This package is also the plugin that provides the built-in backends, ``crdt`` (the
+embedded default) and ``local``, through the same hook a third-party backend uses.
+"""
 
-__all__ = ["RegistryBackend"]
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pycluster.plugins import hookimpl
+from pycluster.registry.backend import ClaimFailed, RegistryBackend
+from pycluster.registry.crdt import CrdtRegistry
+from pycluster.registry.local import LocalRegistry
+from pycluster.registry.refs import ActorRef, Entry
+from pycluster.registry.registry import AlreadyRegistered, AlreadyStarted, NotRegistered, Registry
+
+__all__ = [
+    "ActorRef",
+    "AlreadyRegistered",
+    "AlreadyStarted",
+    "ClaimFailed",
+    "CrdtRegistry",
+    "Entry",
+    "LocalRegistry",
+    "NotRegistered",
+    "Registry",
+    "RegistryBackend",
+]
+
+
+@hookimpl
+def pycluster_register_registry_backends() -> Iterable[type[RegistryBackend]]:
+    return [CrdtRegistry, LocalRegistry]

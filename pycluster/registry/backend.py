@@ -1,18 +1,38 @@
 """The registry backend contract, a strict point of cut-off.
 
 A backend is chosen by ``registry.backend`` in YAML and provided by a plugin through
-``pycluster_register_registry_backends``. What crosses this line: its name and its options
-class (validated from ``registry.options`` like any config class). The name, group and
-sync operations are added with the registry itself; until then no backend is shipped and a
-node runs without a registry.
+``pycluster_register_registry_backends``. It maps names to :class:`ActorRef`s and groups to
+sets of refs, for the whole cluster. What crosses this line: names, refs and group names;
+claims, which must be arbitrated (a claim that cannot complete raises, it never succeeds
+silently); and losses, reported through ``on_lost`` when the backend takes a name away
+from one of this node's actors (a name conflict after a partition, an expired lease).
+Actors, messages and placement stay on the other side, in :class:`~pycluster.Registry`.
+Lookups are local reads: they never wait on the network.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import abc
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pycluster.registry.refs import ActorRef, Entry
+
+if TYPE_CHECKING:
+    from pycluster.node import Node
 
 
-class RegistryBackend:
+class ClaimFailed(RuntimeError):
+    """A name could not be claimed in time (no arbiter reachable, timeout, store down)."""
+
+
+# Called with (name, ref, reason) when this node's registration of a name is taken away.
+LostCallback = Callable[[str, ActorRef, str], None]
+# Picks the winner of two registrations of one name; must be a pure function.
+Resolve = Callable[[Entry, Entry], Entry]
+
+
+class RegistryBackend(abc.ABC):
     """Base class of registry backends."""
 
     name: ClassVar[str]
@@ -20,3 +40,56 @@ class RegistryBackend:
 
     Options: ClassVar[type[Any]]
     """attrs config class validating ``registry.options``."""
+
+    forget_after: ClassVar[float] = 1.0
+    """Seconds, after this node sees a peer down, within which the peer's names are gone
+    (a lease-based backend declares its lease here). The contract tests hold it to this."""
+
+    def __init__(self, node: Node, options: Any, resolve: Resolve) -> None:
+        self.node = node
+        self.options = options
+        self.resolve = resolve
+        self.on_lost: LostCallback = lambda name, ref, reason: None
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Start replicating (the node is started)."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Stop; this node's names are released."""
+
+    @abc.abstractmethod
+    async def claim(self, name: str, ref: ActorRef, timeout: float) -> ActorRef | None:
+        """Register ``name`` for ``ref`` if nobody holds it: None when granted, else the
+        ref holding it. Raises ClaimFailed if the claim cannot complete in ``timeout``."""
+
+    @abc.abstractmethod
+    async def release(self, name: str, ref: ActorRef) -> None:
+        """Drop this node's registration of ``name``, if it still names ``ref``."""
+
+    @abc.abstractmethod
+    def whereis(self, name: str) -> ActorRef | None:
+        """The actor registered as ``name`` (a local read)."""
+
+    @abc.abstractmethod
+    def registered(self) -> dict[str, ActorRef]:
+        """Every registered name."""
+
+    @abc.abstractmethod
+    async def join(self, group: str, ref: ActorRef) -> None:
+        """Add ``ref`` to ``group``."""
+
+    @abc.abstractmethod
+    async def leave(self, group: str, ref: ActorRef) -> None:
+        """Remove ``ref`` from ``group``."""
+
+    @abc.abstractmethod
+    def members(self, group: str) -> list[ActorRef]:
+        """Members of ``group`` on every node (a local read)."""
+
+    def synced(self) -> bool:
+        """Whether this node has merged the registry of every peer connected now."""
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """The ``registry`` object of ``/status``."""
+        return {"backend": self.name, "names": len(self.registered()), "synced": self.synced()}

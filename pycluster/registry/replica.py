@@ -68,9 +68,11 @@ class Replica:
             found |= groups.get(group, set())
         return sorted(found)
 
-    def lost(self) -> list[Entry]:
-        """This node's own entries that lose to another node's claim of the same name."""
-        return [entry for name, entry in self._own.items() if self._candidates[name][0] != entry]
+    def lost(self, names: Iterable[str] | None = None) -> list[Entry]:
+        """This node's own entries (among ``names``, if given) that lose to another node's
+        claim of the same name."""
+        own = self._own if names is None else {n: self._own[n] for n in names if n in self._own}
+        return [entry for name, entry in own.items() if self._candidates[name][0] != entry]
 
     # -- this node's changes (each returns the operation to send to every peer) ----------
 
@@ -124,8 +126,9 @@ class Replica:
 
     # -- what peers send --------------------------------------------------------------------
 
-    def load(self, peer: str, snapshot: dict[str, Any]) -> None:
-        """Replace ``peer``'s slice with its snapshot (ValueError if malformed)."""
+    def load(self, peer: str, snapshot: dict[str, Any]) -> list[str]:
+        """Replace ``peer``'s slice with its snapshot (ValueError if malformed); return the
+        names it holds."""
         entries = [Entry.from_wire(item) for item in _list(snapshot.get("entries"))]
         groups_data = snapshot.get("groups")
         if not isinstance(groups_data, dict):
@@ -141,9 +144,11 @@ class Replica:
             self._peers[peer][entry.name] = entry
             self._add(entry)
         self._peer_groups[peer] = groups
+        return [entry.name for entry in entries]
 
-    def apply(self, peer: str, op: dict[str, Any]) -> None:
-        """Apply one change ``peer`` made to its slice (ValueError if malformed)."""
+    def apply(self, peer: str, op: dict[str, Any]) -> str | None:
+        """Apply one change ``peer`` made to its slice (ValueError if malformed); return the
+        name it registered, if it registered one."""
         kind = op.get("op")
         slice_ = self._peers.get(peer)
         if slice_ is None:
@@ -156,7 +161,8 @@ class Replica:
                 self._remove(old)
             slice_[entry.name] = entry
             self._add(entry)
-        elif kind == "unreg":
+            return entry.name
+        if kind == "unreg":
             old = slice_.pop(_string(op.get("name")), None)
             if old is not None:
                 self._remove(old)
@@ -169,6 +175,7 @@ class Replica:
                 members.discard(ref)
         else:
             raise ValueError(f"unknown registry operation {str(kind)[:40]!r}")
+        return None
 
     def drop(self, peer: str) -> list[str]:
         """Forget ``peer``'s slice (it went down); return the names that disappeared."""

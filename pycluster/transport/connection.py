@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pycluster.codec import Codec
 from pycluster.metrics import NodeMetrics
 from pycluster.transport.frames import FrameDecoder, FrameError, encode_frame
 
@@ -43,6 +44,7 @@ class Connection:
         tick_interval: float,
         tick_timeout: float,
         metrics: NodeMetrics,
+        codec: Codec,
         on_message: Callable[[Connection, dict[str, Any]], None],
         on_closed: Callable[[Connection, str], None],
     ) -> None:
@@ -57,6 +59,7 @@ class Connection:
         self._tick_interval = tick_interval
         self._tick_timeout = tick_timeout
         self._metrics = metrics
+        self._codec = codec
         self._on_message = on_message
         self._on_closed = on_closed
         self._last_received = self._last_sent = time.monotonic()
@@ -76,7 +79,7 @@ class Connection:
         """Queue one message (FIFO with every other send on this connection)."""
         if self.closed or self._writer.is_closing():
             raise ConnectionClosed(f"connection to {self.peer} is closed")
-        self._writer.write(encode_frame(message))
+        self._writer.write(encode_frame(message, self._codec))
         self._last_sent = time.monotonic()
         self._metrics.frames_out.inc()
 

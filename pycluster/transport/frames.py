@@ -2,7 +2,8 @@
 
 The decoder checks the length prefix against the cap before buffering a byte of payload,
 so a peer announcing a 1 GiB frame costs nothing but the connection. Only plain msgpack
-values are decoded: no extension types (the codec adds its own later), never pickle.
+values are decoded, plus the extension types registered with the node's codec; never
+pickle unless both sides opted in.
 """
 
 from __future__ import annotations
@@ -10,30 +11,29 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import msgpack
+from pycluster.codec import Codec, CodecError
 
 HEADER = struct.Struct(">I")
+PLAIN = Codec()
+"""Plain msgpack values only: what the handshake and a node without registered types use."""
 
 
 class FrameError(Exception):
     """A peer sent something that is not a valid frame; the connection must be closed."""
 
 
-def encode_frame(message: dict[str, Any]) -> bytes:
+def encode_frame(message: dict[str, Any], codec: Codec = PLAIN) -> bytes:
     """One frame holding ``message`` (a map with a string ``t``, the message type)."""
-    payload: bytes = msgpack.packb(message, use_bin_type=True)
+    payload = codec.pack(message)
     return HEADER.pack(len(payload)) + payload
-
-
-def _no_ext(code: int, data: bytes) -> object:
-    raise FrameError(f"unexpected msgpack extension type {code}")
 
 
 class FrameDecoder:
     """Turns a byte stream into messages; raises FrameError on the first bad frame."""
 
-    def __init__(self, max_frame_size: int) -> None:
+    def __init__(self, max_frame_size: int, codec: Codec = PLAIN) -> None:
         self.max_frame_size = max_frame_size
+        self._codec = codec
         self._buffer = bytearray()
 
     @property
@@ -59,13 +59,9 @@ class FrameDecoder:
 
     def _decode(self, payload: bytes) -> dict[str, Any]:
         try:
-            message = msgpack.unpackb(
-                payload, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True
-            )
-        except FrameError:
-            raise
-        except Exception as exc:  # msgpack raises several unrelated types for bad input
-            raise FrameError(f"undecodable frame ({type(exc).__name__})") from None
+            message = self._codec.unpack(payload)
+        except CodecError as exc:
+            raise FrameError(str(exc)) from None
         if not isinstance(message, dict) or not isinstance(message.get("t"), str):
             raise FrameError("a frame must hold a map with a string 't' (message type)")
         return message

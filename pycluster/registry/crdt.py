@@ -1,0 +1,213 @@
+"""The ``crdt`` registry backend: replicated to every node, merged on join, no leader.
+
+Lookups read the local :class:`~pycluster.registry.replica.Replica`. Joins never wait on
+anyone: when two nodes connect, each sends the other its own slice at once and merges
+what it receives (see ``docs/registry.md``). Claims are arbitrated by the node that owns
+the name on the hash ring of the connected nodes, which answers claims one at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from pycluster import ring
+from pycluster.config import checks, setting
+from pycluster.errors import NotConnected, RemoteError
+from pycluster.events import NodeDown, NodeUp
+from pycluster.registry.backend import ClaimFailed, RegistryBackend, Resolve
+from pycluster.registry.refs import ActorRef
+from pycluster.registry.replica import Replica
+
+if TYPE_CHECKING:
+    from pycluster.node import Node
+
+log = logging.getLogger("pycluster.registry")
+
+REGISTRY_MAILBOX = "$registry"
+
+
+@attrs.frozen(kw_only=True)
+class CrdtOptions:
+    """Options of the ``crdt`` backend."""
+
+    reservation_ttl: float = setting(
+        default=10.0,
+        doc="Seconds an arbiter keeps a granted claim while waiting to see the claimant "
+        "register it (the claimant registers at once; this only bounds a lost message).",
+        expect="a positive number of seconds",
+        check=checks.positive,
+    )
+
+
+@attrs.frozen
+class _Reservation:
+    ref: ActorRef
+    expires: float
+
+
+class CrdtRegistry(RegistryBackend):
+    """The embedded default backend: every node holds the whole registry."""
+
+    name = "crdt"
+    Options = CrdtOptions
+    forget_after = 1.0
+
+    def __init__(self, node: Node, options: CrdtOptions, resolve: Resolve) -> None:
+        super().__init__(node, options, resolve)
+        self.replica = Replica(node.name, resolve)
+        self._awaiting: set[str] = set()
+        self._reservations: dict[str, _Reservation] = {}
+        node.register_mailbox(REGISTRY_MAILBOX, self._on_message)
+        node.add_listener(self._on_event)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def whereis(self, name: str) -> ActorRef | None:
+        return self.replica.whereis(name)
+
+    def registered(self) -> dict[str, ActorRef]:
+        return self.replica.names()
+
+    def members(self, group: str) -> list[ActorRef]:
+        return self.replica.members(group)
+
+    def synced(self) -> bool:
+        return not self._awaiting
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": self.name, "names": self.replica.count(), "synced": self.synced()}
+
+    # -- this node's changes ----------------------------------------------------------------
+
+    async def claim(self, name: str, ref: ActorRef, timeout: float) -> ActorRef | None:
+        holder = self.replica.whereis(name)
+        if holder is not None:
+            return holder
+        arbiter = ring.owner(name, [self.node.name, *self.node.nodes()])
+        if arbiter == self.node.name:
+            holder = self._arbitrate(name, ref)
+        else:
+            try:
+                answer = await self.node.call(
+                    arbiter, REGISTRY_MAILBOX, ["claim", name, [ref.node, ref.id]], timeout
+                )
+            except (TimeoutError, NotConnected, RemoteError) as exc:
+                raise ClaimFailed(f"claim of {name!r} via {arbiter} failed: {exc}") from None
+            holder = _ref_or_none(answer)
+        if holder is not None and holder != ref:
+            return holder
+        if name not in self.replica.own():
+            self._broadcast(self.replica.register(name, ref))
+        return None
+
+    async def release(self, name: str, ref: ActorRef) -> None:
+        self._broadcast(self.replica.unregister(name, ref))
+
+    async def join(self, group: str, ref: ActorRef) -> None:
+        self._broadcast(self.replica.join(group, ref))
+
+    async def leave(self, group: str, ref: ActorRef) -> None:
+        self._broadcast(self.replica.leave(group, ref))
+
+    def _broadcast(self, op: dict[str, Any] | None) -> None:
+        if op is None:
+            return
+        for peer in self.node.nodes():
+            # A peer that went down meanwhile gets a snapshot when it comes back.
+            with contextlib.suppress(NotConnected):
+                self.node.send_nowait(peer, REGISTRY_MAILBOX, ["op", op])
+
+    # -- arbitration ------------------------------------------------------------------------
+
+    def _arbitrate(self, name: str, ref: ActorRef) -> ActorRef | None:
+        """One claim at a time (we are on the event loop): the first one wins."""
+        holder = self.replica.whereis(name)
+        if holder is not None:
+            return holder
+        now = time.monotonic()
+        reservation = self._reservations.get(name)
+        if (
+            reservation is not None
+            and reservation.ref != ref
+            and reservation.expires > now
+            and reservation.ref.node in (self.node.name, *self.node.nodes())
+        ):
+            return reservation.ref
+        self._reservations[name] = _Reservation(ref, now + self.options.reservation_ttl)
+        if len(self._reservations) > 1024:
+            self._reservations = {n: r for n, r in self._reservations.items() if r.expires > now}
+        return None
+
+    # -- what peers send --------------------------------------------------------------------
+
+    def _on_event(self, event: NodeUp | NodeDown) -> None:
+        peer = event.peer
+        if isinstance(event, NodeUp):
+            # First on the new connection: our whole slice, before any later change.
+            self._awaiting.add(peer)
+            try:
+                self.node.send_nowait(peer, REGISTRY_MAILBOX, ["snap", self.replica.snapshot()])
+            except NotConnected:
+                self._awaiting.discard(peer)
+            return
+        self._awaiting.discard(peer)
+        gone = self.replica.drop(peer)
+        for name in [n for n, r in self._reservations.items() if r.ref.node == peer]:
+            del self._reservations[name]
+        if gone:
+            log.info("%s: %d name(s) of %s are gone with it", self.node.name, len(gone), peer)
+
+    def _on_message(self, sender: str, body: Any) -> Any:
+        if not isinstance(body, list) or not body:
+            raise ValueError("malformed registry message")
+        kind = body[0]
+        if kind == "claim" and len(body) == 3 and isinstance(body[1], str):
+            holder = self._arbitrate(body[1], _ref(body[2]))
+            return None if holder is None else [holder.node, holder.id]
+        if kind == "snap" and len(body) == 2 and isinstance(body[1], dict):
+            names = self.replica.load(sender, body[1])
+            self._awaiting.discard(sender)
+            self._check_lost(names)
+            self._settle_reservations(names)
+            return None
+        if kind == "op" and len(body) == 2 and isinstance(body[1], dict):
+            name = self.replica.apply(sender, body[1])
+            if name is not None:
+                self._check_lost([name])
+                self._settle_reservations([name])
+            return None
+        raise ValueError(f"unknown registry message {str(kind)[:40]!r}")
+
+    def _settle_reservations(self, names: list[str]) -> None:
+        for name in names:
+            reservation = self._reservations.get(name)
+            if reservation is not None and self.replica.whereis(name) == reservation.ref:
+                del self._reservations[name]
+
+    def _check_lost(self, names: list[str]) -> None:
+        for entry in self.replica.lost(names):
+            winner = self.replica.whereis(entry.name)
+            log.warning(
+                "%s: name %r is also registered by %s, which wins; stopping %s",
+                self.node.name,
+                entry.name,
+                winner,
+                entry.ref,
+            )
+            self._broadcast(self.replica.unregister(entry.name, entry.ref))
+            self.on_lost(entry.name, entry.ref, "name conflict")
+
+
+def _ref(value: object) -> ActorRef:
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise ValueError("a ref is [node, id]")
+    return ActorRef(value[0], value[1])
+
+
+def _ref_or_none(value: object) -> ActorRef | None:
+    return None if value is None else _ref(value)

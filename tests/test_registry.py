@@ -1,0 +1,210 @@
+"""The registry on nodes over real loopback sockets (in one process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from pycluster import Plugins, hookimpl, load_config
+from pycluster.actors import Actor
+from pycluster.errors import RemoteError
+from pycluster.node import Node
+from pycluster.registry import ActorRef, AlreadyRegistered, AlreadyStarted, Entry, NotRegistered
+from tests.conftest import eventually
+
+COOKIE = "registry-test-cookie"
+
+
+class Counter(Actor):
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "increment":
+            self.value += 1
+        elif message == "where":
+            return self.node.name
+        return self.value
+
+
+def make_node(index: int, backend: str = "crdt", plugins: Plugins | None = None) -> Node:
+    config = load_config(
+        {
+            "node": {"name": f"n{index}@127.0.2.{index + 2}", "net_tick_timeout": 1.0},
+            "registry": {"backend": backend},
+        },
+        env={},
+    )
+    return Node(config, cookie=COOKIE, plugins=plugins)
+
+
+async def mesh(nodes: list[Node]) -> None:
+    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
+    await eventually(lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes))
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[list[Node]]:
+    nodes = [make_node(i) for i in range(3)]
+    for node in nodes:
+        await node.start()
+    try:
+        await mesh(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+# -- the contract every backend passes on one node ---------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["crdt", "local"])
+async def test_contract_on_one_node(backend: str) -> None:
+    async with make_node(0, backend) as node:
+        registry = node.registry
+        ref = await registry.spawn("counter", Counter, 5)
+        assert registry.whereis("counter") == ref
+        assert registry.registered() == {"counter": ref}
+        with pytest.raises(AlreadyStarted) as info:
+            await registry.spawn("counter", Counter)
+        assert info.value.ref == ref
+        assert await registry.call("counter", "increment") == 6
+        other = node.actors.spawn(Counter)
+        with pytest.raises(AlreadyRegistered):
+            await registry.register("counter", other)
+        await registry.register("other", other)
+        await registry.join("workers", ref)
+        await registry.join("workers", other)
+        assert registry.members("workers") == sorted([ref, other])
+        await registry.leave("workers", ref)
+        assert registry.members("workers") == [other]
+        await node.actors.stop(ref)
+        await eventually(lambda: registry.whereis("counter") is None)
+        with pytest.raises(NotRegistered):
+            await registry.call("counter", "value")
+        await registry.unregister("other")
+        assert registry.whereis("other") is None
+        assert node.status()["registry"]["backend"] == backend
+
+
+# -- crdt across nodes --------------------------------------------------------------------
+
+
+async def test_a_name_is_seen_and_callable_from_every_node(cluster: list[Node]) -> None:
+    ref = await cluster[1].registry.spawn("counter", Counter)
+    await eventually(lambda: all(n.registry.whereis("counter") == ref for n in cluster))
+    for node in cluster:
+        assert await node.registry.call("counter", "increment") >= 1
+    assert await cluster[0].registry.call("counter", "where") == cluster[1].name
+    with pytest.raises(AlreadyStarted) as info:
+        await cluster[2].registry.spawn("counter", Counter)
+    assert info.value.ref == ref
+    assert all(
+        n.status()["registry"] == {"backend": "crdt", "names": 1, "synced": True} for n in cluster
+    )
+
+
+async def test_concurrent_spawns_of_one_name_have_one_winner(cluster: list[Node]) -> None:
+    for round_ in range(20):
+        name = f"singleton-{round_}"
+        results = await asyncio.gather(
+            *(n.registry.spawn(name, Counter) for n in cluster), return_exceptions=True
+        )
+        winners = [r for r in results if isinstance(r, ActorRef)]
+        losers = [r for r in results if isinstance(r, AlreadyStarted)]
+        assert len(winners) == 1, results
+        assert len(losers) == len(cluster) - 1
+        assert all(loser.ref == winners[0] for loser in losers)
+        # A spawn after the winner returned always sees it, on any node.
+        for node in cluster:
+            with pytest.raises(AlreadyStarted):
+                await node.registry.spawn(name, Counter)
+
+
+async def test_a_node_that_goes_down_takes_its_names_with_it(cluster: list[Node]) -> None:
+    await cluster[2].registry.spawn("doomed", Counter)
+    await eventually(lambda: all(n.registry.whereis("doomed") for n in cluster))
+    await cluster[2].stop()
+    await eventually(
+        lambda: all(n.registry.whereis("doomed") is None for n in cluster[:2]), timeout=2
+    )
+    ref = await cluster[0].registry.spawn("doomed", Counter)
+    assert ref.node == cluster[0].name
+
+
+async def test_a_healed_partition_keeps_one_and_stops_the_other() -> None:
+    a, b = make_node(0), make_node(1)
+    async with a, b:
+        # Not connected: each side claims the name on its own.
+        first = await a.registry.spawn("leader", Counter)
+        b.registry.backend.replica.lamport = 10  # b's claim is the later one
+        second = await b.registry.spawn("leader", Counter)
+        ended = asyncio.ensure_future(b.actors.wait(second))
+        await mesh([a, b])
+        await eventually(
+            lambda: a.registry.whereis("leader") == b.registry.whereis("leader") == first
+        )
+        assert await asyncio.wait_for(ended, 5) == "name conflict"
+        assert await b.registry.call("leader", "where") == a.name
+
+
+async def test_a_plugin_may_choose_the_conflict_winner() -> None:
+    class LatestWins:
+        @hookimpl
+        def pycluster_resolve_name_conflict(self, name: str, a: Entry, b: Entry) -> Entry:
+            return a if a.lamport > b.lamport else b
+
+    plugins = Plugins.load(entry_points=False, extra=[LatestWins()])
+    a, b = make_node(0, plugins=plugins), make_node(1, plugins=plugins)
+    async with a, b:
+        first = await a.registry.spawn("leader", Counter)
+        b.registry.backend.replica.lamport = 10
+        second = await b.registry.spawn("leader", Counter)
+        await mesh([a, b])
+        await eventually(
+            lambda: a.registry.whereis("leader") == b.registry.whereis("leader") == second
+        )
+        assert await asyncio.wait_for(a.actors.wait(first), 5) == "name conflict"
+
+
+async def test_a_restarted_node_does_not_bring_back_its_old_names(cluster: list[Node]) -> None:
+    await cluster[2].registry.spawn("ephemeral", Counter)
+    await eventually(lambda: cluster[0].registry.whereis("ephemeral") is not None)
+    await cluster[2].stop()
+    reborn = make_node(2)
+    async with reborn:
+        await mesh([cluster[0], cluster[1], reborn])
+        assert all(
+            n.registry.whereis("ephemeral") is None for n in (cluster[0], cluster[1], reborn)
+        )
+
+
+async def test_groups_span_the_cluster(cluster: list[Node]) -> None:
+    refs = [node.actors.spawn(Counter) for node in cluster]
+    for node, ref in zip(cluster, refs, strict=True):
+        await node.registry.join("workers", ref)
+    await eventually(lambda: all(n.registry.members("workers") == sorted(refs) for n in cluster))
+    await cluster[0].registry.leave("workers", refs[0])
+    await eventually(
+        lambda: all(n.registry.members("workers") == sorted(refs[1:]) for n in cluster)
+    )
+
+
+async def test_refs_travel_in_messages_and_remote_crashes_surface(cluster: list[Node]) -> None:
+    class Holder(Actor):
+        async def handle_call(self, message: Any) -> Any:
+            if isinstance(message, ActorRef):
+                return await self.node.actors.call(message, "increment")
+            raise RuntimeError("unexpected")
+
+    counter = await cluster[0].registry.spawn("c", Counter)
+    await cluster[1].registry.spawn("holder", Holder)
+    await eventually(lambda: cluster[2].registry.whereis("holder") is not None)
+    assert await cluster[2].registry.call("holder", counter) == 1
+    with pytest.raises(RemoteError) as info:
+        await cluster[2].registry.call("holder", "junk")
+    assert info.value.type == "RuntimeError"
