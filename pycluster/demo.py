@@ -1,8 +1,11 @@
-"""``pycluster demo``: N local node processes find each other with ``local_epmd``.
+"""``pycluster demo``: N local node processes find each other, then share a Counter.
 
 Every node is a real ``pycluster run`` process on 127.0.0.1 with a port of its own (so the
-demo also runs where only 127.0.0.1 exists, e.g. macOS). The demo asks each node for its
-view as a hidden client, prints it, then stops every process it started.
+demo also runs where only 127.0.0.1 exists, e.g. macOS), found by ``local_epmd``. The demo
+asks each node for its view as a hidden client, then runs the classic clustering
+walk-through: start a Counter under a name on one node, try again on another (refused
+with AlreadyStarted), and call it by name from every node. Then it stops every process
+it started.
 """
 
 from __future__ import annotations
@@ -17,14 +20,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from pycluster.actors import Actor
 from pycluster.cli import COOKIE_ENV, ask_status
+from pycluster.config import load_config
 from pycluster.errors import NotConnected
+from pycluster.node import Node
+from pycluster.registry import AlreadyStarted
 
 FORM_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
+
+
+class Counter(Actor):
+    """The walk-through's Counter: an Agent holding a number, registered by name."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "increment":
+            self.value += 1
+            return self.value
+        if message == "value":
+            return self.value
+        raise ValueError(f"a Counter understands 'increment' and 'value', not {message!r}")
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -63,11 +86,47 @@ async def run_demo(count: int) -> int:
             print(f"cluster formed in {time.monotonic() - started:.2f} s; each node's view:")
             for name in names:
                 print(f"  {name} sees {', '.join(views[name]) or '(alone)'}")
+            await walkthrough(names, cookie)
             print("stopping the nodes (SIGTERM: each leaves gracefully)")
         finally:
             await _stop(processes)
     print("pycluster demo: done")
     return 0
+
+
+async def walkthrough(names: list[str], cookie: str) -> None:
+    """Start a Counter as "counter" on the first node, again on the second (refused),
+    then call it by name through every node; print each step."""
+    print("the Counter walk-through:")
+    config = load_config({"node": {"name": f"demo-client-{os.getpid()}@localhost"}}, env={})
+    async with Node(config, cookie=cookie, hidden=True) as client:
+        for name in names:
+            await client.connect(name)
+        first, second = names[0], names[-1]
+        ref = await client.registry.spawn("counter", Counter, on=first)
+        print(f"  on {first}: spawn('counter', Counter) -> {ref}")
+        await _until_everyone_knows(client, names, "counter")
+        try:
+            await client.registry.spawn("counter", Counter, on=second)
+        except AlreadyStarted as exc:
+            print(f"  on {second}: spawn('counter', Counter) -> AlreadyStarted: {exc}")
+        for name in names:
+            value = await client.registry.call_via(name, "counter", "increment")
+            print(f"  on {name}: call('counter', 'increment') -> {value}")
+        value = await client.registry.call_via(second, "counter", "value")
+        print(f"  on {second}: call('counter', 'value') -> {value}")
+
+
+async def _until_everyone_knows(client: Node, names: list[str], name: str) -> None:
+    """Wait (bounded) until every node's registry holds ``name``: replication is fast,
+    but not instantaneous, and the walk-through calls by name right away."""
+    deadline = time.monotonic() + FORM_DEADLINE
+    while time.monotonic() < deadline:
+        counts = [(await client.call(n, "$status", None))["registry"]["names"] for n in names]
+        if all(count >= 1 for count in counts):
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"{name!r} did not reach every node's registry")
 
 
 async def _start(name: str, runtime: Path, tmp: Path, cookie: str) -> asyncio.subprocess.Process:

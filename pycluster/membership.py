@@ -30,6 +30,10 @@ class Membership(Protocol):
         """Connect to ``node``; True once connected (or already), False if unreachable."""
         ...
 
+    def left(self, node: str) -> bool:
+        """Whether ``node`` recently left the cluster gracefully (not worth a warning)."""
+        ...
+
     async def disconnect(self, node: str) -> bool:
         """Drop the connection to ``node``; True if there was one."""
         ...
@@ -118,3 +122,7 @@ class InMemoryMembership:
     async def disconnect(self, node: str) -> bool:
         """Drop the link to ``node``; True if there was one."""
         return self._network._unlink(self._name, node, "disconnected")
+
+    def left(self, node: str) -> bool:
+        """In-memory nodes leave without notice."""
+        return False

@@ -266,8 +266,7 @@ class Node:
             return False
         if peer in self._connections:
             return True
-        left = self._left.get(peer)
-        if left is not None and time.monotonic() - left < LEFT_QUIET:
+        if self.left(peer):
             return False
         pending = self._dialling.get(peer)
         if pending is not None:
@@ -281,6 +280,15 @@ class Node:
             del self._dialling[peer]
             future.set_result(ok)
         return ok
+
+    def left(self, name: str) -> bool:
+        """Whether ``name`` left gracefully within the last ``LEFT_QUIET`` seconds (it is
+        not redialled meanwhile: it dials back itself if it returns)."""
+        try:
+            since = self._left.get(self.canonical(name))
+        except ValueError:
+            return False
+        return since is not None and time.monotonic() - since < LEFT_QUIET
 
     async def disconnect(self, name: str) -> bool:
         """Close the connection to ``name``; True if there was one."""

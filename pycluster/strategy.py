@@ -145,6 +145,8 @@ class Topology:
             if failures:
                 self.log.info("connected to %s after %d failed attempts", node, failures)
             self._failures.pop(node, None)
+        elif self._membership.left(node):
+            self.log.debug("not reconnecting %s: it left the cluster", node)
         else:
             self._failures[node] = failures + 1
             level = logging.WARNING if failures == 0 else logging.DEBUG

@@ -97,6 +97,13 @@ def test_demo_forms_the_cluster_and_exits_0() -> None:
     for name, _ in names:
         others = sorted(other for other, _ in names if other != name)
         assert f"  {name} sees {', '.join(others)}" in result.stdout
+    # The Counter walk-through: one start, one refusal naming AlreadyStarted, 1..4.
+    first, last = names[0][0], names[-1][0]
+    assert re.search(rf"on {re.escape(first)}: spawn\('counter', Counter\) -> <", result.stdout)
+    assert f"on {last}: spawn('counter', Counter) -> AlreadyStarted:" in result.stdout
+    for i, (name, _) in enumerate(names, start=1):
+        assert f"on {name}: call('counter', 'increment') -> {i}" in result.stdout
+    assert f"on {last}: call('counter', 'value') -> 4" in result.stdout
     # Every node process it started is gone.
     for _, pid in names:
         assert not Path(f"/proc/{pid}").exists()

@@ -65,3 +65,22 @@ def test_two_embedded_nodes_form_a_cluster_and_call_each_other() -> None:
             process.send_signal(signal.SIGINT)
         outputs = [process.communicate(timeout=20)[0] for process in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
+
+
+def test_the_counter_walkthrough() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "counter" / "walkthrough.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[2].startswith("c@127.0.0.4: spawn('counter') -> AlreadyStarted, running as <a@")
+    assert lines[3:] == [
+        "a@127.0.0.2: call('counter', 'increment') -> 1",
+        "b@127.0.0.3: call('counter', 'increment') -> 2",
+        "c@127.0.0.4: call('counter', 'increment') -> 3",
+        "b@127.0.0.3: call('counter', 'value') -> 3",
+    ]

@@ -208,3 +208,19 @@ async def test_refs_travel_in_messages_and_remote_crashes_surface(cluster: list[
     with pytest.raises(RemoteError) as info:
         await cluster[2].registry.call("holder", "junk")
     assert info.value.type == "RuntimeError"
+
+
+async def test_spawn_on_another_node_and_call_through_it(cluster: list[Node]) -> None:
+    from pycluster.demo import Counter as DemoCounter
+
+    ref = await cluster[0].registry.spawn("remote", DemoCounter, 41, on=cluster[2].name)
+    assert ref.node == cluster[2].name
+    with pytest.raises(AlreadyStarted) as info:
+        await cluster[0].registry.spawn("remote", DemoCounter, on=cluster[1].name)
+    assert info.value.ref == ref
+    await eventually(lambda: cluster[1].registry.whereis("remote") == ref)
+    assert await cluster[0].registry.call_via(cluster[1].name, "remote", "increment") == 42
+    # Only Actor classes may be started remotely.
+    request = ["spawn", "x", "pycluster.node:Node", [], {}, 1.0]
+    with pytest.raises(RemoteError, match="not an Actor class"):
+        await cluster[0].call(cluster[1].name, "$names", request)

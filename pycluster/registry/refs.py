@@ -17,7 +17,7 @@ class ActorRef:
     id: str
 
     def __str__(self) -> str:
-        return f"<{self.id}@{self.node}>"
+        return f"<{self.node}/{self.id}>"
 
 
 @attrs.frozen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from pycluster.node import Node
 
 log = logging.getLogger("pycluster.registry")
+
+NAMES_MAILBOX = "$names"
 
 
 class AlreadyRegistered(Exception):
@@ -51,22 +54,27 @@ class Registry:
         self._node = node
         self.backend = backend
         backend.on_lost = self._lost
+        node.register_mailbox(NAMES_MAILBOX, self._on_request)
 
     async def spawn(
         self,
         name: str,
         cls: type[Actor],
         *args: Any,
+        on: str | None = None,
         policy: RestartPolicy | None = None,
         timeout: float = 5.0,
         **kwargs: Any,
     ) -> ActorRef:
-        """Start ``cls(*args, **kwargs)`` on this node as ``name``, unique in the cluster.
+        """Start ``cls(*args, **kwargs)`` as ``name``, unique in the cluster, on this node
+        (or on node ``on``, which must be able to import ``cls``).
 
         Raises AlreadyStarted (with the running actor's ref) if the name is taken
         anywhere, ClaimFailed if the claim cannot complete within ``timeout``. The actor's
         code runs only once the claim is won.
         """
+        if on is not None and self._node.canonical(on) != self._node.name:
+            return await self._spawn_on(on, name, cls, args, kwargs, timeout)
         actors = self._node.actors
         ref = actors.allocate()
         holder = await self.backend.claim(name, ref, timeout)
@@ -120,6 +128,51 @@ class Registry:
         """Cast to the actor registered as ``target`` (or the ref ``target``)."""
         await self._node.actors.cast(self._resolve(target), message)
 
+    async def call_via(self, node: str, name: str, message: Any, timeout: float = 5.0) -> Any:
+        """Have ``node`` call the actor registered as ``name`` (for hidden clients, which
+        hold no copy of the registry)."""
+        return await self._node.call(
+            node, NAMES_MAILBOX, ["call", name, message, timeout], timeout + 1
+        )
+
+    async def _spawn_on(
+        self,
+        node: str,
+        name: str,
+        cls: type[Actor],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float,
+    ) -> ActorRef:
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        answer = await self._node.call(
+            node, NAMES_MAILBOX, ["spawn", name, path, list(args), kwargs, timeout], timeout + 1
+        )
+        if isinstance(answer, dict) and isinstance(answer.get("already_started"), ActorRef):
+            raise AlreadyStarted(name, answer["already_started"])
+        if not isinstance(answer, ActorRef):
+            raise TypeError(f"unexpected answer to a remote spawn: {answer!r}")
+        return answer
+
+    def _on_request(self, sender: str, body: Any) -> Any:
+        if not (isinstance(body, list) and body and isinstance(body[0], str)):
+            raise ValueError("malformed registry request")
+        if body[0] == "spawn" and len(body) == 6:
+            _, name, path, args, kwargs, timeout = body
+            return self._remote_spawn(name, _actor_class(path), args, kwargs, float(timeout))
+        if body[0] == "call" and len(body) == 4:
+            _, name, message, timeout = body
+            return self.call(str(name), message, float(timeout))
+        raise ValueError(f"unknown registry request {body[0][:40]!r}")
+
+    async def _remote_spawn(
+        self, name: str, cls: type[Actor], args: list[Any], kwargs: dict[str, Any], timeout: float
+    ) -> Any:
+        try:
+            return await self.spawn(name, cls, *args, timeout=timeout, **kwargs)
+        except AlreadyStarted as exc:
+            return {"already_started": exc.ref}
+
     def _resolve(self, target: str | ActorRef) -> ActorRef:
         if isinstance(target, ActorRef):
             return target
@@ -137,6 +190,19 @@ class Registry:
             return
         task = asyncio.ensure_future(self._node.actors.stop(ref, reason))
         task.add_done_callback(_log_failure)
+
+
+def _actor_class(path: object) -> type[Actor]:
+    """The Actor subclass at ``module:qualname`` (only Actor subclasses are accepted)."""
+    if not isinstance(path, str) or ":" not in path:
+        raise ValueError("an actor class is given as 'module:qualname'")
+    module_name, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, Actor)):
+        raise TypeError(f"{path} is not an Actor class")
+    return target
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
