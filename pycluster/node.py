@@ -17,7 +17,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -487,16 +487,7 @@ class Node:
         except (OSError, TimeoutError) as exc:
             log.debug("cannot reach %s: %s", peer, exc)
             return False
-        handshake = Handshake(
-            role="dialer",
-            me=self.name,
-            peer=peer,
-            cookie=self._cookie,
-            hidden=self.hidden,
-            incarnation=self.incarnation,
-            canonical=self.canonical,
-        )
-        decoder = FrameDecoder(self.config.node.max_frame_size, self.codec)
+        handshake, decoder = self._handshake_state("dialer", peer)
         try:
             backlog = await self._handshake(handshake, reader, writer, decoder, peer)
         except HandshakeError as exc:
@@ -513,14 +504,7 @@ class Node:
         if not self.started:
             writer.close()
             return
-        handshake = Handshake(
-            role="acceptor",
-            me=self.name,
-            cookie=self._cookie,
-            incarnation=self.incarnation,
-            canonical=self.canonical,
-        )
-        decoder = FrameDecoder(self.config.node.max_frame_size, self.codec)
+        handshake, decoder = self._handshake_state("acceptor")
         try:
             backlog = await self._handshake(handshake, reader, writer, decoder, address)
         except HandshakeError:
@@ -557,6 +541,20 @@ class Node:
             writer.close()
             return
         self._establish(handshake, reader, writer, decoder, backlog)
+
+    def _handshake_state(
+        self, role: Literal["dialer", "acceptor"], peer: str | None = None
+    ) -> tuple[Handshake, FrameDecoder]:
+        handshake = Handshake(
+            role=role,
+            me=self.name,
+            peer=peer,
+            cookie=self._cookie,
+            hidden=self.hidden and role == "dialer",
+            incarnation=self.incarnation,
+            canonical=self.canonical,
+        )
+        return handshake, FrameDecoder(self.config.node.max_frame_size, self.codec)
 
     async def _handshake(
         self,
