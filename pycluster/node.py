@@ -131,6 +131,7 @@ class Node:
         self._connections: dict[str, Connection] = {}
         self._hidden_connections: set[Connection] = set()
         self._dialling: dict[str, asyncio.Future[bool]] = {}
+        self._arrivals: dict[str, asyncio.Event] = {}
         self._left: dict[str, float] = {}
         self._mailboxes: dict[str, Mailbox] = {STATUS_MAILBOX: lambda sender, body: self.status()}
         self._calls: dict[int, _Call] = {}
@@ -491,13 +492,30 @@ class Node:
         try:
             backlog = await self._handshake(handshake, reader, writer, decoder, peer)
         except HandshakeError as exc:
-            # A dial that lost the tie-break to the peer's own dial is connected all the same.
-            return exc.kind == "rejected" and peer in self._connections
+            if exc.kind == "rejected" and "duplicate" in exc.reason:
+                # Our dial lost the tie-break to the peer's own dial, which is connecting
+                # us right now: connected all the same, once it lands.
+                return await self._until_connected(peer)
+            return False
         if peer in self._connections:
             writer.close()  # raced with an inbound connection that won: keep that one
             return True
         self._establish(handshake, reader, writer, decoder, backlog)
         return True
+
+    async def _until_connected(self, peer: str) -> bool:
+        """Wait (at most the handshake timeout) for a connection to ``peer`` to land."""
+        if peer in self._connections:
+            return True
+        arrived = self._arrivals.setdefault(peer, asyncio.Event())
+        try:
+            await asyncio.wait_for(arrived.wait(), self._handshake_timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if self._arrivals.get(peer) is arrived and not arrived.is_set():
+                del self._arrivals[peer]
+        return peer in self._connections
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = _address(writer)
@@ -623,6 +641,9 @@ class Node:
         else:
             self._connections[peer] = connection
             self._left.pop(peer, None)
+            arrived = self._arrivals.pop(peer, None)
+            if arrived is not None:
+                arrived.set()
             self.metrics.nodes.set(len(self._connections))
             log.info("%s: node up %s", self.name, peer)
             self._emit(NodeUp(self.name, peer), "pycluster_node_up")
