@@ -62,6 +62,7 @@ class CrdtRegistry(RegistryBackend):
         self.replica = Replica(node.name, resolve)
         self._awaiting: set[str] = set()
         self._reservations: dict[str, _Reservation] = {}
+        self._pruned = 0.0
         node.register_mailbox(REGISTRY_MAILBOX, self._on_message)
         node.add_listener(self._on_event)
 
@@ -101,8 +102,9 @@ class CrdtRegistry(RegistryBackend):
             holder = _ref_or_none(answer)
         if holder is not None and holder != ref:
             return holder
-        if name not in self.replica.own():
+        if not self.replica.owns(name):
             self._broadcast(self.replica.register(name, ref))
+        self._settle_reservations([name])  # granted here: the registration is now visible
         return None
 
     async def release(self, name: str, ref: ActorRef) -> None:
@@ -139,7 +141,10 @@ class CrdtRegistry(RegistryBackend):
         ):
             return reservation.ref
         self._reservations[name] = _Reservation(ref, now + self.options.reservation_ttl)
-        if len(self._reservations) > 1024:
+        if len(self._reservations) > 1024 and now - self._pruned > 1.0:
+            # Grants settle as soon as the claimant's registration is seen; this only
+            # sweeps those whose claimant never registered, at most once a second.
+            self._pruned = now
             self._reservations = {n: r for n, r in self._reservations.items() if r.expires > now}
         return None
 

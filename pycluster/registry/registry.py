@@ -160,6 +160,8 @@ class Registry:
         if body[0] == "spawn" and len(body) == 6:
             _, name, path, args, kwargs, timeout = body
             return self._remote_spawn(name, _actor_class(path), args, kwargs, float(timeout))
+        if body[0] == "registered":
+            return self.registered()
         if body[0] == "call" and len(body) == 4:
             _, name, message, timeout = body
             return self.call(str(name), message, float(timeout))

@@ -57,6 +57,10 @@ class Replica:
         """How many names are registered."""
         return len(self._candidates)
 
+    def owns(self, name: str) -> bool:
+        """Whether this node registered ``name`` itself."""
+        return name in self._own
+
     def own(self) -> dict[str, Entry]:
         """This node's own registrations."""
         return dict(self._own)

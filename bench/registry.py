@@ -1,0 +1,246 @@
+"""Registry benchmarks: claims, lookups, propagation, calls by name, memory.
+
+All nodes run in this one process on loopback addresses 127.0.0.151 and up (so the
+numbers include every node's work on one event loop: propagation is pessimistic). Run:
+
+    .venv/bin/python bench/registry.py [--names 10000] [--memory-names 100000]
+
+Goals (issue 4): >= 10,000 registrations/s; >= 500,000 lookups/s; propagation p99 <= 50 ms;
+<= 150 MB with 100,000 names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pycluster import load_config
+from pycluster.actors import Actor
+from pycluster.node import Node
+
+COOKIE = "bench-registry"
+BATCH = 100
+
+
+class Counter(Actor):
+    def __init__(self) -> None:
+        self.value = 0
+
+    async def handle_call(self, message: Any) -> Any:
+        self.value += 1
+        return self.value
+
+
+def node(index: int, backend: str = "crdt") -> Node:
+    config = load_config(
+        {"node": {"name": f"b{index}@127.0.0.{151 + index}"}, "registry": {"backend": backend}},
+        env={},
+    )
+    return Node(config, cookie=COOKIE)
+
+
+async def cluster(size: int) -> list[Node]:
+    nodes = [node(i) for i in range(size)]
+    for n in nodes:
+        await n.start()
+    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
+    await until(lambda: all(len(n.nodes()) == size - 1 and n.ready() for n in nodes))
+    return nodes
+
+
+async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    """Poll ``condition`` on every turn of the loop, for at most ``seconds``."""
+    deadline = time.perf_counter() + seconds
+    for _ in iter(int, 1):
+        if condition():
+            return
+        if time.perf_counter() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def rate(count: int, make: Callable[[int], Awaitable[Any]]) -> float:
+    """Operations per second, ``BATCH`` in flight at a time."""
+    started = time.perf_counter()
+    for first in range(0, count, BATCH):
+        await asyncio.gather(*(make(i) for i in range(first, min(count, first + BATCH))))
+    return count / (time.perf_counter() - started)
+
+
+def row(*cells: object) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+async def main(args: argparse.Namespace) -> None:
+    count = args.names
+    lines = [row("measure", "pycluster", "baseline", "ratio", "goal"), row(*["---"] * 5)]
+
+    # Claims on one node of a 3-node cluster (two thirds are arbitrated by another node).
+    three = await cluster(3)
+    solo = node(9, backend="local")
+    await solo.start()
+    try:
+        first = three[0]
+        refs = [first.actors.spawn(Counter) for _ in range(count)]
+        registered = await rate(count, lambda i: first.registry.register(f"r{i}", refs[i]))
+        solo_refs = [solo.actors.spawn(Counter) for _ in range(count)]
+        baseline = await rate(count, lambda i: solo.registry.register(f"r{i}", solo_refs[i]))
+        goal = "met" if registered >= 10_000 else "NOT met"
+        lines.append(
+            row(
+                f"registrations/s ({count} names, crdt, 3 nodes)",
+                f"{registered:,.0f}",
+                f"{baseline:,.0f} (local backend)",
+                f"{registered / baseline:.2f}",
+                f">= 10,000: {goal}",
+            )
+        )
+        spawned = await rate(count, lambda i: first.registry.spawn(f"s{i}", Counter))
+        lines.append(row(f"spawns/s ({count} names, crdt, 3 nodes)", f"{spawned:,.0f}", "", "", ""))
+
+        # Lookups: a local read, beside a plain dict lookup.
+        registry, plain = first.registry, dict(first.registry.registered())
+        lookups = 1_000_000
+        started = time.perf_counter()
+        for i in range(lookups):
+            registry.whereis(f"r{i % count}")
+        lookup_rate = lookups / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for i in range(lookups):
+            plain.get(f"r{i % count}")
+        dict_rate = lookups / (time.perf_counter() - started)
+        goal = "met" if lookup_rate >= 500_000 else "NOT met"
+        lines.append(
+            row(
+                "whereis lookups/s",
+                f"{lookup_rate:,.0f}",
+                f"{dict_rate:,.0f} (dict.get)",
+                f"{lookup_rate / dict_rate:.2f}",
+                f">= 500,000: {goal}",
+            )
+        )
+
+        # A call through a name beside a call to the ref itself (the actor on another node).
+        ref = await three[1].registry.spawn("target", Counter)
+        await until(lambda: first.registry.whereis("target") == ref)
+        by_name, by_ref = [], []
+        for _ in range(2000):
+            started = time.perf_counter()
+            await first.registry.call("target", "x")
+            by_name.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await first.actors.call(ref, "x")
+            by_ref.append(time.perf_counter() - started)
+        name_ms, ref_ms = statistics.median(by_name) * 1e3, statistics.median(by_ref) * 1e3
+        lines.append(
+            row(
+                "remote call median, through the name (ms)",
+                f"{name_ms:.3f}",
+                f"{ref_ms:.3f} (through the ref)",
+                f"{name_ms / ref_ms:.2f}",
+                "",
+            )
+        )
+    finally:
+        for n in [*three, solo]:
+            await n.stop()
+
+    # Propagation: a name registered on one of 5 nodes, until all others see it.
+    five = await cluster(5)
+    try:
+        delays = []
+        for i in range(300):
+            target = five[0].actors.spawn(Counter)
+            started = time.perf_counter()
+            await five[0].registry.register(f"p{i}", target)
+            await until(
+                lambda name=f"p{i}", target=target: all(
+                    n.registry.whereis(name) == target for n in five[1:]
+                )
+            )
+            delays.append((time.perf_counter() - started) * 1e3)
+        p99 = percentile(delays, 0.99)
+        goal = "met" if p99 <= 50 else "NOT met"
+        lines.append(
+            row(
+                "propagation to all 5 nodes, median / p99 (ms)",
+                f"{statistics.median(delays):.2f} / {p99:.2f}",
+                "",
+                "",
+                f"p99 <= 50 ms: {goal}",
+            )
+        )
+    finally:
+        for n in five:
+            await n.stop()
+
+    # Memory: one node holding many names of its own, in a fresh process.
+    measured = (
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, __file__, "--memory-only", str(args.memory_names)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    ).stdout.split()
+    before, after = float(measured[0]), float(measured[1])
+    goal = "met" if after <= 150 else "NOT met"
+    lines.append(
+        row(
+            f"RSS of a node process holding {args.memory_names:,} names (MB)",
+            f"{after:.0f}",
+            f"{before:.0f} (the same node, no names)",
+            f"{after / before:.2f}",
+            f"<= 150 MB: {goal}",
+        )
+    )
+    print("\n".join(lines))
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def memory_only(names: int) -> None:
+    """Print RSS before and after one node registers ``names`` names of its own."""
+    big = node(8)
+    await big.start()
+    try:
+        before = rss_mb()
+        for i in range(names):
+            await big.registry.register(f"m{i}", big.actors.allocate())
+        print(f"{before:.1f} {rss_mb():.1f}")
+    finally:
+        await big.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--names", type=int, default=10_000)
+    parser.add_argument("--memory-names", type=int, default=100_000)
+    parser.add_argument("--memory-only", type=int, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    try:
+        if arguments.memory_only:
+            asyncio.run(memory_only(arguments.memory_only))
+        else:
+            asyncio.run(main(arguments))
+    except KeyboardInterrupt:
+        sys.exit(130)
