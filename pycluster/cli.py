@@ -181,8 +181,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {peer}")
     for name, topology in status["topologies"].items():
         print(f"topology {name}: {topology['strategy']} {topology['state']}")
-    registry = status.get("registry")
-    print("registry: " + (json.dumps(registry) if registry else "none"))
+    registry = status.get("registry") or {}
+    synced = "synced" if registry.get("synced") else "still merging with its peers"
+    print(f"registry: {registry.get('backend')}, {registry.get('names')} name(s), {synced}")
     return 0
 
 

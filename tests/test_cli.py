@@ -162,7 +162,10 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
         assert "cookie mismatch" in wrong.stderr
         assert "s3cret" not in wrong.stderr
         human = pycluster("status", "--node", name, "--cookie", "s3cret-cookie")
-        assert human.stdout.splitlines()[0] == f"{name} sees 0 node(s)"
+        assert human.stdout.splitlines() == [
+            f"{name} sees 0 node(s)",
+            "registry: crdt, 0 name(s), synced",
+        ]
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
