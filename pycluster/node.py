@@ -33,7 +33,7 @@ from pycluster.supervisor import RestartPolicy, Supervisor
 from pycluster.transport.connection import Connection, ConnectionClosed
 from pycluster.transport.frames import PLAIN, FrameDecoder, FrameError, encode_frame
 from pycluster.transport.handshake import Handshake, HandshakeError
-from pycluster.transport.mesh import admit
+from pycluster.transport.mesh import REFUSALS, admit
 
 log = logging.getLogger("pycluster.node")
 
@@ -486,17 +486,18 @@ class Node:
                 timeout=self._handshake_timeout,
             )
         except (OSError, TimeoutError) as exc:
-            log.debug("cannot reach %s: %s", peer, exc)
+            reason = str(exc) or f"no answer within {self._handshake_timeout}s"
+            log.debug("cannot reach %s: %s", peer, reason)
             return False
         handshake, decoder = self._handshake_state("dialer", peer)
         try:
             backlog = await self._handshake(handshake, reader, writer, decoder, peer)
         except HandshakeError as exc:
-            if exc.kind == "rejected" and "duplicate" in exc.reason:
+            if exc.kind == "rejected" and exc.reason.endswith(REFUSALS["tie-break"]):
                 # Our dial lost the tie-break to the peer's own dial, which is connecting
                 # us right now: connected all the same, once it lands.
                 return await self._until_connected(peer)
-            return False
+            return exc.kind == "rejected" and peer in self._connections
         if peer in self._connections:
             writer.close()  # raced with an inbound connection that won: keep that one
             return True
@@ -534,7 +535,7 @@ class Node:
             verdict = "accept"
         elif self.supervisor.refuses(peer):
             refusal = "discovery on this node no longer lists you"
-            verdict = "refuse"
+            verdict = "excluded"
         else:
             current = self._connections.get(peer)
             verdict = admit(
@@ -544,7 +545,7 @@ class Node:
                 connected_incarnation=current.incarnation if current else None,
                 incarnation=handshake.peer_incarnation,
             )
-            refusal = "duplicate connection" if verdict == "refuse" else None
+            refusal = REFUSALS.get(verdict)
         if refusal is not None:
             log.debug("refused a connection from %s: %s", peer, refusal)
             with contextlib.suppress(ConnectionError, OSError):
@@ -600,7 +601,8 @@ class Node:
                 writer.write(encode_frame(reject))
         writer.close()
         self.metrics.handshake_failures.labels(failure.kind).inc()
-        if failure.kind != "rejected" or "duplicate" not in failure.reason:
+        refused = failure.reason.removeprefix("rejected by the peer: ")
+        if failure.kind != "rejected" or refused not in REFUSALS.values():
             peer = handshake.peer or who
             # Repeats are keyed by peer name, or by IP for strangers (not by their port).
             source = handshake.peer or who.rpartition(":")[0]

@@ -176,12 +176,17 @@ class Topology:
         before and now leaves out, and keeps them out (:meth:`refuses`) until listed again.
         The decision itself is ``pycluster.discovery.plan``, a pure function.
         """
+        connected = self._membership.nodes()
+        for node in self._failures.keys() & set(connected):
+            # Reached meanwhile (the peer dialled us): its next failure is news again.
+            self.log.info("connected to %s after %d failed attempts", node, self._failures[node])
+            del self._failures[node]
         decision = plan(
             answer,
             me=self.self_name,
             listed=self.listed,
             excluded=self.excluded,
-            connected=self._membership.nodes(),
+            connected=connected,
         )
         self.listed, self.excluded = decision.listed, decision.excluded
         if decision.disconnect:

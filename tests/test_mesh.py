@@ -39,10 +39,10 @@ def simulate(order: list[str]) -> dict[str, set[str]]:
             )
             if verdict[node] == "replace":
                 held[peer] = {}
-            if verdict[node] != "refuse":
+            if verdict[node] in ("accept", "replace"):
                 held[peer][node] = INC[node]
         elif what == "done" and node in verdict:
-            if verdict[node] != "refuse":
+            if verdict[node] in ("accept", "replace"):
                 held[node][node] = INC[peer]
             dialling[node] = False
     return {n: set(held[n]) for n in (A, B)}
@@ -77,4 +77,4 @@ def test_a_restarted_peer_replaces_the_old_connection() -> None:
 def test_a_duplicate_of_a_live_connection_is_refused() -> None:
     assert admit(
         me=B, peer=A, dialling=False, connected_incarnation=INC[A], incarnation=INC[A]
-    ) == ("refuse")
+    ) == ("duplicate")
