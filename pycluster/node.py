@@ -50,6 +50,8 @@ LEFT_QUIET = 10.0
 ACTOR_REF_CODE = 1
 """msgpack extension code of ActorRef (codes below 16 belong to pycluster)."""
 EVENT_QUEUE_SIZE = 1024
+CANONICAL_CACHE = 4096
+"""Node names whose canonical form is remembered (cleared when full: names are few)."""
 REPEAT_QUIET = 60.0
 """Seconds during which a repeated warning (same peer, same problem) drops to debug."""
 
@@ -121,6 +123,7 @@ class Node:
         self.codec.register(ActorRef, ACTOR_REF_CODE, _pack_ref, _unpack_ref, builtin=True)
         self._cookie = secret.encode()
         self._port = config.node.port
+        self._canonical: dict[str, str] = {}
         own = parse_node_name(config.node.name)
         self.name = self.canonical(config.node.name)
         self.listen_host: str | None = config.node.bind or (own.host if own.is_ip else None)
@@ -172,10 +175,17 @@ class Node:
 
         Raises NodeNameError (a ValueError) for a string that is not a node name.
         """
+        # On every send and call: parsing (ipaddress included) costs more than the rest.
+        known = self._canonical.get(name)
+        if known is not None:
+            return known
         parsed = parse_node_name(name)
         if parsed.port == self._port:
             parsed = NodeName(parsed.name, parsed.host)
-        return str(parsed)
+        if len(self._canonical) >= CANONICAL_CACHE:
+            self._canonical.clear()
+        self._canonical[name] = canonical = str(parsed)
+        return canonical
 
     @property
     def self_name(self) -> str:
@@ -343,20 +353,21 @@ class Node:
     async def call(self, node: str, mailbox: str, message: Any, timeout: float = 5.0) -> Any:
         """Send ``message`` and wait for the handler's reply.
 
-        Raises RemoteError if the handler raised, TimeoutError after ``timeout`` seconds,
-        NotConnected if the connection is missing or lost. Nothing is left behind.
+        Raises RemoteError if the handler raised, TimeoutError after ``timeout`` seconds
+        (waiting on a peer that does not read included), NotConnected if the connection is
+        missing or lost. Nothing is left behind.
         """
         peer = self.canonical(node)
         call_id = next(self._call_ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = _Call(peer, future)
         try:
-            request = {"t": "call", "id": call_id, "to": mailbox, "body": message}
-            if peer == self.name:
-                self._deliver(self.name, mailbox, message, call_id, None)
-            else:
-                await self._connection(peer).send(request)
             async with asyncio.timeout(timeout):
+                if peer == self.name:
+                    self._deliver(self.name, mailbox, message, call_id, None)
+                else:
+                    request = {"t": "call", "id": call_id, "to": mailbox, "body": message}
+                    await self._connection(peer).send(request)
                 return await future
         except ConnectionClosed as exc:
             raise NotConnected(str(exc)) from None
