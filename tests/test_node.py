@@ -289,6 +289,12 @@ async def test_backpressure_bounds_what_is_queued_for_a_slow_peer() -> None:
             await asyncio.wait_for(flood(), 1.0)
         queued = connection._writer.transport.get_write_buffer_size()
         assert queued <= 1024 * 1024 + 2 * len(chunk)
+        # A call to that peer still ends at its timeout, though its send cannot proceed.
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await a.call("raw@127.0.1.9", "sink", chunk, timeout=0.3)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert a._calls == {}
         writer.close()
 
 
