@@ -1,15 +1,13 @@
 """What may travel between nodes: msgpack values, plus types registered here.
 
-By default only plain msgpack values cross the wire (None, booleans, numbers, strings,
-bytes, lists, maps) and the types registered with :meth:`Codec.register`, each under a
-msgpack extension code. Pickle is available only as an explicit opt-in
-(``Codec(allow_pickle=True)``), since unpickling runs code chosen by the sender: both
-sides must opt in, and anyone holding the cookie can then run code on every node.
+Only plain msgpack values cross the wire (None, booleans, numbers, strings, bytes, lists,
+maps) and the types registered with :meth:`Codec.register`, each under a msgpack
+extension code. Nothing is ever unpickled: a type that must travel is registered with an
+explicit encoder and decoder.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,8 +16,6 @@ import msgpack
 
 T = TypeVar("T")
 
-PICKLE_CODE = 127
-"""Extension code of pickled values (opt-in only)."""
 USER_CODES = range(16, 127)
 """Extension codes applications may register; lower codes belong to pycluster."""
 
@@ -39,8 +35,7 @@ class _Kind:
 class Codec:
     """Encodes and decodes the values of messages between nodes."""
 
-    def __init__(self, *, allow_pickle: bool = False) -> None:
-        self.allow_pickle = allow_pickle
+    def __init__(self) -> None:
         self._by_type: dict[type[Any], _Kind] = {}
         self._by_code: dict[int, _Kind] = {}
 
@@ -82,8 +77,6 @@ class Codec:
         kind = self._by_type.get(type(value))
         if kind is not None:
             return msgpack.ExtType(kind.code, kind.encode(value))
-        if self.allow_pickle:
-            return msgpack.ExtType(PICKLE_CODE, pickle.dumps(value))
         raise TypeError(
             f"cannot send a {type(value).__name__}: register it with the node's codec "
             "(or send plain values)"
@@ -96,6 +89,4 @@ class Codec:
                 return kind.decode(data)
             except Exception as exc:
                 raise CodecError(f"bad {kind.cls.__name__} ({exc})") from None
-        if code == PICKLE_CODE and self.allow_pickle:
-            return pickle.loads(data)  # the explicit opt-in documented above
         raise CodecError(f"unexpected msgpack extension type {code}")

@@ -3,7 +3,7 @@
 The decoder checks the length prefix against the cap before buffering a byte of payload,
 so a peer announcing a 1 GiB frame costs nothing but the connection. Only plain msgpack
 values are decoded, plus the extension types registered with the node's codec; never
-pickle unless both sides opted in.
+pickle.
 """
 
 from __future__ import annotations
