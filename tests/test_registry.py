@@ -12,7 +12,7 @@ from pycluster import Plugins, hookimpl, load_config
 from pycluster.actors import Actor
 from pycluster.errors import RemoteError
 from pycluster.node import Node
-from pycluster.registry import ActorRef, AlreadyRegistered, AlreadyStarted, Entry, NotRegistered
+from pycluster.registry import ActorRef, AlreadyStarted, Entry
 from tests.conftest import eventually
 
 COOKIE = "registry-test-cookie"
@@ -59,81 +59,7 @@ async def cluster() -> AsyncIterator[list[Node]]:
             await node.stop()
 
 
-# -- the contract every backend passes on one node ---------------------------------------
-
-
-@pytest.mark.parametrize("backend", ["crdt", "local"])
-async def test_contract_on_one_node(backend: str) -> None:
-    async with make_node(0, backend) as node:
-        registry = node.registry
-        ref = await registry.spawn("counter", Counter, 5)
-        assert registry.whereis("counter") == ref
-        assert registry.registered() == {"counter": ref}
-        with pytest.raises(AlreadyStarted) as info:
-            await registry.spawn("counter", Counter)
-        assert info.value.ref == ref
-        assert await registry.call("counter", "increment") == 6
-        other = node.actors.spawn(Counter)
-        with pytest.raises(AlreadyRegistered):
-            await registry.register("counter", other)
-        await registry.register("other", other)
-        await registry.join("workers", ref)
-        await registry.join("workers", other)
-        assert registry.members("workers") == sorted([ref, other])
-        await registry.leave("workers", ref)
-        assert registry.members("workers") == [other]
-        await node.actors.stop(ref)
-        await eventually(lambda: registry.whereis("counter") is None)
-        with pytest.raises(NotRegistered):
-            await registry.call("counter", "value")
-        await registry.unregister("other")
-        assert registry.whereis("other") is None
-        assert node.status()["registry"]["backend"] == backend
-
-
 # -- crdt across nodes --------------------------------------------------------------------
-
-
-async def test_a_name_is_seen_and_callable_from_every_node(cluster: list[Node]) -> None:
-    ref = await cluster[1].registry.spawn("counter", Counter)
-    await eventually(lambda: all(n.registry.whereis("counter") == ref for n in cluster))
-    for node in cluster:
-        assert await node.registry.call("counter", "increment") >= 1
-    assert await cluster[0].registry.call("counter", "where") == cluster[1].name
-    with pytest.raises(AlreadyStarted) as info:
-        await cluster[2].registry.spawn("counter", Counter)
-    assert info.value.ref == ref
-    assert all(
-        n.status()["registry"] == {"backend": "crdt", "names": 1, "synced": True} for n in cluster
-    )
-
-
-async def test_concurrent_spawns_of_one_name_have_one_winner(cluster: list[Node]) -> None:
-    for round_ in range(20):
-        name = f"singleton-{round_}"
-        results = await asyncio.gather(
-            *(n.registry.spawn(name, Counter) for n in cluster), return_exceptions=True
-        )
-        winners = [r for r in results if isinstance(r, ActorRef)]
-        losers = [r for r in results if isinstance(r, AlreadyStarted)]
-        assert len(winners) == 1, results
-        assert len(losers) == len(cluster) - 1
-        assert all(loser.ref == winners[0] for loser in losers)
-        # A spawn after the winner returned always sees it, on any node.
-        for node in cluster:
-            with pytest.raises(AlreadyStarted):
-                await node.registry.spawn(name, Counter)
-
-
-async def test_a_node_that_goes_down_takes_its_names_with_it(cluster: list[Node]) -> None:
-    await cluster[2].registry.spawn("doomed", Counter)
-    await eventually(lambda: all(n.registry.whereis("doomed") for n in cluster))
-    await cluster[2].stop()
-    await eventually(
-        lambda: all(n.registry.whereis("doomed") is None for n in cluster[:2]), timeout=2
-    )
-    ref = await cluster[0].registry.spawn("doomed", Counter)
-    assert ref.node == cluster[0].name
 
 
 async def test_a_healed_partition_keeps_one_and_stops_the_other() -> None:
@@ -181,17 +107,6 @@ async def test_a_restarted_node_does_not_bring_back_its_old_names(cluster: list[
         assert all(
             n.registry.whereis("ephemeral") is None for n in (cluster[0], cluster[1], reborn)
         )
-
-
-async def test_groups_span_the_cluster(cluster: list[Node]) -> None:
-    refs = [node.actors.spawn(Counter) for node in cluster]
-    for node, ref in zip(cluster, refs, strict=True):
-        await node.registry.join("workers", ref)
-    await eventually(lambda: all(n.registry.members("workers") == sorted(refs) for n in cluster))
-    await cluster[0].registry.leave("workers", refs[0])
-    await eventually(
-        lambda: all(n.registry.members("workers") == sorted(refs[1:]) for n in cluster)
-    )
 
 
 async def test_refs_travel_in_messages_and_remote_crashes_surface(cluster: list[Node]) -> None:

@@ -1,0 +1,223 @@
+"""The registry contract, as checks any backend's test suite can run.
+
+Every registry backend, built-in or from a plugin, is held to the same behaviour. A
+backend's tests parametrize over :data:`CONTRACT`; for each :class:`ContractCheck` they
+start ``check.nodes`` nodes using the backend, connect them into a mesh, wait until every
+node is ``ready()``, and await ``check.run(nodes)``. A check may stop one of the nodes it
+is given; the test's teardown must tolerate stopping a stopped node (``Node.stop`` does).
+
+Checks poll with deadlines instead of sleeping, and hold a backend to its declared
+:attr:`~pycluster.registry.RegistryBackend.forget_after` when a node goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from pycluster.actors import Actor
+from pycluster.registry import ActorRef, AlreadyRegistered, AlreadyStarted, NotRegistered
+
+if TYPE_CHECKING:
+    from pycluster.node import Node
+
+__all__ = ["CONTRACT", "ContractCheck", "ContractCounter", "until"]
+
+
+class ContractCounter(Actor):
+    """The actor the checks register: counts, and says where it runs."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "increment":
+            self.value += 1
+        elif message == "where":
+            return self.node.name
+        return self.value
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``predicate`` until it holds; the seconds it took. AssertionError naming
+    ``what`` after ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.1f} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+async def _refused(
+    kind: type[AlreadyRegistered], attempt: Awaitable[object], what: str
+) -> AlreadyRegistered:
+    """The ``kind`` error ``attempt`` raised; AssertionError naming ``what`` if it did not."""
+    try:
+        await attempt
+    except kind as exc:
+        return exc
+    raise AssertionError(what)
+
+
+def _replication_timeout(node: Node) -> float:
+    # A write is visible on every node within a few round trips; 5 s is generous.
+    return 5.0 + node.registry.backend.forget_after
+
+
+@attrs.frozen
+class ContractCheck:
+    """One behaviour every backend has: ``run`` gets ``nodes`` meshed, ready nodes."""
+
+    name: str
+    nodes: int
+    run: Callable[[list[Node]], Awaitable[None]]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+async def _names_and_groups_on_one_node(nodes: list[Node]) -> None:
+    (node,) = nodes
+    registry = node.registry
+    ref = await registry.spawn("counter", ContractCounter, 5)
+    assert registry.whereis("counter") == ref
+    assert registry.registered() == {"counter": ref}
+    refused = await _refused(
+        AlreadyStarted, registry.spawn("counter", ContractCounter), "a second spawn succeeded"
+    )
+    assert refused.ref == ref
+    assert await registry.call("counter", "increment") == 6
+    other = node.actors.spawn(ContractCounter)
+    refused = await _refused(
+        AlreadyRegistered, registry.register("counter", other), "registering a taken name"
+    )
+    assert refused.ref == ref
+    await registry.register("other", other)
+    await registry.join("workers", ref)
+    await registry.join("workers", other)
+    await until(lambda: registry.members("workers") == sorted([ref, other]), 5, "group join")
+    await registry.leave("workers", ref)
+    await until(lambda: registry.members("workers") == [other], 5, "group leave")
+    await node.actors.stop(ref)
+    await until(lambda: registry.whereis("counter") is None, 5, "a stopped actor's name")
+    try:
+        await registry.call("counter", "value")
+    except NotRegistered:
+        pass
+    else:
+        raise AssertionError("a call to an unregistered name was answered")
+    await registry.unregister("other")
+    await until(lambda: registry.whereis("other") is None, 5, "unregister")
+    assert node.status()["registry"]["backend"] == registry.backend.name
+
+
+async def _a_name_is_seen_and_callable_everywhere(nodes: list[Node]) -> None:
+    ref = await nodes[1].registry.spawn("counter", ContractCounter)
+    await until(
+        lambda: all(n.registry.whereis("counter") == ref for n in nodes),
+        _replication_timeout(nodes[0]),
+        "a spawned name visible on every node",
+    )
+    for node in nodes:
+        assert await node.registry.call("counter", "where") == nodes[1].name
+    for node in nodes:
+        spawn = node.registry.spawn("counter", ContractCounter)
+        refused = await _refused(AlreadyStarted, spawn, f"{node.name} started a second one")
+        assert refused.ref == ref
+
+
+async def _concurrent_spawns_have_one_winner(nodes: list[Node]) -> None:
+    for round_ in range(10):
+        name = f"singleton-{round_}"
+        results = await asyncio.gather(
+            *(n.registry.spawn(name, ContractCounter) for n in nodes), return_exceptions=True
+        )
+        winners = [r for r in results if isinstance(r, ActorRef)]
+        losers = [r for r in results if isinstance(r, AlreadyStarted)]
+        assert len(winners) == 1, results
+        assert len(losers) == len(nodes) - 1, results
+        assert all(loser.ref == winners[0] for loser in losers), results
+        # A spawn after the winner returned sees it, on every node.
+        for node in nodes:
+            spawn = node.registry.spawn(name, ContractCounter)
+            refused = await _refused(AlreadyStarted, spawn, f"{node.name} won {name!r} again")
+            assert refused.ref == winners[0]
+
+
+async def _a_stopped_node_takes_its_names_with_it(nodes: list[Node]) -> None:
+    leaving = nodes[-1]
+    await leaving.registry.spawn("doomed", ContractCounter)
+    await leaving.registry.join("crew", leaving.actors.spawn(ContractCounter))
+    await until(
+        lambda: all(n.registry.whereis("doomed") and n.registry.members("crew") for n in nodes),
+        _replication_timeout(nodes[0]),
+        "a name and a group member visible on every node",
+    )
+    forget_after = leaving.registry.backend.forget_after
+    await leaving.stop()
+    rest = nodes[:-1]
+    await until(
+        lambda: all(
+            n.registry.whereis("doomed") is None and not n.registry.members("crew") for n in rest
+        ),
+        forget_after + 1.0,
+        "a stopped node's names and group members gone",
+    )
+    ref = await rest[0].registry.spawn("doomed", ContractCounter)
+    assert ref.node == rest[0].name
+
+
+async def _groups_span_the_cluster(nodes: list[Node]) -> None:
+    refs = [node.actors.spawn(ContractCounter) for node in nodes]
+    for node, ref in zip(nodes, refs, strict=True):
+        await node.registry.join("workers", ref)
+    timeout = _replication_timeout(nodes[0])
+    await until(
+        lambda: all(n.registry.members("workers") == sorted(refs) for n in nodes),
+        timeout,
+        "every member seen by every node",
+    )
+    await nodes[0].registry.leave("workers", refs[0])
+    await until(
+        lambda: all(n.registry.members("workers") == sorted(refs[1:]) for n in nodes),
+        timeout,
+        "a member that left gone everywhere",
+    )
+
+
+async def _an_ended_actor_is_unregistered_everywhere(nodes: list[Node]) -> None:
+    ref = await nodes[0].registry.spawn("short-lived", ContractCounter)
+    timeout = _replication_timeout(nodes[0])
+    await until(
+        lambda: all(n.registry.whereis("short-lived") == ref for n in nodes), timeout, "visible"
+    )
+    await nodes[0].actors.stop(ref)
+    await until(
+        lambda: all(n.registry.whereis("short-lived") is None for n in nodes),
+        timeout,
+        "an ended actor's name gone everywhere",
+    )
+    again = await nodes[1].registry.spawn("short-lived", ContractCounter)
+    assert again.node == nodes[1].name
+
+
+CONTRACT: list[ContractCheck] = [
+    ContractCheck("names and groups on one node", 1, _names_and_groups_on_one_node),
+    ContractCheck(
+        "a name is seen and callable everywhere", 3, _a_name_is_seen_and_callable_everywhere
+    ),
+    ContractCheck("concurrent spawns have one winner", 3, _concurrent_spawns_have_one_winner),
+    ContractCheck(
+        "a stopped node takes its names with it", 3, _a_stopped_node_takes_its_names_with_it
+    ),
+    ContractCheck("groups span the cluster", 3, _groups_span_the_cluster),
+    ContractCheck(
+        "an ended actor is unregistered everywhere", 2, _an_ended_actor_is_unregistered_everywhere
+    ),
+]
+"""Every check of the registry contract."""
