@@ -49,6 +49,13 @@ class Counter(Actor):
             return self.value
         raise ValueError(f"a Counter understands 'increment' and 'value', not {message!r}")
 
+    def handoff(self) -> Any:
+        # Placed on the hash ring, the count moves with the Counter.
+        return self.value
+
+    def resume(self, state: Any) -> None:
+        self.value = int(state)
+
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports free on ``host`` right now (held open together so they differ)."""

@@ -220,6 +220,7 @@ class Node:
             self._spawn(self.metrics.probe_loop_lag())
         self.started = True
         await self.registry.backend.start()
+        self.registry.ring.start_sweeping()
         await self.supervisor.start()
         log.info("node %s listening on %s:%s", self.name, self.listen_host or "*", self.listen_port)
 
@@ -229,6 +230,8 @@ class Node:
             return
         self.started = False
         await self.supervisor.stop(timeout=timeout / 2)
+        with contextlib.suppress(TimeoutError):
+            await self.registry.ring.drain(timeout / 2)
         await self.actors.stop_all("normal")
         await self.registry.backend.stop()
         if self._server is not None:

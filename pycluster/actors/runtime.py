@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pycluster.actors")
 
 ACTOR_MAILBOX = "$actor"
+MOVED = "moved"
+"""The end reason of an actor handed over to another node."""
 DEFAULT_MAILBOX_SIZE = 1000
+_NO_STATE: Any = object()
 ENDED_MEMORY = 10_000
 """How many ended actors' reasons a node remembers for late wait() calls."""
 
@@ -59,6 +62,7 @@ class _Running:
     """Why it was asked to stop; None while it runs."""
     stopped_itself: bool = False
     restarts: collections.deque[float] = attrs.Factory(collections.deque)
+    handoff_state: Any = None
 
 
 class Actors:
@@ -87,10 +91,13 @@ class Actors:
         name: str | None = None,
         policy: RestartPolicy | None = None,
         ref: ActorRef | None = None,
+        state: Any = _NO_STATE,
         **kwargs: Any,
     ) -> ActorRef:
         """Start an actor on this node now; return its ref. ``cls(*args, **kwargs)`` runs
-        here, so an exception in ``__init__`` reaches the caller."""
+        here, so an exception in ``__init__`` reaches the caller. With ``state`` (what
+        :meth:`handoff` returned on another node), ``resume(state)`` runs before
+        ``started()``; a restart after a crash starts afresh."""
         ref = ref or self.allocate()
         running = _Running(
             ref=ref,
@@ -101,6 +108,8 @@ class Actors:
             ended=asyncio.get_running_loop().create_future(),
         )
         running.instance = self._prepare(running, running.factory())
+        if state is not _NO_STATE:
+            running.instance.resume(state)
         self._running[ref.id] = running
         running.task = asyncio.create_task(self._live(running), name=f"actor {ref}")
         return ref
@@ -142,6 +151,16 @@ class Actors:
         pending = [r.ended for r in self._running.values()]
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+
+    async def handoff(self, ref: ActorRef, timeout: float = 5.0) -> Any:
+        """Stop the local actor ``ref`` for a move (reason ``moved``) once the message it
+        is handling is done, and return what its ``handoff()`` gave. Messages still queued
+        fail with ActorCrashed, so no caller is told a message was handled that the new
+        node will not know about."""
+        running = self._alive(ref)
+        self._request_stop(running, MOVED)
+        await asyncio.wait_for(asyncio.shield(running.ended), timeout)
+        return running.handoff_state
 
     def stop_self(self, ref: ActorRef) -> None:
         """An actor's own request to stop normally (its restart policy still applies)."""
@@ -264,6 +283,11 @@ class Actors:
                 instance = running.instance
                 assert instance is not None
                 reason = await self._serve(running, instance)
+                if reason == MOVED:
+                    try:
+                        running.handoff_state = instance.handoff()
+                    except Exception:
+                        log.exception("%s raised in handoff(); it moves without state", running.ref)
                 try:
                     await instance.stopped(reason)
                 except Exception:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pycluster.actors import Actor, RestartPolicy
 from pycluster.registry.backend import RegistryBackend
+from pycluster.registry.placement import RingPlacement
 from pycluster.registry.refs import ActorRef
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class Registry:
         self._node = node
         self.backend = backend
         backend.on_lost = self._lost
+        self.ring = RingPlacement(node, self)
+        """Ring-placed actors (``spawn(..., placement="ring")``)."""
         node.register_mailbox(NAMES_MAILBOX, self._on_request)
 
     async def spawn(
@@ -62,6 +65,7 @@ class Registry:
         cls: type[Actor],
         *args: Any,
         on: str | None = None,
+        placement: Literal["here", "ring"] = "here",
         policy: RestartPolicy | None = None,
         timeout: float = 5.0,
         **kwargs: Any,
@@ -69,19 +73,45 @@ class Registry:
         """Start ``cls(*args, **kwargs)`` as ``name``, unique in the cluster, on this node
         (or on node ``on``, which must be able to import ``cls``).
 
+        With ``placement="ring"`` the actor runs on the node a consistent hash of its name
+        picks, moves (``handoff()`` -> ``resume(state)``) when nodes join or leave, and is
+        restarted on its new owner if its node dies; ``cls`` must then be importable on
+        every node, and its arguments msgpack values.
+
         Raises AlreadyStarted (with the running actor's ref) if the name is taken
         anywhere, ClaimFailed if the claim cannot complete within ``timeout``. The actor's
         code runs only once the claim is won.
         """
+        if placement == "ring":
+            if on is not None:
+                raise ValueError("spawn takes either on= or placement='ring', not both")
+            return await self.ring.spawn(name, cls, args, kwargs, policy, timeout)
+        if placement != "here":
+            raise ValueError(f"unknown placement {placement!r}: 'here' or 'ring'")
         if on is not None and self._node.canonical(on) != self._node.name:
             return await self._spawn_on(on, name, cls, args, kwargs, timeout)
+        return await self.spawn_here(name, cls, args, kwargs, policy, timeout)
+
+    async def spawn_here(
+        self,
+        name: str,
+        cls: type[Actor],
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        policy: RestartPolicy | None,
+        timeout: float,
+        state: tuple[Any, ...] = (),
+    ) -> ActorRef:
+        """Claim ``name`` and start the actor on this node (``state``: a one-element tuple
+        holding what ``handoff()`` returned elsewhere, to ``resume`` from)."""
         actors = self._node.actors
         ref = actors.allocate()
         holder = await self.backend.claim(name, ref, timeout)
         if holder is not None:
             raise AlreadyStarted(name, holder)
         try:
-            actors.spawn(cls, *args, name=name, policy=policy, ref=ref, **kwargs)
+            extra = {"state": state[0]} if state else {}
+            actors.spawn(cls, *args, name=name, policy=policy, ref=ref, **extra, **kwargs)
         except BaseException:
             await self.backend.release(name, ref)
             raise
@@ -157,9 +187,12 @@ class Registry:
     def _on_request(self, sender: str, body: Any) -> Any:
         if not (isinstance(body, list) and body and isinstance(body[0], str)):
             raise ValueError("malformed registry request")
-        if body[0] == "spawn" and len(body) == 6:
-            _, name, path, args, kwargs, timeout = body
-            return self._remote_spawn(name, _actor_class(path), args, kwargs, float(timeout))
+        if body[0] == "spawn" and len(body) in (6, 7):
+            _, name, path, args, kwargs, timeout, *placement = body
+            cls = _actor_class(path)
+            return self._remote_spawn(name, cls, args, kwargs, float(timeout), *placement)
+        if body[0].startswith("ring-"):
+            return self.ring.on_request(sender, body)
         if body[0] == "registered":
             return self.registered()
         if body[0] == "call" and len(body) == 4:
@@ -168,10 +201,18 @@ class Registry:
         raise ValueError(f"unknown registry request {body[0][:40]!r}")
 
     async def _remote_spawn(
-        self, name: str, cls: type[Actor], args: list[Any], kwargs: dict[str, Any], timeout: float
+        self,
+        name: str,
+        cls: type[Actor],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        timeout: float,
+        placement: Any = "here",
     ) -> Any:
         try:
-            return await self.spawn(name, cls, *args, timeout=timeout, **kwargs)
+            return await self.spawn(
+                name, cls, *args, placement=placement, timeout=timeout, **kwargs
+            )
         except AlreadyStarted as exc:
             return {"already_started": exc.ref}
 

@@ -1,0 +1,397 @@
+"""Ring placement: actors that live on the node the hash ring picks for their name.
+
+``spawn(name, cls, placement="ring")`` starts the actor on the ring owner of ``name``
+among the connected nodes, and records its *spec* (class, arguments, restart policy) on
+every node. From then on each node runs the same small loop over the specs it knows:
+
+- an actor this node runs whose owner is now another node is *moved*: it stops after the
+  message it is handling, its ``handoff()`` state is taken, its name released, and the
+  owner adopts it (claims the name, starts it with ``resume(state)``); if the owner
+  cannot, it is restarted here with that state, and the next round tries again;
+- a name that nobody has held for ``ABSENT_GRACE`` seconds and that this node owns is
+  started afresh from its spec: its node died, and its state with it.
+
+A node that leaves gracefully first tells its peers (they stop counting it as an owner),
+then moves its ring actors away before it stops. Specs travel with moves and spawns and
+are exchanged on every new connection; an actor that ends normally (or crashes past its
+restart limit) is forgotten everywhere, so it is not brought back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from pycluster import ring
+from pycluster.actors import Actor, RestartPolicy
+from pycluster.errors import NotConnected, RemoteError
+from pycluster.events import NodeDown, NodeUp
+from pycluster.registry.backend import ClaimFailed
+from pycluster.registry.refs import ActorRef
+
+if TYPE_CHECKING:
+    from pycluster.node import Node
+    from pycluster.registry.registry import Registry
+
+log = logging.getLogger("pycluster.registry")
+
+ABSENT_GRACE = 0.5
+"""Seconds a ring actor's name must stay unheld before its owner restarts it (a move
+releases the name for a moment; a dead node's names are gone for good)."""
+STALE_HOST = 5.0
+"""Seconds after which a name unheld although its last host is still connected (a move
+that went wrong) is restarted by its owner anyway."""
+SWEEP_INTERVAL = 0.1
+FORGOTTEN_MEMORY = 60.0
+"""Seconds a forgotten spec is remembered, so a late copy from a peer does not revive it."""
+
+
+@attrs.frozen
+class Spec:
+    """How to start a ring-placed actor anywhere: plain msgpack values only."""
+
+    name: str
+    cls: str
+    """The actor class as ``module:qualname``; every node must be able to import it."""
+    args: list[Any]
+    kwargs: dict[str, Any]
+    policy: RestartPolicy
+    id: str
+    """Unique to this spawn: a forgotten spec is not revived by a late copy."""
+
+    def to_wire(self) -> list[Any]:
+        """The spec as plain msgpack values."""
+        p = self.policy
+        return [
+            self.name,
+            self.cls,
+            self.args,
+            self.kwargs,
+            [p.restart, p.max_restarts, p.window],
+            self.id,
+        ]
+
+    @classmethod
+    def from_wire(cls, data: object) -> Spec:
+        """A spec from a peer; ValueError when ``data`` is not one."""
+        if not (isinstance(data, list) and len(data) == 6):
+            raise ValueError("a ring spec is [name, class, args, kwargs, policy, id]")
+        name, path, args, kwargs, policy, spec_id = data
+        if not (isinstance(name, str) and isinstance(path, str) and isinstance(spec_id, str)):
+            raise ValueError("ring spec name, class and id must be strings")
+        if not (isinstance(args, list) and isinstance(kwargs, dict)):
+            raise ValueError("ring spec args must be a list and kwargs a map")
+        if not (isinstance(policy, list) and len(policy) == 3):
+            raise ValueError("a ring spec policy is [restart, max_restarts, window]")
+        restart, max_restarts, window = policy
+        if restart not in ("permanent", "transient", "temporary"):
+            raise ValueError(f"unknown restart {restart!r}")
+        return cls(
+            name,
+            path,
+            args,
+            kwargs,
+            RestartPolicy(restart=restart, max_restarts=int(max_restarts), window=float(window)),
+            spec_id,
+        )
+
+
+class RingPlacement:
+    """Keeps ring-placed actors on their owners; one per node (``node.registry.ring``)."""
+
+    def __init__(self, node: Node, registry: Registry) -> None:
+        self._node = node
+        self._registry = registry
+        self.specs: dict[str, Spec] = {}
+        self._forgotten: dict[str, float] = {}
+        self._leaving: set[str] = set()
+        """Peers that announced they are leaving: no longer owners of anything."""
+        self._absent: dict[str, float] = {}
+        self._hosts: dict[str, str] = {}
+        """The node each ring actor was last seen on."""
+        self._busy: set[str] = set()
+        """Names being started or moved by this node right now."""
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        node.add_listener(self._on_event)
+
+    # -- the ring ---------------------------------------------------------------------------
+
+    def members(self) -> list[str]:
+        """The nodes that may own ring actors, as this node sees them."""
+        own = [] if self._stopping else [self._node.name]
+        return own + [p for p in self._node.nodes() if p not in self._leaving]
+
+    def owner(self, name: str) -> str | None:
+        """The node that should run ring actor ``name`` (None when nobody may)."""
+        members = self.members()
+        return ring.owner(name, members) if members else None
+
+    # -- spawning ---------------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        name: str,
+        cls: type[Actor],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RestartPolicy | None,
+        timeout: float,
+    ) -> ActorRef:
+        """Start ``name`` on its ring owner; AlreadyStarted if it runs anywhere."""
+        from pycluster.registry.registry import AlreadyStarted
+
+        spec = Spec(
+            name,
+            f"{cls.__module__}:{cls.__qualname__}",
+            list(args),
+            dict(kwargs),
+            policy or RestartPolicy(),
+            uuid.uuid4().hex,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            holder = self._registry.whereis(name)
+            if holder is not None:
+                raise AlreadyStarted(name, holder)
+            owner = self.owner(name)
+            remaining = deadline - time.monotonic()
+            if owner is None or remaining <= 0:
+                raise ClaimFailed(f"no node could start ring actor {name!r} in time")
+            if owner == self._node.name:
+                return await self.start(spec, remaining)
+            try:
+                answer = await self._node.call(
+                    owner, "$names", ["ring-spawn", spec.to_wire(), remaining], remaining + 1
+                )
+            except (NotConnected, TimeoutError) as exc:
+                log.info("ring spawn of %r via %s failed (%s); retrying", name, owner, exc)
+                answer = None
+            if isinstance(answer, ActorRef):
+                return answer
+            if isinstance(answer, dict) and isinstance(answer.get("already_started"), ActorRef):
+                raise AlreadyStarted(name, answer["already_started"])
+            # The owner sees another ring (a node just came or went): ask again shortly.
+            await asyncio.sleep(0.05)
+
+    async def start(
+        self, spec: Spec, timeout: float, state: Any = None, resumed: bool = False
+    ) -> ActorRef:
+        """Claim ``spec.name`` and run it here (AlreadyStarted if taken)."""
+        from pycluster.registry.registry import _actor_class
+
+        self._busy.add(spec.name)
+        try:
+            self.learn(spec)
+            ref = await self._registry.spawn_here(
+                spec.name,
+                _actor_class(spec.cls),
+                spec.args,
+                spec.kwargs,
+                spec.policy,
+                timeout,
+                (state,) if resumed else (),
+            )
+        finally:
+            self._busy.discard(spec.name)
+        self._node.actors.on_end(ref, lambda reason: self._ended(spec, reason))
+        self._hosts[spec.name] = self._node.name
+        self._tell_all(["ring-specs", [[spec.to_wire(), self._node.name]]])
+        return ref
+
+    def on_request(self, sender: str, body: list[Any]) -> Any:
+        """A ``ring-*`` request from a peer (through the registry's mailbox)."""
+        op = body[0]
+        if op == "ring-specs" and len(body) == 2 and isinstance(body[1], list):
+            for item in body[1]:
+                if not (isinstance(item, list) and len(item) == 2):
+                    raise ValueError("ring specs are [[spec, host], ...]")
+                spec, host = Spec.from_wire(item[0]), item[1]
+                self.learn(spec)
+                if isinstance(host, str) and spec.name not in self._hosts:
+                    self._hosts[spec.name] = self._node.canonical(host)
+            return None
+        if op == "ring-forget" and len(body) == 2 and isinstance(body[1], list):
+            for data in body[1]:
+                self._forget(Spec.from_wire(data))
+            return None
+        if op == "ring-leaving" and len(body) == 1:
+            self._leaving.add(self._node.canonical(sender))
+            return None
+        if op == "ring-spawn" and len(body) == 3:
+            return self._adopt(Spec.from_wire(body[1]), float(body[2]), None, resumed=False)
+        if op == "ring-adopt" and len(body) == 4:
+            return self._adopt(Spec.from_wire(body[1]), float(body[3]), body[2], resumed=True)
+        raise ValueError(f"unknown ring request {str(op)[:40]!r}")
+
+    async def _adopt(self, spec: Spec, timeout: float, state: Any, resumed: bool) -> Any:
+        from pycluster.registry.registry import AlreadyStarted
+
+        if self.owner(spec.name) != self._node.name:
+            return {"not_owner": self.owner(spec.name)}
+        try:
+            return await self.start(spec, timeout, state, resumed)
+        except AlreadyStarted as exc:
+            return {"already_started": exc.ref}
+
+    # -- what every node knows --------------------------------------------------------------
+
+    def learn(self, spec: Spec) -> None:
+        """Remember a ring actor's spec (unless it was forgotten lately)."""
+        if spec.id not in self._forgotten:
+            self.specs[spec.name] = spec
+
+    def _forget(self, spec: Spec) -> None:
+        now = time.monotonic()
+        self._forgotten[spec.id] = now
+        if self.specs.get(spec.name) == spec:
+            del self.specs[spec.name]
+            self._absent.pop(spec.name, None)
+            self._hosts.pop(spec.name, None)
+        for spec_id, when in list(self._forgotten.items()):
+            if now - when > FORGOTTEN_MEMORY:
+                del self._forgotten[spec_id]
+
+    def _ended(self, spec: Spec, reason: str) -> None:
+        # Moved, lost to a conflict, or taken down with its node: it lives on elsewhere.
+        if reason in ("normal", "crashed") and not self._stopping:
+            self._forget(spec)
+            self._tell_all(["ring-forget", [spec.to_wire()]])
+
+    def _tell_all(self, body: list[Any]) -> None:
+        for peer in self._node.nodes():
+            with contextlib.suppress(NotConnected):
+                self._node.send_nowait(peer, "$names", body)
+
+    def _on_event(self, event: NodeUp | NodeDown) -> None:
+        if isinstance(event, NodeUp):
+            self._leaving.discard(event.peer)
+            if self.specs:
+                specs = [[s.to_wire(), self._host_of(s.name)] for s in self.specs.values()]
+                with contextlib.suppress(NotConnected):
+                    self._node.send_nowait(event.peer, "$names", ["ring-specs", specs])
+        else:
+            self._leaving.discard(event.peer)
+
+    def _host_of(self, name: str) -> str | None:
+        holder = self._registry.whereis(name)
+        return holder.node if holder is not None else self._hosts.get(name)
+
+    # -- keeping actors on their owners ----------------------------------------------------
+
+    def start_sweeping(self) -> None:
+        """Start the loop that moves and restarts ring actors (the node started)."""
+        self._stopping = False
+        self._task = asyncio.create_task(self._sweep_forever(), name="ring placement")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("%s: ring placement round failed", self._node.name)
+            await asyncio.sleep(SWEEP_INTERVAL)
+
+    async def sweep(self) -> None:
+        """One round: move what runs here but belongs elsewhere, restart what is gone."""
+        now = time.monotonic()
+        synced = self._registry.backend.synced()
+        connected = set(self._node.nodes()) - self._leaving
+        moves = []
+        for name, spec in list(self.specs.items()):
+            if name in self._busy:
+                continue
+            holder = self._registry.whereis(name)
+            owner = self.owner(name)
+            if holder is not None:
+                self._absent.pop(name, None)
+                self._hosts[name] = holder.node
+                if holder.node == self._node.name and owner not in (None, self._node.name):
+                    moves.append(self._move(spec, holder, owner))
+                continue
+            absent = now - self._absent.setdefault(name, now)
+            if owner != self._node.name or not synced or absent < ABSENT_GRACE:
+                continue
+            # Its last host still connected: a move in flight, unless it takes too long.
+            host = self._hosts.get(name)
+            if host is None or host not in connected or absent >= STALE_HOST:
+                moves.append(self._restart(spec))
+        if moves:
+            await asyncio.gather(*moves)
+
+    async def _restart(self, spec: Spec) -> None:
+        from pycluster.registry.registry import AlreadyStarted
+
+        try:
+            ref = await self.start(spec, timeout=2.0)
+        except AlreadyStarted:
+            return
+        except ClaimFailed as exc:
+            log.warning("%s: could not restart ring actor %r: %s", self._node.name, spec.name, exc)
+            return
+        log.info(
+            "%s: restarted ring actor %r as %s (its node is gone)", self._node.name, spec.name, ref
+        )
+
+    async def _move(self, spec: Spec, ref: ActorRef, owner: str, timeout: float = 5.0) -> None:
+        name = spec.name
+        self._busy.add(name)
+        try:
+            try:
+                state = await self._node.actors.handoff(ref, timeout)
+            except (LookupError, TimeoutError):
+                return  # it ended meanwhile; its end decides what happens next
+            await self._registry.backend.release(name, ref)
+            if await self._hand_to(owner, spec, state, timeout):
+                return
+        finally:
+            self._busy.discard(name)
+        # The owner could not take it: keep it here, with its state, and try again later.
+        try:
+            await self.start(spec, timeout, state, resumed=True)
+        except Exception as exc:
+            log.error(
+                "%s: ring actor %r lost its state in a failed move: %s", self._node.name, name, exc
+            )
+
+    async def _hand_to(self, owner: str, spec: Spec, state: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                answer = await self._node.call(
+                    owner, "$names", ["ring-adopt", spec.to_wire(), state, remaining], remaining + 1
+                )
+            except (NotConnected, TimeoutError, RemoteError) as exc:
+                log.warning("%s: %s could not adopt %r: %s", self._node.name, owner, spec.name, exc)
+                return False
+            if isinstance(answer, ActorRef):
+                log.info("%s: moved ring actor %r to %s", self._node.name, spec.name, owner)
+                return True
+            if isinstance(answer, dict) and "not_owner" in answer:
+                return False
+            # Still held: the arbiter has not seen the release yet.
+            await asyncio.sleep(0.02)
+        return False
+
+    async def drain(self, timeout: float) -> None:
+        """Before this node leaves: stop owning anything, move ring actors to their owners."""
+        self._tell_all(["ring-leaving"])
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        moves = []
+        for name, spec in list(self.specs.items()):
+            holder = self._registry.whereis(name)
+            owner = self.owner(name)
+            if holder is not None and holder.node == self._node.name and owner is not None:
+                moves.append(self._move(spec, holder, owner, timeout))
+        if moves:
+            await asyncio.wait_for(asyncio.gather(*moves, return_exceptions=True), timeout)

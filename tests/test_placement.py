@@ -1,0 +1,141 @@
+"""Ring placement over real loopback sockets (in one process): where ring actors run, how
+they move with their state when nodes join and leave, and that a stopped one stays gone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pycluster import load_config, ring
+from pycluster.actors import RestartPolicy
+from pycluster.demo import Counter
+from pycluster.node import Node
+from pycluster.registry import ActorRef, AlreadyStarted
+from pycluster.registry.placement import Spec
+from tests.conftest import eventually
+
+COOKIE = "placement-test-cookie"
+NAMES = [f"counter-{i}" for i in range(24)]
+
+
+def make_node(index: int) -> Node:
+    config = load_config(
+        {"node": {"name": f"p{index}@127.0.6.{index + 2}", "net_tick_timeout": 1.0}}, env={}
+    )
+    return Node(config, cookie=COOKIE)
+
+
+async def mesh(nodes: list[Node]) -> None:
+    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
+    await eventually(lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes))
+
+
+def where(nodes: list[Node], name: str) -> set[str | None]:
+    """The node each of ``nodes`` sees ``name`` on."""
+    return {(ref.node if (ref := n.registry.whereis(name)) else None) for n in nodes}
+
+
+def settled(nodes: list[Node]) -> bool:
+    """Every ring counter runs on its owner among ``nodes``, as every node sees it."""
+    members = [n.name for n in nodes]
+    return all(where(nodes, name) == {ring.owner(name, members)} for name in NAMES)
+
+
+@pytest.fixture
+async def three() -> AsyncIterator[list[Node]]:
+    nodes = [make_node(i) for i in range(3)]
+    try:
+        for node in nodes:
+            await node.start()
+        await mesh(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_ring_actor_runs_on_its_owner_whoever_spawns_it(three: list[Node]) -> None:
+    members = [n.name for n in three]
+    for i, name in enumerate(NAMES):
+        ref = await three[i % 3].registry.spawn(name, Counter, 10, placement="ring")
+        assert ref.node == ring.owner(name, members)
+    assert len({ring.owner(name, members) for name in NAMES}) == 3  # all nodes hold some
+    await eventually(lambda: settled(three))
+    for node in three:
+        with pytest.raises(AlreadyStarted):
+            await node.registry.spawn(NAMES[0], Counter, placement="ring")
+        assert await node.registry.call(NAMES[0], "increment") > 10
+
+
+async def test_ring_actors_move_with_their_state_when_a_node_joins_and_leaves(
+    three: list[Node],
+) -> None:
+    for name in NAMES:
+        await three[0].registry.spawn(name, Counter, placement="ring")
+    await eventually(lambda: settled(three))
+    for count, name in enumerate(NAMES):
+        for _ in range(count):
+            await three[1].registry.call(name, "increment")
+
+    async def values(via: Node) -> list[int]:
+        return [await via.registry.call(name, "value") for name in NAMES]
+
+    assert await values(three[2]) == list(range(len(NAMES)))
+    newcomer = make_node(3)
+    async with newcomer:
+        four = [*three, newcomer]
+        await mesh(four)
+        await eventually(lambda: settled(four), timeout=10)
+        moved = [n for n in NAMES if ring.owner(n, [x.name for x in four]) == newcomer.name]
+        assert moved, "the newcomer owns some names"
+        assert await values(three[0]) == list(range(len(NAMES)))
+    # The newcomer left gracefully: what it held moved back, state and all.
+    await eventually(lambda: settled(three), timeout=10)
+    assert await values(three[1]) == list(range(len(NAMES)))
+
+
+async def test_a_ring_actor_that_stops_normally_is_not_brought_back(three: list[Node]) -> None:
+    ref = await three[0].registry.spawn("once", Counter, placement="ring")
+    await eventually(lambda: all("once" in n.registry.ring.specs for n in three))
+    owner = next(n for n in three if n.name == ref.node)
+    await owner.actors.stop(ref)
+    await eventually(lambda: all("once" not in n.registry.ring.specs for n in three))
+    # Ring actors are restarted only from specs: with none left anywhere, it stays gone.
+    await eventually(lambda: where(three, "once") == {None})
+
+
+async def test_a_crashing_ring_actor_is_restarted_in_place_by_its_policy(
+    three: list[Node],
+) -> None:
+    policy = RestartPolicy(restart="permanent", max_restarts=5, window=10)
+    ref = await three[1].registry.spawn("tough", Counter, placement="ring", policy=policy)
+    await eventually(lambda: three[0].registry.whereis("tough") == ref)
+    await three[0].registry.call("tough", "increment")
+    with pytest.raises(Exception, match="understands"):
+        await three[0].registry.call("tough", "junk")
+    await eventually(lambda: three[2].registry.whereis("tough") == ref)
+    assert await three[2].registry.call("tough", "value") == 0  # a restart starts afresh
+
+
+async def test_placement_arguments_are_checked(three: list[Node]) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        await three[0].registry.spawn("x", Counter, on=three[1].name, placement="ring")
+    with pytest.raises(ValueError, match="unknown placement"):
+        await three[0].registry.spawn("x", Counter, placement="moon")  # type: ignore[arg-type]
+
+
+def test_a_spec_survives_the_wire_and_junk_is_refused() -> None:
+    spec = Spec("c", "pycluster.demo:Counter", [1], {"value": 2}, RestartPolicy(), "id1")
+    assert Spec.from_wire(spec.to_wire()) == spec
+    for junk in (None, [], ["c"] * 6, [*spec.to_wire()[:4], ["forever", 1, 1.0], "id1"]):
+        with pytest.raises(ValueError):  # noqa: PT011 - each message names the problem
+            Spec.from_wire(junk)
+
+
+async def test_a_remote_spawn_may_ask_for_ring_placement(three: list[Node]) -> None:
+    request = ["spawn", "remote-ring", "pycluster.demo:Counter", [5], {}, 2.0, "ring"]
+    ref = await three[0].call(three[1].name, "$names", request)
+    assert isinstance(ref, ActorRef)
+    assert ref.node == ring.owner("remote-ring", [n.name for n in three])
