@@ -8,8 +8,9 @@ every node. From then on each node runs the same small loop over the specs it kn
   message it is handling, its ``handoff()`` state is taken, its name released, and the
   owner adopts it (claims the name, starts it with ``resume(state)``); if the owner
   cannot, it is restarted here with that state, and the next round tries again;
-- a name that nobody has held for ``ABSENT_GRACE`` seconds and that this node owns is
-  started afresh from its spec: its node died, and its state with it.
+- a name that nobody holds any more because its node went down is started afresh from
+  its spec by its owner (its state died with its node); a name unheld for other reasons
+  (its host unknown here, or still connected) is restarted only after a grace period.
 
 A node that leaves gracefully first tells its peers (they stop counting it as an owner),
 then moves its ring actors away before it stops. Specs travel with moves and spawns and
@@ -41,9 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pycluster.registry")
 
-ABSENT_GRACE = 0.5
-"""Seconds a ring actor's name must stay unheld before its owner restarts it (a move
-releases the name for a moment; a dead node's names are gone for good)."""
+ABSENT_GRACE = 2.0
+"""Seconds a ring actor's name must stay unheld, when this node did not see its host go
+down, before its owner restarts it (a node that just joined may not have reached the
+host yet)."""
 STALE_HOST = 5.0
 """Seconds after which a name unheld although its last host is still connected (a move
 that went wrong) is restarted by its owner anyway."""
@@ -115,6 +117,8 @@ class RingPlacement:
         self._absent: dict[str, float] = {}
         self._hosts: dict[str, str] = {}
         """The node each ring actor was last seen on."""
+        self._down: set[str] = set()
+        """Peers this node saw go down (and not come back)."""
         self._busy: set[str] = set()
         """Names being started or moved by this node right now."""
         self._stopping = False
@@ -272,12 +276,14 @@ class RingPlacement:
     def _on_event(self, event: NodeUp | NodeDown) -> None:
         if isinstance(event, NodeUp):
             self._leaving.discard(event.peer)
+            self._down.discard(event.peer)
             if self.specs:
                 specs = [[s.to_wire(), self._host_of(s.name)] for s in self.specs.values()]
                 with contextlib.suppress(NotConnected):
                     self._node.send_nowait(event.peer, "$names", ["ring-specs", specs])
         else:
             self._leaving.discard(event.peer)
+            self._down.add(event.peer)
 
     def _host_of(self, name: str) -> str | None:
         holder = self._registry.whereis(name)
@@ -316,11 +322,16 @@ class RingPlacement:
                     moves.append(self._move(spec, holder, owner))
                 continue
             absent = now - self._absent.setdefault(name, now)
-            if owner != self._node.name or not synced or absent < ABSENT_GRACE:
+            if owner != self._node.name or not synced:
                 continue
-            # Its last host still connected: a move in flight, unless it takes too long.
             host = self._hosts.get(name)
-            if host is None or host not in connected or absent >= STALE_HOST:
+            if host in connected:
+                wait = STALE_HOST  # a move in flight, unless it takes far too long
+            elif host in self._down:
+                wait = 0.0  # its node died: its names are gone for good
+            else:
+                wait = ABSENT_GRACE
+            if absent >= wait:
                 moves.append(self._restart(spec))
         if moves:
             await asyncio.gather(*moves)
