@@ -49,7 +49,7 @@ def test_check_prints_all_five_mistakes_and_exits_2(tmp_path: Path) -> None:
         "  max_frame_sise: 10\n"
         "topologies:\n"
         "  k8s:\n"
-        "    strategy: kubernetes.dns\n"
+        "    strategy: consul\n"
         "  files:\n"
         "    strategy: hosts_file\n"
         "    config: {path: /etc/nodes, polling_interval: fast}\n"

@@ -188,7 +188,8 @@ def test_a_pip_installed_plugin_is_found_through_its_entry_point(tmp_path: Path)
         check=False,
     )
     assert gone.returncode == 2
+    known = ", ".join(sorted(Plugins.load().strategies()))
     assert (
-        "topologies.third.strategy: unknown strategy 'thirdparty.reverse' "
-        "(known: epmd, hosts_file, local_epmd)" in gone.stderr
+        f"topologies.third.strategy: unknown strategy 'thirdparty.reverse' (known: {known})"
+        in gone.stderr
     )
