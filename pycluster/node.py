@@ -56,10 +56,12 @@ REPEAT_QUIET = 60.0
 """Seconds during which a repeated warning (same peer, same problem) drops to debug."""
 
 
-@attrs.frozen
+@attrs.define
 class _Call:
     peer: str
     future: asyncio.Future[Any]
+    connection: Connection | None = None
+    """The connection the request went out on (None: not sent yet, or to this node)."""
 
 
 class Subscription:
@@ -280,6 +282,8 @@ class Node:
             return False
         if peer in self._connections:
             return True
+        if self.hidden and any(c.peer == peer and not c.closed for c in self._hidden_connections):
+            return True
         if self.left(peer):
             return False
         pending = self._dialling.get(peer)
@@ -370,7 +374,8 @@ class Node:
                     self._deliver(self.name, mailbox, message, call_id, None)
                 else:
                     request = {"t": "call", "id": call_id, "to": mailbox, "body": message}
-                    await self._connection(peer).send(request)
+                    connection = self._calls[call_id].connection = self._connection(peer)
+                    await connection.send(request)
                 return await future
         except ConnectionClosed as exc:
             raise NotConnected(str(exc)) from None
@@ -668,7 +673,7 @@ class Node:
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self._hidden_connections.discard(connection)
         for call in list(self._calls.values()):
-            if call.peer == connection.peer and not call.future.done():
+            if call.connection is connection and not call.future.done():
                 call.future.set_exception(NotConnected(f"{connection.peer}: {reason}"))
         if self._connections.get(connection.peer) is not connection:
             return

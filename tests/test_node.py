@@ -273,6 +273,21 @@ async def test_hidden_client_is_not_a_member(pair: tuple[Node, Node]) -> None:
     assert events._queue.empty()
 
 
+async def test_an_idle_hidden_client_with_a_longer_tick_timeout_stays_connected(
+    pair: tuple[Node, Node],
+) -> None:
+    # The client ticks every 10 s; A expects traffic within 1 s.
+    config = load_config({"node": {"name": "cli@127.0.1.11", "net_tick_timeout": 30}}, env={})
+    async with Node(config, cookie=COOKIE, hidden=True) as client:
+        assert await client.connect(A)
+        (first,) = client._hidden_connections
+        await asyncio.sleep(2.5)  # the duration under test: well past A's tick timeout
+        assert not first.closed, first.close_reason
+        assert await client.connect(A)  # reused, not dialled again
+        assert client._hidden_connections == {first}
+        assert (await client.call(A, "$status", None))["node"] == A
+
+
 async def test_backpressure_bounds_what_is_queued_for_a_slow_peer() -> None:
     a = make_node(A)
     async with a:

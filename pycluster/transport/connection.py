@@ -119,6 +119,12 @@ class Connection:
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["t"]
         if kind == "tick":
+            # Answered, so a peer with a shorter tick timeout than ours (a hidden client
+            # with the default, a node configured apart) hears from us often enough.
+            with contextlib.suppress(ConnectionError):
+                self.send_nowait({"t": "tock"})
+            return
+        if kind == "tock":
             return
         if kind == "leave":
             self._finish("left")
