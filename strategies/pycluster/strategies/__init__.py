@@ -5,14 +5,32 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pycluster.plugins import hookimpl
+from pycluster.strategies.dns import DnsPoll, KubernetesDns, KubernetesDnsSrv
 from pycluster.strategies.epmd import Epmd
 from pycluster.strategies.hosts_file import HostsFile
+from pycluster.strategies.kubernetes import Kubernetes
 from pycluster.strategies.local_epmd import LocalEpmd
 from pycluster.strategy import Strategy
 
-__all__ = ["Epmd", "HostsFile", "LocalEpmd"]
+__all__ = [
+    "DnsPoll",
+    "Epmd",
+    "HostsFile",
+    "Kubernetes",
+    "KubernetesDns",
+    "KubernetesDnsSrv",
+    "LocalEpmd",
+]
 
 
 @hookimpl
 def pycluster_register_strategies() -> Iterable[type[Strategy]]:
-    return [Epmd, HostsFile, LocalEpmd]
+    return [
+        DnsPoll,
+        Epmd,
+        HostsFile,
+        Kubernetes,
+        KubernetesDns,
+        KubernetesDnsSrv,
+        LocalEpmd,
+    ]

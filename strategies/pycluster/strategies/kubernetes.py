@@ -1,0 +1,450 @@
+"""``kubernetes``: nodes found through the Kubernetes API (EndpointSlices, Endpoints or Pods).
+
+The official client is imported only when this strategy runs, by
+:mod:`pycluster.strategies.kubernetes_api`, which turns the API's answers into plain
+:class:`~pycluster.strategies.kubernetes_api.Address` records. Here: the config, the pure
+rules (which addresses count, how they are named, how watch events fold into the current
+set of objects) and the loops (list + watch, or polling) that feed the topology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from pycluster.config import checks, setting
+from pycluster.nodename import NodeName, NodeNameError, parse_node_name
+from pycluster.strategies.kubernetes_api import (
+    RESOURCES,
+    Address,
+    ApiError,
+    ApiFailure,
+    Gone,
+    KubeApi,
+    SetupError,
+    WatchEvent,
+    connect,
+)
+from pycluster.strategy import Strategy, Topology
+
+NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""Where a pod finds its own namespace (the default ``namespace``)."""
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+WATCH_TIMEOUT = 300
+"""``timeoutSeconds`` of each watch; the strategy resumes when the server ends one."""
+FIRST_RETRY = 0.2
+"""Seconds before the first retry (of a failed call, or of listed nodes not reached yet)."""
+SHORTEST_WATCH = 1.0
+"""A watch that ends sooner than this without news makes the next one wait (backoff)."""
+
+Objects = Mapping[str, tuple[Address, ...]]
+"""Each listed object's addresses, by object name."""
+
+
+def _basename(value: str) -> str | None:
+    try:
+        parse_node_name(f"{value}@localhost")
+    except NodeNameError:
+        return "expected letters, digits, '_', '-' or '.', starting with a letter, digit or '_'"
+    return None
+
+
+def _api_url(value: str) -> str | None:
+    scheme, sep, rest = value.partition("://")
+    if scheme in ("http", "https") and sep and rest.strip("/"):
+        return None
+    return "expected an http:// or https:// URL"
+
+
+@attrs.frozen(kw_only=True)
+class KubernetesConfig:
+    """Config of the ``kubernetes`` strategy."""
+
+    selector: str = setting(
+        doc="Label selector of the objects to read (``app=myapp,tier!=web``), matched "
+        "against the labels of the EndpointSlices, Endpoints or Pods themselves.",
+        check=checks.non_empty,
+    )
+    node_basename: str = setting(
+        doc="The part of every discovered node's name before ``@``.", check=_basename
+    )
+    namespace: str | None = setting(
+        default=None,
+        doc="Namespace to read. Default: the pod's own, from "
+        "``/var/run/secrets/kubernetes.io/serviceaccount/namespace``.",
+    )
+    ip_lookup_mode: Literal["endpointslices", "endpoints", "pods"] = setting(
+        default="endpointslices",
+        doc="What to read: EndpointSlices (``discovery.k8s.io``), Endpoints or Pods.",
+    )
+    mode: Literal["ip", "dns", "hostname"] = setting(
+        default="ip",
+        doc="How nodes are named: ``BASE@IP``; ``BASE@A-B-C-D.NAMESPACE.pod.DOMAIN``; or "
+        "``BASE@HOSTNAME.SERVICE.NAMESPACE.svc.DOMAIN`` (pods with ``spec.hostname``, "
+        "as a StatefulSet's).",
+    )
+    service: str | None = setting(
+        default=None,
+        doc="The headless Service's name, for ``mode: hostname`` (required there).",
+    )
+    cluster_domain: str | None = setting(
+        default=None,
+        doc="DNS domain of the cluster for the ``dns`` and ``hostname`` modes. Default: "
+        "the ``CLUSTER_DOMAIN`` environment variable, else ``cluster.local``.",
+    )
+    polling_interval: float = setting(
+        default=5000,
+        doc="Time between lists when ``watch`` is false, longest wait between retries of a "
+        "failed call, and between attempts to reach listed nodes, in ms.",
+        expect="a positive number of ms",
+        check=checks.positive,
+    )
+    watch: bool = setting(
+        default=True,
+        doc="List once, then follow changes with a watch (false: list every ``polling_interval``).",
+    )
+    api_server: str | None = setting(
+        default=None,
+        doc="URL of the API server, for use outside a cluster. Alone, requests carry no "
+        "credentials (``http://`` is for a local ``kubectl proxy`` or a test server); "
+        "with ``kubeconfig``, it replaces the kubeconfig's server. Default: in-cluster.",
+        check=_api_url,
+    )
+    kubeconfig: str | None = setting(
+        default=None,
+        doc="Path of a kubeconfig file (its current context) to use instead of the "
+        "in-cluster service account.",
+    )
+
+    def config_problems(self) -> Iterable[tuple[str, str]]:
+        """``service`` is needed to build names in ``hostname`` mode."""
+        if self.mode == "hostname" and self.service is None:
+            yield (
+                "service",
+                "required when mode is 'hostname' (names are "
+                "BASE@HOSTNAME.SERVICE.NAMESPACE.svc.DOMAIN)",
+            )
+
+
+# -- the pure part ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Naming:
+    """How addresses become node names (libcluster's formats)."""
+
+    basename: str
+    mode: Literal["ip", "dns", "hostname"] = "ip"
+    service: str | None = None
+    domain: str = DEFAULT_CLUSTER_DOMAIN
+
+    @classmethod
+    def from_config(cls, config: KubernetesConfig, env: Mapping[str, str]) -> Naming:
+        """The naming of ``config``; the cluster domain falls back to env CLUSTER_DOMAIN."""
+        domain = config.cluster_domain or env.get("CLUSTER_DOMAIN") or DEFAULT_CLUSTER_DOMAIN
+        return cls(config.node_basename, config.mode, config.service, domain.strip("."))
+
+    def name(self, address: Address) -> str | None:
+        """``address``'s node name, or None if it cannot be named (no hostname in
+        ``hostname`` mode, or not a valid host)."""
+        if self.mode == "ip":
+            host = address.ip
+        elif self.mode == "dns":
+            dashed = address.ip.replace(".", "-").replace(":", "-")
+            host = f"{dashed}.{address.namespace}.pod.{self.domain}"
+        else:
+            if not address.hostname:
+                return None
+            host = f"{address.hostname}.{self.service}.{address.namespace}.svc.{self.domain}"
+        try:
+            return str(parse_node_name(str(NodeName(self.basename, host))))
+        except NodeNameError:
+            return None
+
+
+def node_names(
+    addresses: Iterable[Address], naming: Naming
+) -> tuple[frozenset[str], list[Address]]:
+    """The names of the addresses that count, and those that could not be named.
+
+    Terminating addresses do not count; not-ready ones do (pods find each other before
+    they are ready, which is why the manifests publish not-ready addresses).
+    """
+    names, unnamed = set(), []
+    for address in addresses:
+        if address.terminating:
+            continue
+        name = naming.name(address)
+        if name is None:
+            unnamed.append(address)
+        else:
+            names.add(name)
+    return frozenset(names), unnamed
+
+
+def fold(objects: Objects, event: WatchEvent) -> dict[str, tuple[Address, ...]]:
+    """The objects after one watch event (a BOOKMARK changes none)."""
+    updated = dict(objects)
+    if event.type == "BOOKMARK" or event.name is None:
+        return updated
+    if event.type == "DELETED":
+        updated.pop(event.name, None)
+    else:
+        updated[event.name] = event.addresses
+    return updated
+
+
+def all_addresses(objects: Objects) -> list[Address]:
+    """Every address of every object."""
+    return [address for addresses in objects.values() for address in addresses]
+
+
+class Backoff:
+    """Jittered exponential delays from ``first`` up to ``longest`` seconds."""
+
+    def __init__(self, first: float, longest: float, rng: random.Random | None = None) -> None:
+        self._first = min(first, longest)
+        self._longest = longest
+        self._next = self._first
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        """The next delay (each up to twice the last, never above ``longest``)."""
+        delay = self._next * self._rng.uniform(0.5, 1.0)
+        self._next = min(self._next * 2, self._longest)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from ``first`` (after a success)."""
+        self._next = self._first
+
+
+# -- the strategy ---------------------------------------------------------------------------
+
+
+class Kubernetes(Strategy):
+    """Connects the pods the Kubernetes API lists, following changes with a watch.
+
+    Reads the EndpointSlices (default), Endpoints or Pods of one namespace that match
+    ``selector``, and names each address as ``mode`` says. Terminating endpoints and pods
+    do not count; not-ready ones do. A failed call (timeout, 5xx, 403, connection lost)
+    keeps the current nodes and is retried with a jittered backoff; an empty answer keeps
+    them too and is logged. Only a successful answer that leaves out a node listed before
+    disconnects it, and keeps it out while the API leaves it out. Needs the
+    ``pycluster[kubernetes]`` extra, and RBAC ``list`` (and ``watch``) on the resource read.
+    """
+
+    name = "kubernetes"
+    Config = KubernetesConfig
+
+    async def run(self, topology: Topology) -> None:
+        config: KubernetesConfig = topology.config
+        naming = Naming.from_config(config, os.environ)
+        namespace = config.namespace or read_namespace()
+        async with connect(
+            resource=RESOURCES[config.ip_lookup_mode],
+            namespace=namespace,
+            selector=config.selector,
+            api_server=config.api_server,
+            kubeconfig=config.kubeconfig,
+            log=topology.log,
+        ) as api:
+            await _Discovery(topology, api, naming, config).run()
+
+
+def read_namespace(path: Path | None = None) -> str:
+    """The pod's namespace, from its service account (``namespace`` unset)."""
+    path = path or NAMESPACE_FILE
+    try:
+        namespace = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SetupError(
+            f"namespace is not set and {path} cannot be read ({exc.strerror or exc}); "
+            "set namespace when not running in a pod"
+        ) from exc
+    if not namespace:
+        raise SetupError(f"namespace is not set and {path} is empty")
+    return namespace
+
+
+class _Discovery:
+    """One run: a task that lists (and watches, or polls) the API into ``objects``, and a
+    task that applies the derived node names to the topology, re-trying unreached nodes."""
+
+    def __init__(
+        self, topology: Topology, api: KubeApi, naming: Naming, config: KubernetesConfig
+    ) -> None:
+        self.topology = topology
+        self.api = api
+        self.naming = naming
+        self.watching = config.watch
+        self.interval = config.polling_interval / 1000
+        self.backoff = Backoff(FIRST_RETRY, self.interval)
+        self.objects: dict[str, tuple[Address, ...]] | None = None
+        """What the API last said (None before its first answer)."""
+        self.api_problem: str | None = None
+        self.changed = asyncio.Event()
+
+    async def run(self) -> None:
+        discover = self.watch() if self.watching else self.poll()
+        tasks = [asyncio.create_task(discover), asyncio.create_task(self.keep_applying())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a crash of either is the strategy's crash
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- reading the API ------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        while True:
+            try:
+                listing = await self.api.list()
+            except ApiFailure as exc:
+                self.failed(exc, "list")
+                delay = self.backoff.next()
+            else:
+                self.answered(listing.objects)
+                self.backoff.reset()
+                delay = self.interval
+            if not await self.topology.sleep(delay):
+                return
+
+    async def watch(self) -> None:
+        since: str | None = None
+        while True:
+            established: float | None = None
+            news = False
+            try:
+                if since is None:
+                    listing = await self.api.list()
+                    since = listing.resource_version
+                    self.answered(listing.objects)
+                async with self.api.watch(since, WATCH_TIMEOUT) as events:
+                    established = time.monotonic()
+                    self.succeeded()
+                    async for event in events:
+                        news = True
+                        since = event.resource_version or since
+                        if event.type != "BOOKMARK":
+                            self.answered(fold(self.objects or {}, event))
+            except Gone:
+                # The history we would resume from is gone: list afresh, then watch again.
+                self.topology.log.info(
+                    "watch of %s expired (410 Gone); listing again", self.api.resource.name
+                )
+                since = None
+                delay = self.backoff.next()
+            except ApiFailure as exc:
+                lasted = None if established is None else time.monotonic() - established
+                if lasted is not None and lasted >= SHORTEST_WATCH:
+                    # A long watch cut (a proxy, a restarting server): resume at once.
+                    self.topology.log.info(
+                        "watch of %s interrupted (%s); resuming", self.api.resource.name, exc
+                    )
+                    delay = 0.0
+                else:
+                    self.failed(exc, "list" if since is None else "watch")
+                    delay = self.backoff.next()
+            else:
+                # The server ended the watch (its timeout): resume where it stopped, unless
+                # it keeps ending them at once.
+                quick = established is None or time.monotonic() - established < SHORTEST_WATCH
+                delay = self.backoff.next() if quick and not news else 0.0
+                if delay == 0.0:
+                    self.backoff.reset()
+            if not await self.topology.sleep(delay):
+                return
+
+    def answered(self, objects: Objects) -> None:
+        self.objects = dict(objects)
+        self.succeeded()
+        self.changed.set()
+
+    def succeeded(self) -> None:
+        if self.api_problem is not None:
+            self.api_problem = None
+            self.changed.set()
+
+    def failed(self, exc: ApiFailure, verb: str) -> None:
+        self.api_problem = self.describe(exc, verb)
+        self.changed.set()
+
+    def describe(self, exc: ApiFailure, verb: str) -> str:
+        """One line for a failed call; identical failures give identical lines (logged once)."""
+        api, keeping = self.api, "keeping current nodes"
+        where = f'namespace "{api.namespace}"'
+        if isinstance(exc, ApiError) and exc.status == 403:
+            verbs = '"list" and "watch"' if self.watching else '"list"'
+            said = f" (the API said: {exc.message})" if exc.message else ""
+            return (
+                f"forbidden: {api.identity} needs {verbs} on {api.resource.described} "
+                f"in {where}; {keeping}{said}"
+            )
+        if isinstance(exc, ApiError) and exc.status == 401:
+            return f"unauthorized: the API rejected the credentials of {api.identity}; {keeping}"
+        return f"cannot {verb} {api.resource.name} in {where} ({exc}); {keeping}"
+
+    # -- feeding the topology -------------------------------------------------------------
+
+    def answer(self) -> tuple[frozenset[str] | None, str | None]:
+        """The node names the API lists now (None: no answer yet), and what is wrong with
+        that answer, if anything."""
+        if self.objects is None:
+            return None, None
+        names, unnamed = node_names(all_addresses(self.objects), self.naming)
+        api = self.api
+        if not names:
+            return names, (
+                f'no {api.resource.name} matching "{api.selector}" in namespace '
+                f'"{api.namespace}" list a node (or only terminating ones); keeping current nodes'
+            )
+        if unnamed:
+            if self.naming.mode == "hostname" and any(not a.hostname for a in unnamed):
+                why = "have no hostname (hostname mode needs pods with spec.hostname and "
+                why += "spec.subdomain, as a StatefulSet sets)"
+            else:
+                why = "do not make valid node names"
+            shown = ", ".join(sorted(a.ip for a in unnamed)[:5])
+            return names, f"skipped {len(unnamed)} addresses that {why}: {shown}"
+        return names, None
+
+    async def keep_applying(self) -> None:
+        delay = FIRST_RETRY
+        while True:
+            self.changed.clear()
+            names, answer_problem = self.answer()
+            self.topology.problem(self.api_problem or answer_problem)
+            plan = await self.topology.apply(names)
+            missing = plan.listed - set(self.topology.list_nodes())
+            delay = min(delay * 2, self.interval) if missing else self.interval
+            woken = await self._wait(delay)
+            if woken is None:
+                return
+            if woken:
+                delay = FIRST_RETRY / 2  # news: unreached nodes are tried soon again
+
+    async def _wait(self, seconds: float) -> bool | None:
+        """Wait for news (True), ``seconds`` (False) or shutdown (None)."""
+        if self.changed.is_set():
+            return True
+        news = asyncio.create_task(self.changed.wait())
+        sleep = asyncio.create_task(self.topology.sleep(seconds))
+        try:
+            await asyncio.wait([news, sleep], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            news.cancel()
+            sleep.cancel()
+        if sleep.done() and not sleep.cancelled() and sleep.result() is False:
+            return None
+        return self.changed.is_set()
