@@ -131,6 +131,11 @@ class Actors:
         """Refs of the actors running on this node."""
         return [running.ref for running in self._running.values()]
 
+    def names(self) -> list[str]:
+        """Names the actors running on this node were started under (sorted; a name twice
+        would mean two live actors for it here)."""
+        return sorted(r.name for r in self._running.values() if r.name is not None)
+
     async def stop(self, ref: ActorRef, reason: str = "normal", timeout: float = 5.0) -> str:
         """Stop an actor after the message it is handling; return its end reason."""
         if ref.node != self._node.name:

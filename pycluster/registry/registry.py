@@ -195,6 +195,8 @@ class Registry:
             return self.ring.on_request(sender, body)
         if body[0] == "registered":
             return self.registered()
+        if body[0] == "running":
+            return self._node.actors.names()
         if body[0] == "call" and len(body) == 4:
             _, name, message, timeout = body
             return self.call(str(name), message, float(timeout))

@@ -53,6 +53,11 @@ class RegistryClient:
             return None
         return names
 
+    async def running(self, via: LabNode) -> list[str]:
+        """Names of the actors running on ``via`` (whether registered or not)."""
+        names: list[str] = await self.ask(via, ["running"], timeout=2.0)
+        return names
+
     async def call(self, via: LabNode, name: str, message: Any, timeout: float = 2.0) -> Any:
         """Have ``via`` call the actor registered as ``name``."""
         return await self.ask(via, ["call", name, message, timeout], timeout + 1)

@@ -88,6 +88,9 @@ async def test_a_rolling_restart_loses_no_acknowledged_increment(lab: Lab) -> No
             running = False
             await asyncio.gather(*workers)
 
+        # Each counter exists exactly once: registered once, and running once, cluster-wide.
+        started = [name for node in live for name in await client.running(node)]
+        assert sorted(started) == sorted(COUNTERS)
         total = 0
         for name in COUNTERS:
             values = acknowledged[name]
