@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any, ClassVar
 
@@ -21,6 +22,9 @@ from pycluster.events import TopologyConnect, TopologyDisconnect
 from pycluster.membership import Membership
 from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
+
+PROBLEM_SUMMARY_INTERVAL = 60.0
+"""Seconds between summaries of a discovery problem that keeps repeating."""
 
 
 class Strategy(abc.ABC):
@@ -76,6 +80,8 @@ class Topology:
         self._metrics = metrics
         self._failures: dict[str, int] = {}
         self._problem: str | None = None
+        self._repeats = 0
+        self._since = self._summarised = 0.0
         self.listed: frozenset[str] = frozenset()
         """Nodes the last used discovery answer listed."""
         self.excluded: frozenset[str] = frozenset()
@@ -95,15 +101,35 @@ class Topology:
         return node in self.excluded
 
     def problem(self, message: str | None) -> None:
-        """Report discovery's current problem (None: none). A problem is logged when it
-        first appears or changes, not on every poll; recovery is logged once."""
+        """Report discovery's current problem (None: none), on every attempt.
+
+        A problem is logged when it first appears or changes; while it repeats, a summary
+        at most every ``PROBLEM_SUMMARY_INTERVAL`` seconds; recovery once, with the count.
+        """
+        now = time.monotonic()
         if message == self._problem:
+            if message is not None:
+                self._repeats += 1
+                if now - self._summarised >= PROBLEM_SUMMARY_INTERVAL:
+                    self.log.warning(
+                        "still failing: %s (%d times over %.0f s)",
+                        message,
+                        self._repeats,
+                        now - self._since,
+                    )
+                    self._summarised = now
             return
         if message is None:
-            self.log.info("discovery recovered (was: %s)", self._problem)
+            self.log.info(
+                "discovery recovered after %d failed attempts over %.1f s (was: %s)",
+                self._repeats,
+                now - self._since,
+                self._problem,
+            )
         else:
             self.log.warning("%s", message)
         self._problem = message
+        self._repeats, self._since, self._summarised = 1, now, now
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep; return False at once when the node is shutting down, else True."""

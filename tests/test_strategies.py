@@ -135,3 +135,26 @@ def test_parse_hosts() -> None:
     names, problems = parse_hosts("a@127.0.0.2  # first\n\n'b@[::1]:9101'.\nbogus\n")
     assert names == ["a@127.0.0.2", "b@[::1]:9101"]
     assert problems == ["line 4: 'bogus' is not a node name (no '@' between name and host)"]
+
+
+def test_a_repeating_problem_is_logged_once_then_summarised(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from pycluster import Topology, strategy
+
+    topology = Topology(
+        "t", "epmd", None, InMemoryNetwork().join(NAMES[0]), Plugins.load(), asyncio.Event()
+    )
+    caplog.set_level(logging.INFO, logger="pycluster.topology")
+    for _ in range(5):
+        topology.problem("lookup failed")
+    assert [r.getMessage() for r in caplog.records] == ["[pycluster:t] lookup failed"]
+    monkeypatch.setattr(strategy, "PROBLEM_SUMMARY_INTERVAL", 0.0)
+    topology.problem("lookup failed")
+    topology.problem(None)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[1].startswith("[pycluster:t] still failing: lookup failed (6 times over")
+    assert messages[2].startswith("[pycluster:t] discovery recovered after 6 failed attempts")
+    assert len(messages) == 3
