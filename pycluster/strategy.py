@@ -23,6 +23,8 @@ from pycluster.membership import Membership
 from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
 
+FAILURES_MEMORY = 1024
+"""How many unreachable nodes a topology counts failed attempts for."""
 PROBLEM_SUMMARY_INTERVAL = 60.0
 """Seconds between summaries of a discovery problem that keeps repeating."""
 
@@ -174,6 +176,10 @@ class Topology:
         elif self._membership.left(node):
             self.log.debug("not reconnecting %s: it left the cluster", node)
         else:
+            if not failures and len(self._failures) >= FAILURES_MEMORY:
+                # Bounded: a stranger announcing endless names (gossip without a secret)
+                # must not grow it; forgetting only means one more warning per name.
+                self._failures.clear()
             self._failures[node] = failures + 1
             level = logging.WARNING if failures == 0 else logging.DEBUG
             self.log.log(level, "cannot connect to %s (%s); will retry", node, reason)

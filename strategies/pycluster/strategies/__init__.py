@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pycluster.plugins import hookimpl
 from pycluster.strategies.dns import DnsPoll, KubernetesDns, KubernetesDnsSrv
 from pycluster.strategies.epmd import Epmd
+from pycluster.strategies.gossip import Gossip
 from pycluster.strategies.hosts_file import HostsFile
 from pycluster.strategies.kubernetes import Kubernetes
 from pycluster.strategies.local_epmd import LocalEpmd
@@ -15,6 +16,7 @@ from pycluster.strategy import Strategy
 __all__ = [
     "DnsPoll",
     "Epmd",
+    "Gossip",
     "HostsFile",
     "Kubernetes",
     "KubernetesDns",
@@ -28,6 +30,7 @@ def pycluster_register_strategies() -> Iterable[type[Strategy]]:
     return [
         DnsPoll,
         Epmd,
+        Gossip,
         HostsFile,
         Kubernetes,
         KubernetesDns,
