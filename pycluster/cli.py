@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -24,15 +25,26 @@ COOKIE_ENV = "PYCLUSTER_COOKIE"
 log = logging.getLogger("pycluster.cli")
 
 
+def _plugin_loggers() -> list[str]:
+    """Top-level module names of the installed pycluster plugins (their loggers)."""
+    names = {ep.module.split(".")[0] for ep in importlib.metadata.entry_points(group="pycluster")}
+    return sorted(names - {"pycluster"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pycluster`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     quiet = args.run is not _run
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
+        level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if args.verbose:
+        # pycluster's own details (plugins log under pycluster_*); not every library's
+        # (gRPC, say, logs each request at debug).
+        for name in ("pycluster", *_plugin_loggers()):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         status: int = args.run(args)
     except (ConfigError, PluginError) as exc:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycluster import ConfigError, load_config
+from pycluster import ConfigError, Plugins, load_config
 from pycluster.config import NodeConfig, RegistryConfig, describe
 from pycluster.config.schema import DEFAULT_MAX_FRAME_SIZE
 from pycluster.registry.crdt import CrdtOptions
@@ -67,7 +67,7 @@ topologies:
         "node.port: expected a port number from 1 to 65535, got 70000",
         "topologies.static.config.hosts: expected a list of strings, got 'app@127.0.0.2'",
         "topologies.k8s.strategy: unknown strategy 'kubernetes.nope' "
-        "(known: epmd, hosts_file, local_epmd)",
+        f"(known: {', '.join(sorted(Plugins.load().strategies()))})",
     ]
 
 
@@ -209,7 +209,9 @@ def test_overrides_replace_file_values() -> None:
 
 def test_unknown_registry_backend_lists_the_known_ones() -> None:
     found = problems({"node": {"name": "app@127.0.0.2"}, "registry": {"backend": "zk"}})
-    assert found == ["registry.backend: unknown registry backend 'zk' (known: crdt, local)"]
+    known = sorted(Plugins.load().registry_backends())
+    assert {"crdt", "local"} <= set(known)
+    assert found == [f"registry.backend: unknown registry backend 'zk' (known: {', '.join(known)})"]
 
 
 def test_topology_names_are_checked() -> None:

@@ -1,0 +1,149 @@
+"""The ``etcd`` strategy against a real etcd: discovery through registered keys."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import pytest
+from conftest import LEASE_TTL, eventually, make_node
+from etcd3aio.kv import prefix_range_end
+from etcd_lab import EtcdServer, Gate
+from pycluster_etcd.client import EtcdClient
+from pycluster_etcd.options import EtcdConnection
+from pycluster_etcd.strategy import listed_nodes
+
+from pycluster.node import Node
+
+
+def discovering(index: int, endpoint: str, prefix: str, **config: Any) -> Node:
+    """A node whose only topology is the etcd strategy (and whose registry is crdt)."""
+    topology = {
+        "strategy": "etcd",
+        "config": {"endpoints": [endpoint], "prefix": prefix, "lease_ttl": LEASE_TTL, **config},
+    }
+    return make_node(index, [], prefix, backend="crdt", topologies={"etcd": topology})
+
+
+async def registered(etcd: EtcdServer, prefix: str) -> list[str]:
+    """The node names under ``prefix``, read from etcd directly."""
+    client = EtcdClient(EtcdConnection(endpoints=(etcd.endpoint,)))
+    await client.open()
+    try:
+        response = await client.kv.get(prefix, prefix_range_end(prefix), timeout=5)
+        return sorted(bytes(kv.value).decode() for kv in response.kvs)
+    finally:
+        await client.close()
+
+
+def peers(node: Node) -> list[str]:
+    return node.nodes()
+
+
+def test_listed_nodes_skips_values_that_are_not_node_names() -> None:
+    items = {b"/p/a": b"a@10.0.0.1", b"/p/b": b"b@10.0.0.2:9101", b"/p/x": b"junk"}
+    assert listed_nodes(items) == (["a@10.0.0.1", "b@10.0.0.2:9101"], ["junk"])
+
+
+async def test_nodes_find_each_other_and_a_leaving_node_is_dropped_at_once(
+    etcd: EtcdServer, prefix: str
+) -> None:
+    nodes = [discovering(i, etcd.endpoint, prefix) for i in range(3)]
+    for node in nodes:
+        await node.start()
+    try:
+        names = sorted(n.name for n in nodes)
+        await eventually(lambda: all(peers(n) == sorted(set(names) - {n.name}) for n in nodes))
+        assert await registered(etcd, prefix) == names
+        # A newcomer appears everywhere as soon as it registers.
+        late = discovering(3, etcd.endpoint, prefix)
+        async with late:
+            await eventually(lambda: all(late.name in peers(n) for n in nodes))
+        # Its graceful stop deleted its key.
+        assert await registered(etcd, prefix) == names
+        await eventually(lambda: all(late.name not in peers(n) for n in nodes))
+        statuses = [n.status()["topologies"]["etcd"] for n in nodes]
+        assert all(s["strategy"] == "etcd" and s["state"] == "running" for s in statuses)
+    finally:
+        for node in nodes:
+            await node.stop()
+    assert await registered(etcd, prefix) == []
+
+
+async def test_a_node_cut_off_from_etcd_is_dropped_when_its_lease_expires(
+    etcd: EtcdServer, prefix: str, gates: Any
+) -> None:
+    gate: Gate = await gates()
+    cut = discovering(0, gate.endpoint, prefix)
+    others = [discovering(i, etcd.endpoint, prefix) for i in (1, 2)]
+    nodes = [cut, *others]
+    for node in nodes:
+        await node.start()
+    try:
+        await eventually(lambda: all(len(peers(n)) == 2 for n in nodes))
+        gate.cut()
+        cut_at = time.monotonic()
+        # Its key expires: the others drop it, and keep it out while it is not listed.
+        await eventually(
+            lambda: all(peers(n) == [others[1 - i].name] for i, n in enumerate(others)),
+            timeout=LEASE_TTL + 5,
+        )
+        assert time.monotonic() - cut_at > LEASE_TTL - 1
+        await asyncio.sleep(1.0)  # it keeps dialling; they keep refusing
+        assert all(cut.name not in peers(n) for n in others)
+        # It cannot know (etcd is out of reach): it drops nobody itself.
+        assert cut.status()["topologies"]["etcd"]["state"] == "running"
+        gate.heal()
+        # It registers again, and is connected again.
+        await eventually(lambda: all(len(peers(n)) == 2 for n in nodes), timeout=10)
+        assert await registered(etcd, prefix) == sorted(n.name for n in nodes)
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_while_etcd_is_down_nobody_is_disconnected(own_etcd: EtcdServer, prefix: str) -> None:
+    nodes = [discovering(i, own_etcd.endpoint, prefix) for i in range(3)]
+    for node in nodes:
+        await node.start()
+    try:
+        await eventually(lambda: all(len(peers(n)) == 2 for n in nodes))
+        own_etcd.signal(signal.SIGSTOP)
+        deadline = time.monotonic() + LEASE_TTL + 1.5
+        while time.monotonic() < deadline:
+            assert all(len(peers(n)) == 2 for n in nodes)
+            await asyncio.sleep(0.05)
+        own_etcd.signal(signal.SIGCONT)
+        # Every entry may have expired meanwhile; every node registers again, and the mesh
+        # holds all along (peers get a lease_ttl to come back before they are dropped).
+        names = sorted(n.name for n in nodes)
+        deadline = time.monotonic() + 15
+        while await registered(own_etcd, prefix) != names:
+            assert all(len(peers(n)) == 2 for n in nodes)
+            assert time.monotonic() < deadline, await registered(own_etcd, prefix)
+            await asyncio.sleep(0.05)
+        for _ in range(int((LEASE_TTL + 2) / 0.05)):
+            assert all(len(peers(n)) == 2 for n in nodes)
+            await asyncio.sleep(0.05)
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_values_that_are_not_node_names_are_reported_and_skipped(
+    etcd: EtcdServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = EtcdClient(EtcdConnection(endpoints=(etcd.endpoint,)))
+    await client.open()
+    try:
+        await client.kv.put(prefix + "junk", "not a node name", timeout=5)
+        a, b = (discovering(i, etcd.endpoint, prefix) for i in range(2))
+        async with a, b:
+            await eventually(lambda: peers(a) == [b.name] and peers(b) == [a.name])
+            status = a.status()["topologies"]["etcd"]
+            assert (status["state"], status["crashes"]) == ("running", 0)
+        assert "skipped values that are not node names: ['not a node name']" in caplog.text
+    finally:
+        await client.close()
