@@ -41,9 +41,10 @@ class RegistryBackend(abc.ABC):
     Options: ClassVar[type[Any]]
     """attrs config class validating ``registry.options``."""
 
-    forget_after: ClassVar[float] = 1.0
+    forget_after: float = 1.0
     """Seconds, after this node sees a peer down, within which the peer's names are gone
-    (a lease-based backend declares its lease here). The contract tests hold it to this."""
+    (a lease-based backend sets it from its configured lease, per instance). The contract
+    tests hold it to this."""
 
     def __init__(self, node: Node, options: Any, resolve: Resolve) -> None:
         self.node = node

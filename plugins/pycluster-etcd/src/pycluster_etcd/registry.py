@@ -109,11 +109,12 @@ class EtcdRegistry(RegistryBackend):
     name = "etcd"
     Options = EtcdRegistryOptions
     forget_after = DEFAULT_LEASE_TTL + 1.0
-    """With the default ``lease_ttl``: a dead node's names go when its lease expires (a
-    node that stops gracefully revokes its lease: its names go at once)."""
+    """A dead node's names go when its lease expires (set from ``lease_ttl`` per instance;
+    a node that stops gracefully revokes its lease: its names go at once)."""
 
     def __init__(self, node: Node, options: EtcdRegistryOptions, resolve: Resolve) -> None:
         super().__init__(node, options, resolve)
+        self.forget_after = options.lease_ttl + 1.0
         self.keys = Keys(options.prefix)
         self.client = EtcdClient(options)
         what = f"{node.name} registry"
