@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,10 @@ async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
         if time.perf_counter() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0)
+
+
+def _everywhere(nodes: list[Node], name: str, target: Any) -> bool:
+    return all(n.registry.whereis(name) == target for n in nodes)
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -165,11 +170,7 @@ async def main(args: argparse.Namespace) -> None:
             target = five[0].actors.spawn(Counter)
             started = time.perf_counter()
             await five[0].registry.register(f"p{i}", target)
-            await until(
-                lambda name=f"p{i}", target=target: all(
-                    n.registry.whereis(name) == target for n in five[1:]
-                )
-            )
+            await until(functools.partial(_everywhere, five[1:], f"p{i}", target))
             delays.append((time.perf_counter() - started) * 1e3)
         p99 = percentile(delays, 0.99)
         goal = "met" if p99 <= 50 else "NOT met"
