@@ -14,14 +14,15 @@ from typing import NamedTuple
 # The node runs as ``python -m pycluster run CONFIG``, exec'd by this tiny launcher first so
 # that the kernel kills it if the test process dies without tearing down (a CI timeout's
 # SIGKILL, say): PR_SET_PDEATHSIG survives execve. Setting it in a preexec_fn would run
-# Python between fork and exec, which is not safe while other threads exist.
+# Python between fork and exec, which is not safe while other threads exist. A command
+# prefix (see LabNode.command_prefix) must exec what follows it, keeping the process.
 _LAUNCHER = """\
 import ctypes, os, signal, sys
 PR_SET_PDEATHSIG = 1
 ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 if os.getppid() != int(sys.argv[1]):
     os._exit(70)  # the test process died before prctl took effect
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+os.execvp(sys.argv[2], sys.argv[2:])
 """
 
 COOKIE_ENV = "PYCLUSTER_COOKIE"
@@ -51,6 +52,9 @@ class LabNode:
     log_path: Path
     cookie: str
     verbose: bool = True
+    command_prefix: tuple[str, ...] = ()
+    """Run the node as ``PREFIX... python -m pycluster run CONFIG``; the prefix must exec
+    the rest in the same process (e.g. tests.lab.hosts.private_hosts)."""
     process: subprocess.Popen[bytes] | None = None
     spawned_at: float | None = None
     """time.monotonic() when the process was spawned."""
@@ -93,7 +97,7 @@ class LabNode:
         launcher = [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*launcher, *command[1:]],
+                [*launcher, *self.command_prefix, *command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
