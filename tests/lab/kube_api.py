@@ -23,7 +23,9 @@ the helpers below, or read from ``tests/lab/fixtures/kubernetes``) and flip faul
 :attr:`~KubeApi.forbidden` (403 with the real ``Forbidden`` Status), :attr:`~KubeApi.failing`
 (e.g. 500), :attr:`~KubeApi.delay`, :meth:`~KubeApi.cut_watches` (a watch cut mid-event),
 :attr:`~KubeApi.watch_limit` (the server ends watches early, as ``--min-request-timeout``
-makes real ones do), :meth:`~KubeApi.compact` and :meth:`~KubeApi.bookmark`.
+makes real ones do), :meth:`~KubeApi.compact` and :meth:`~KubeApi.bookmark`. To time how
+fast clients act on a change, :meth:`~KubeApi.first_sent` says when its watch event was
+first written to a client.
 """
 
 from __future__ import annotations
@@ -348,6 +350,17 @@ class ApiRequest:
 
 
 @attrs.frozen
+class SentEvent:
+    """A watch event the fake wrote to a client."""
+
+    at: float
+    """time.monotonic() once it was written."""
+    type: str
+    resource_version: str | None
+    """The version of the change it reports (of its object; a BOOKMARK's current one)."""
+
+
+@attrs.frozen
 class _Change:
     rv: int
     resource: str
@@ -386,6 +399,8 @@ class KubeApi:
         self.port = 0
         self.requests: list[ApiRequest] = []
         """Every list/watch request, in arrival order."""
+        self.sent: list[SentEvent] = []
+        """Every watch event written to a client, in order."""
         self.forbidden: set[str] = set()
         """Verbs (``list``, ``watch``) answered 403 Forbidden, as without an RBAC rule."""
         self.failing: int | None = None
@@ -502,6 +517,14 @@ class KubeApi:
     def watch_count(self) -> int:
         """Watches open now."""
         return len(self._watchers)
+
+    def first_sent(self, resource_version: str) -> float | None:
+        """When (time.monotonic()) the first watch event reporting the change at
+        ``resource_version`` was written to a client; None if none was (yet)."""
+        for event in self.sent:
+            if event.resource_version == resource_version and event.type != "BOOKMARK":
+                return event.at
+        return None
 
     def count(self, verb: str, resource: str | None = None) -> int:
         """How many ``verb`` requests (of ``resource``) arrived so far."""
@@ -646,7 +669,7 @@ class KubeApi:
         try:
             await response.prepare(request)
             for event in backlog:
-                await response.write(_line(event))
+                await self._send(response, event)
             if too_old:
                 await response.write_eof()
                 return response
@@ -672,13 +695,18 @@ class KubeApi:
                     return response
                 events = [item] if isinstance(item, dict) else self._events_for(item, selector)
                 for event in events:
-                    await response.write(_line(event))
+                    await self._send(response, event)
             await response.write_eof()
         except ConnectionError:
             pass  # the client went away
         finally:
             self._watchers.discard(watcher)
         return response
+
+    async def _send(self, response: web.StreamResponse, event: Obj) -> None:
+        await response.write(_line(event))
+        version = event["object"].get("metadata", {}).get("resourceVersion")
+        self.sent.append(SentEvent(time.monotonic(), event["type"], version))
 
 
 def _line(event: Obj) -> bytes:

@@ -41,6 +41,8 @@ WATCH_TIMEOUT = 300
 """``timeoutSeconds`` of each watch; the strategy resumes when the server ends one."""
 FIRST_RETRY = 0.2
 """Seconds before the first retry (of a failed call, or of listed nodes not reached yet)."""
+REAPPLY = 1.0
+"""Longest time, in seconds, between two checks that every listed node is connected."""
 SHORTEST_WATCH = 1.0
 """A watch that ends sooner than this without news makes the next one wait (backoff)."""
 
@@ -334,6 +336,8 @@ class _Discovery:
                     established = time.monotonic()
                     self.succeeded()
                     async for event in events:
+                        if not news:
+                            self.backoff.reset()  # a watch that delivers is healthy again
                         news = True
                         since = event.resource_version or since
                         if event.type != "BOOKMARK":
@@ -427,7 +431,9 @@ class _Discovery:
             self.topology.problem(self.api_problem or answer_problem)
             plan = await self.topology.apply(names)
             missing = plan.listed - set(self.topology.list_nodes())
-            delay = min(delay * 2, self.interval) if missing else self.interval
+            # Re-applying is local (no API call): done often enough that a listed peer whose
+            # connection dropped is redialled soon even when the API says nothing new.
+            delay = min(delay * 2, self.interval) if missing else min(self.interval, REAPPLY)
             woken = await self._wait(delay)
             if woken is None:
                 return
