@@ -58,6 +58,10 @@ MAX_FRAME = 16 * 1024 * 1024
 CALL_GOAL_RATIO = 1.5
 CAST_GOAL_RATE = 50_000
 CALL_BLOCK = 500
+TICK_TIMEOUT = 60.0
+"""Both nodes' net_tick_timeout. The baselines' send loops never give the event loop a
+turn while the kernel takes their writes, so on a busy machine a round can keep the client
+node from ticking for longer than the default 3 s, and the server would drop it."""
 
 
 # -- the server process -------------------------------------------------------------------
@@ -66,7 +70,8 @@ CALL_BLOCK = 500
 async def serve(host: str, profile_dir: Path | None) -> None:
     """Run the server node, the raw echo server and the raw sink until stdin closes."""
     cookie = os.environ["PYCLUSTER_COOKIE"]
-    config = load_config({"node": {"name": f"server@{host}:{lab.free_port(host)}"}}, env={})
+    name = f"server@{host}:{lab.free_port(host)}"
+    config = load_config({"node": {"name": name, "net_tick_timeout": TICK_TIMEOUT}}, env={})
     node = Node(config, cookie=cookie)
     counted = {"count": 0, "expected": -1}
     profilers: list[cProfile.Profile] = []
@@ -349,9 +354,8 @@ async def main(args: argparse.Namespace) -> None:
     if args.cpus:
         print(f"both processes pinned to CPU(s) {', '.join(map(str, args.cpus))}")
     load = lab.OtherLoad()
-    config = load_config(
-        {"node": {"name": f"client@{client_host}:{lab.free_port(client_host)}"}}, env={}
-    )
+    name = f"client@{client_host}:{lab.free_port(client_host)}"
+    config = load_config({"node": {"name": name, "net_tick_timeout": TICK_TIMEOUT}}, env={})
     async with (
         Server(server_host, cookie, profile_dir) as server,
         Node(config, cookie=cookie) as node,

@@ -31,8 +31,10 @@ from pycluster.plugins import Plugins
 from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
 from pycluster.supervisor import RestartPolicy, Supervisor
 from pycluster.transport.connection import Connection, ConnectionClosed
+from pycluster.transport.deadlines import Deadlines
 from pycluster.transport.frames import PLAIN, FrameDecoder, FrameError, encode_frame
 from pycluster.transport.handshake import Handshake, HandshakeError
+from pycluster.transport.link import Link
 from pycluster.transport.mesh import REFUSALS, admit
 
 log = logging.getLogger("pycluster.node")
@@ -54,12 +56,15 @@ CANONICAL_CACHE = 4096
 """Node names whose canonical form is remembered (cleared when full: names are few)."""
 REPEAT_QUIET = 60.0
 """Seconds during which a repeated warning (same peer, same problem) drops to debug."""
+_PLAIN = frozenset({bool, int, float, str, bytes, list, dict, tuple})
+"""Types of handler results that are never awaitable (checked before isawaitable)."""
 
 
 @attrs.define
 class _Call:
     peer: str
     future: asyncio.Future[Any]
+    timeout: float
     connection: Connection | None = None
     """The connection the request went out on (None: not sent yet, or to this node)."""
 
@@ -141,6 +146,7 @@ class Node:
         self._mailboxes: dict[str, Mailbox] = {STATUS_MAILBOX: lambda sender, body: self.status()}
         self._calls: dict[int, _Call] = {}
         self._call_ids = itertools.count(1)
+        self._deadlines: Deadlines[int] | None = None
         self._subscriptions: set[Subscription] = set()
         self._listeners: list[Callable[[NodeUp | NodeDown], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -205,13 +211,17 @@ class Node:
 
     async def start(self) -> None:
         """Listen, serve HTTP if configured, and start the topologies."""
+        self._call_deadlines()
         if not self.hidden:
-            self._server = await asyncio.start_server(
-                self._accept,
+            self._server = await asyncio.get_running_loop().create_server(
+                self._inbound,
                 host=self.listen_host,
                 port=self.listen_port,
                 ssl=self._server_ssl,
                 reuse_address=True,
+                # Bound now (a taken port fails here), listening once started: a dial that
+                # came earlier would be cut in the middle of its handshake.
+                start_serving=False,
             )
             http = self.config.node.http
             if http is not None:
@@ -221,6 +231,8 @@ class Node:
                 await self._http.start()
             self._spawn(self.metrics.probe_loop_lag())
         self.started = True
+        if self._server is not None:
+            await self._server.start_serving()
         await self.registry.backend.start()
         self.registry.ring.start_sweeping()
         await self.supervisor.start()
@@ -342,7 +354,11 @@ class Node:
             self._deliver(self.name, mailbox, message, None, None)
             return
         try:
-            await self._connection(peer).send({"t": "msg", "to": mailbox, "body": message})
+            # Connection.send() inlined: one coroutine less per message.
+            connection = self._connection(peer)
+            connection.send_nowait({"t": "msg", "to": mailbox, "body": message})
+            if connection.congested:
+                await connection.drain()
         except ConnectionClosed as exc:
             raise NotConnected(str(exc)) from None
 
@@ -366,21 +382,38 @@ class Node:
         """
         peer = self.canonical(node)
         call_id = next(self._call_ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._calls[call_id] = _Call(peer, future)
+        deadlines = self._deadlines or self._call_deadlines()
+        future: asyncio.Future[Any] = deadlines.loop.create_future()
+        call = self._calls[call_id] = _Call(peer, future, timeout)
+        deadlines.add(call_id, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                if peer == self.name:
-                    self._deliver(self.name, mailbox, message, call_id, None)
-                else:
-                    request = {"t": "call", "id": call_id, "to": mailbox, "body": message}
-                    connection = self._calls[call_id].connection = self._connection(peer)
-                    await connection.send(request)
-                return await future
+            if peer == self.name:
+                self._deliver(self.name, mailbox, message, call_id, None)
+            else:
+                # Not send(): waiting for room in a full send buffer would bound nothing
+                # (the request is queued either way) and the reply cannot come before it.
+                connection = call.connection = self._connection(peer)
+                connection.send_nowait({"t": "call", "id": call_id, "to": mailbox, "body": message})
+            return await future
         except ConnectionClosed as exc:
             raise NotConnected(str(exc)) from None
         finally:
             self._calls.pop(call_id, None)
+
+    def _call_deadlines(self) -> Deadlines[int]:
+        # One timer for every call's timeout, on the loop the node runs in: cheaper than
+        # asyncio.timeout() per call, which costs more than the rest of a round trip here.
+        self._deadlines = Deadlines(
+            asyncio.get_running_loop(), self._expire, self._calls.__contains__
+        )
+        return self._deadlines
+
+    def _expire(self, call_id: int) -> None:
+        call = self._calls[call_id]
+        if not call.future.done():
+            call.future.set_exception(
+                TimeoutError(f"no reply from {call.peer} within {call.timeout}s")
+            )
 
     def _connection(self, peer: str) -> Connection:
         connection = self._connections.get(peer)
@@ -411,7 +444,9 @@ class Node:
             else:
                 log.exception("mailbox %r raised on a message from %s", mailbox, sender)
             return
-        if inspect.isawaitable(result):
+        # Most handlers return None or a plain value: test for those before the slower
+        # Awaitable check.
+        if result is not None and type(result) not in _PLAIN and inspect.isawaitable(result):
             self._spawn(self._finish_delivery(result, mailbox, sender, call_id, via))
         elif call_id is not None:
             self._reply(via, call_id, value=result)
@@ -494,8 +529,9 @@ class Node:
         target = parse_node_name(peer)
         local = (self.listen_host, 0) if self.listen_host and not self.hidden else None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            _, link = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(
+                    lambda: Link(self._decoder()),
                     target.host,
                     target.port or self._port,
                     ssl=self._client_ssl,
@@ -508,9 +544,9 @@ class Node:
             reason = str(exc) or f"no answer within {self._handshake_timeout}s"
             log.debug("cannot reach %s: %s", peer, reason)
             return False
-        handshake, decoder = self._handshake_state("dialer", peer)
+        handshake = self._handshake_state("dialer", peer)
         try:
-            backlog = await self._handshake(handshake, reader, writer, decoder, peer)
+            await self._handshake(handshake, link, peer)
         except HandshakeError as exc:
             if exc.kind == "rejected" and exc.reason.endswith(REFUSALS["tie-break"]):
                 # Our dial lost the tie-break to the peer's own dial, which is connecting
@@ -518,9 +554,9 @@ class Node:
                 return await self._until_connected(peer)
             return exc.kind == "rejected" and peer in self._connections
         if peer in self._connections:
-            writer.close()  # raced with an inbound connection that won: keep that one
+            link.close()  # raced with an inbound connection that won: keep that one
             return True
-        self._establish(handshake, reader, writer, decoder, backlog)
+        self._establish(handshake, link)
         return True
 
     async def _until_connected(self, peer: str) -> bool:
@@ -537,14 +573,21 @@ class Node:
                 del self._arrivals[peer]
         return peer in self._connections
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        address = _address(writer)
+    def _inbound(self) -> Link:
+        """A link for a connection to our listening socket (the server's protocol factory)."""
+        return Link(self._decoder(), on_made=self._accepted)
+
+    def _accepted(self, link: Link) -> None:
         if not self.started:
-            writer.close()
+            link.close()
             return
-        handshake, decoder = self._handshake_state("acceptor")
+        self._spawn(self._accept(link))
+
+    async def _accept(self, link: Link) -> None:
+        address = _address(link)
+        handshake = self._handshake_state("acceptor")
         try:
-            backlog = await self._handshake(handshake, reader, writer, decoder, address)
+            await self._handshake(handshake, link, address)
         except HandshakeError:
             return
         peer = handshake.peer
@@ -567,23 +610,27 @@ class Node:
             refusal = REFUSALS.get(verdict)
         if refusal is not None:
             log.debug("refused a connection from %s: %s", peer, refusal)
-            with contextlib.suppress(ConnectionError, OSError):
-                writer.write(encode_frame({"t": "reject", "reason": refusal}))
-            writer.close()
+            with contextlib.suppress(ConnectionError):
+                link.write(encode_frame({"t": "reject", "reason": refusal}))
+            link.close()
             return
         if verdict == "replace":
-            await self._connections[peer].close("the peer restarted")
+            try:
+                await self._connections[peer].close("the peer restarted")
+            except asyncio.CancelledError:
+                link.abort()
+                raise
         try:
-            writer.write(encode_frame(Handshake.welcome()))
-        except (ConnectionError, OSError):
-            writer.close()
+            link.write(encode_frame(Handshake.welcome()))
+        except ConnectionError:
+            link.close()
             return
-        self._establish(handshake, reader, writer, decoder, backlog)
+        self._establish(handshake, link)
 
     def _handshake_state(
         self, role: Literal["dialer", "acceptor"], peer: str | None = None
-    ) -> tuple[Handshake, FrameDecoder]:
-        handshake = Handshake(
+    ) -> Handshake:
+        return Handshake(
             role=role,
             me=self.name,
             peer=peer,
@@ -592,20 +639,16 @@ class Node:
             incarnation=self.incarnation,
             canonical=self.canonical,
         )
-        return handshake, FrameDecoder(self.config.node.max_frame_size, self.codec)
 
-    async def _handshake(
-        self,
-        handshake: Handshake,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        decoder: FrameDecoder,
-        who: str,
-    ) -> list[dict[str, Any]]:
-        """Run ``handshake`` over the stream; return messages read past its end."""
+    def _decoder(self) -> FrameDecoder:
+        return FrameDecoder(self.config.node.max_frame_size, self.codec)
+
+    async def _handshake(self, handshake: Handshake, link: Link, who: str) -> None:
+        """Run ``handshake`` over ``link``; on failure close it, log, raise HandshakeError."""
         try:
             async with asyncio.timeout(self._handshake_timeout):
-                return await _exchange(handshake, reader, writer, decoder)
+                await _exchange(handshake, link)
+            return
         except HandshakeError as exc:
             failure = exc
         except TimeoutError:
@@ -614,11 +657,14 @@ class Node:
             failure = HandshakeError(f"bad frame: {exc}", kind="malformed", tell_peer=False)
         except (ConnectionError, OSError) as exc:
             failure = HandshakeError(f"connection lost ({exc})", kind="closed", tell_peer=False)
+        except asyncio.CancelledError:
+            link.abort()
+            raise
         reject = failure.reject()
         if reject is not None:
-            with contextlib.suppress(ConnectionError, OSError):
-                writer.write(encode_frame(reject))
-        writer.close()
+            with contextlib.suppress(ConnectionError):
+                link.write(encode_frame(reject))
+        link.close()
         self.metrics.handshake_failures.labels(failure.kind).inc()
         refused = failure.reason.removeprefix("rejected by the peer: ")
         if failure.kind != "rejected" or refused not in REFUSALS.values():
@@ -633,23 +679,17 @@ class Node:
             )
         raise failure
 
-    def _establish(
-        self,
-        handshake: Handshake,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        decoder: FrameDecoder,
-        backlog: list[dict[str, Any]],
-    ) -> None:
+    def _establish(self, handshake: Handshake, link: Link) -> None:
         peer = handshake.peer
         assert peer is not None
+        if not self.started:
+            link.close()  # stopped while the handshake ran: nobody would close it later
+            return
         connection = Connection(
             peer=peer,
             incarnation=handshake.peer_incarnation,
             hidden=handshake.hidden or self.hidden,
-            reader=reader,
-            writer=writer,
-            decoder=decoder,
+            link=link,
             tick_interval=self._tick_timeout / 3,
             tick_timeout=self._tick_timeout,
             metrics=self.metrics,
@@ -668,7 +708,7 @@ class Node:
             self.metrics.nodes.set(len(self._connections))
             log.info("%s: node up %s", self.name, peer)
             self._emit(NodeUp(self.name, peer), "pycluster_node_up")
-        connection.start(backlog)
+        connection.start()
 
     def _on_closed(self, connection: Connection, reason: str) -> None:
         self._hidden_connections.discard(connection)
@@ -732,26 +772,18 @@ class Node:
         log.warning(message, *args)
 
 
-async def _exchange(
-    handshake: Handshake,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    decoder: FrameDecoder,
-) -> list[dict[str, Any]]:
-    received: list[dict[str, Any]] = []
-    for message in handshake.start():
-        writer.write(encode_frame(message))
-    while not handshake.done:
-        while not received:
-            data = await reader.read(65536)
-            if not data:
-                raise HandshakeError(
-                    "connection closed during the handshake", kind="closed", tell_peer=False
-                )
-            received.extend(decoder.feed(data))
-        for reply in handshake.receive(received.pop(0)):
-            writer.write(encode_frame(reply))
-    return received
+async def _exchange(handshake: Handshake, link: Link) -> None:
+    """Run the handshake's messages over the link; later messages stay in its inbox."""
+    try:
+        for message in handshake.start():
+            link.write(encode_frame(message))
+        while not handshake.done:
+            for reply in handshake.receive(await link.receive()):
+                link.write(encode_frame(reply))
+    except ConnectionClosed:
+        raise HandshakeError(
+            "connection closed during the handshake", kind="closed", tell_peer=False
+        ) from None
 
 
 def _pack_ref(ref: ActorRef) -> bytes:
@@ -780,8 +812,8 @@ def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext
     return server, client
 
 
-def _address(writer: asyncio.StreamWriter) -> str:
-    peername = writer.get_extra_info("peername")
+def _address(link: Link) -> str:
+    peername = link.extra_info("peername")
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"{peername[0]}:{peername[1]}"
     return "an unknown address"

@@ -77,3 +77,17 @@ def test_random_bytes_either_decode_or_raise_frame_error(junk: bytes) -> None:
     except FrameError:
         return
     assert all(isinstance(m, dict) and isinstance(m["t"], str) for m in messages)
+
+
+def test_a_large_frame_in_small_pieces_then_more_frames_in_the_last_piece() -> None:
+    big = encode_frame({"t": "msg", "body": b"x" * 100_000})
+    stream = big + encode_frame({"t": "a"}) + encode_frame({"t": "b"})[:3]
+    decoder = FrameDecoder(max_frame_size=1 << 20)
+    cut = len(big) - 10
+    for start in range(0, cut, 1000):
+        assert decoder.feed(stream[start : min(start + 1000, cut)]) == []
+    assert decoder.pending == cut
+    assert decoder.feed(stream[cut:]) == [{"t": "msg", "body": b"x" * 100_000}, {"t": "a"}]
+    assert decoder.pending == 3  # a partial header waits for the rest
+    assert decoder.feed(encode_frame({"t": "b"})[3:]) == [{"t": "b"}]
+    assert decoder.pending == 0

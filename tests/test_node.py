@@ -16,6 +16,7 @@ from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.node import LEFT_QUIET, Node
 from pycluster.transport import FrameDecoder, Handshake, encode_frame
+from pycluster.transport.link import JOIN_LIMIT, WRITE_HIGH_WATER
 from tests.conftest import eventually
 
 COOKIE = "test-cookie-not-a-secret"
@@ -89,9 +90,7 @@ async def test_simultaneous_dials_end_with_one_connection() -> None:
             await eventually(lambda a=a, b=b: a.nodes() == [B] and b.nodes() == [A])
             # Both ends hold the same socket: A's local address is B's remote one.
             conn_a, conn_b = a._connections[B], b._connections[A]
-            assert conn_a._writer.get_extra_info("sockname") == conn_b._writer.get_extra_info(
-                "peername"
-            )
+            assert conn_a.extra_info("sockname") == conn_b.extra_info("peername")
             assert await asyncio.wait_for(anext(ups_a), 5) == NodeUp(A, B)
             assert await asyncio.wait_for(anext(ups_b), 5) == NodeUp(B, A)
             # No second connection was established and dropped behind the scenes.
@@ -136,6 +135,51 @@ async def test_call_send_and_remote_errors(pair: tuple[Node, Node]) -> None:
         await a.call(C, "echo", None)
     with pytest.raises(TypeError):
         await a.send(B, "log", object())
+
+
+async def test_a_tight_send_loop_lets_the_event_loop_run(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    received: list[int] = []
+    b.register_mailbox("log", lambda sender, body: received.append(body))
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counting = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    before = turns
+    # B reads as fast as A writes, so backpressure alone would never pause this loop.
+    for i in range(50_000):
+        await a.send(B, "log", i)
+    assert turns - before >= 10  # about one turn per 64 KiB batch (~2,500 of these)
+    counting.cancel()
+    await eventually(lambda: len(received) == 50_000)
+    assert received == list(range(50_000))
+
+
+async def test_frames_in_and_out_are_counted(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    b.register_mailbox("echo", lambda sender, body: body)
+    b.register_mailbox("log", lambda sender, body: None)
+
+    def frames(node: Node, direction: str) -> float:
+        value = node.metrics.registry.get_sample_value(f"pycluster_frames_{direction}_total")
+        return value or 0.0
+
+    before = {n.name: (frames(n, "in"), frames(n, "out")) for n in (a, b)}
+    for i in range(100):
+        a.send_nowait(B, "log", i)
+    for i in range(10):
+        assert await a.call(B, "echo", i) == i
+    # Published on the connections' next tick round (every tick interval / 2).
+    await eventually(lambda: frames(b, "in") - before[B][0] >= 110)
+    await eventually(lambda: frames(a, "in") - before[A][0] >= 10)
+    await eventually(lambda: frames(a, "out") - before[A][1] >= 110)
+    await eventually(lambda: frames(b, "out") - before[B][1] >= 10)
 
 
 async def test_wrong_cookie_is_refused_on_both_sides(caplog: pytest.LogCaptureFixture) -> None:
@@ -238,6 +282,27 @@ async def test_junk_on_the_port_is_dropped(
     assert b.nodes() == [A]
 
 
+async def test_a_silent_dialer_is_dropped_at_the_handshake_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = make_node(A)  # handshake timeout: 2 s
+    async with a:
+        reader, writer = await asyncio.open_connection("127.0.1.2", 9100)
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the node
+        assert 1.9 <= asyncio.get_running_loop().time() - started <= 5.0
+        writer.close()
+        await eventually(
+            lambda: any(
+                line.endswith("timed out") for line in handshake_lines(caplog, logging.WARNING)
+            )
+        )
+        failures = a.metrics.registry.get_sample_value(
+            "pycluster_handshake_failures_total", {"kind": "timeout"}
+        )
+        assert failures == 1
+
+
 def handshake_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [
         r.getMessage()
@@ -291,26 +356,40 @@ async def test_an_idle_hidden_client_with_a_longer_tick_timeout_stays_connected(
 async def test_backpressure_bounds_what_is_queued_for_a_slow_peer() -> None:
     a = make_node(A)
     async with a:
-        _reader, writer, _ = await raw_peer(A, "127.0.1.2")
+        reader, writer, _ = await raw_peer(A, "127.0.1.2")
         await eventually(lambda: "raw@127.0.1.9" in a.nodes())
         connection = a._connections["raw@127.0.1.9"]
         chunk = b"x" * 65536
+
+        async def keep_ticking() -> None:  # alive, but reads nothing
+            while True:
+                writer.write(encode_frame({"t": "tick"}))
+                await asyncio.sleep(0.2)
 
         async def flood() -> None:
             while True:  # the raw peer never reads: send must end up waiting
                 await a.send("raw@127.0.1.9", "sink", chunk)
 
+        ticking = asyncio.create_task(keep_ticking())
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(flood(), 1.0)
-        queued = connection._writer.transport.get_write_buffer_size()
-        assert queued <= 1024 * 1024 + 2 * len(chunk)
+        assert connection.queued <= WRITE_HIGH_WATER + JOIN_LIMIT + 2 * len(chunk)
         # A call to that peer still ends at its timeout, though its send cannot proceed.
         started = asyncio.get_running_loop().time()
         with pytest.raises(TimeoutError):
             await a.call("raw@127.0.1.9", "sink", chunk, timeout=0.3)
         assert asyncio.get_running_loop().time() - started < 1.0
         assert a._calls == {}
+        # A waiting sender goes on once the peer reads.
+        waiting = asyncio.create_task(a.send("raw@127.0.1.9", "sink", chunk))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        reading = asyncio.create_task(reader.read(-1))
+        await asyncio.wait_for(waiting, 5)
+        assert not connection.closed
+        ticking.cancel()
         writer.close()
+        await asyncio.wait_for(reading, 5)
 
 
 async def test_mutual_tls(tmp_path: Path) -> None:

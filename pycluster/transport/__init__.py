@@ -1,7 +1,11 @@
-"""The transport between nodes: frames, the cookie handshake, and (to come) TCP and ticks.
+"""The transport between nodes: frames, the cookie handshake, links and connections.
 
-The protocol logic here is sans-I/O: it takes bytes or messages and returns decisions, so
-it is tested without sockets; the asyncio code that moves the bytes stays thin.
+The protocol logic (frames, handshake, mesh tie-break, call deadlines) is sans-I/O: it
+takes bytes or messages and returns decisions, so it is tested without sockets. The
+asyncio code that moves the bytes stays thin: a :class:`~pycluster.transport.link.Link`
+is the asyncio Protocol of one TCP or TLS stream, handshake included, and a
+:class:`~pycluster.transport.connection.Connection` is an authenticated peer on a link,
+with ticks and backpressure.
 """
 
 from pycluster.transport.frames import FrameDecoder, FrameError, encode_frame

@@ -1,4 +1,4 @@
-"""One authenticated connection to a peer: frames in and out, ticks, backpressure."""
+"""One authenticated connection to a peer: messages in and out, ticks, backpressure."""
 
 from __future__ import annotations
 
@@ -6,30 +6,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from pycluster.codec import Codec
 from pycluster.metrics import NodeMetrics
-from pycluster.transport.frames import FrameDecoder, FrameError, encode_frame
+from pycluster.transport.frames import FrameError, encode_frame
+from pycluster.transport.link import WRITE_HIGH_WATER, ConnectionClosed, Link
 
 log = logging.getLogger("pycluster.transport")
 
-READ_SIZE = 256 * 1024
-WRITE_HIGH_WATER = 1024 * 1024
-"""Bytes queued for a peer above which senders wait (a slow peer applies backpressure)."""
+CLOSE_GRACE = 1.0
+"""Seconds a closing connection gets to send what it queued before it is cut."""
 
-
-class ConnectionClosed(ConnectionError):
-    """The connection to the peer is closed; nothing more can be sent on it."""
+__all__ = ["WRITE_HIGH_WATER", "Connection", "ConnectionClosed"]
 
 
 class Connection:
-    """Frames to and from one authenticated peer.
+    """Messages to and from one authenticated peer, over a :class:`Link`.
 
-    Idle connections send a tick every ``tick_interval``; a peer silent for
-    ``tick_timeout`` is declared down. ``on_message`` gets every message but ticks and
-    ``leave`` in arrival order; ``on_closed`` is called once, with the reason.
+    Idle connections send a tick every ``tick_interval`` (and answer a peer's tick with a
+    tock); a peer silent for ``tick_timeout`` is declared down. ``on_message`` gets every
+    message but ticks, tocks and ``leave``, in arrival order, called from the link's
+    ``data_received``; ``on_closed`` is called once, with the reason. Frames in and out
+    are added to ``metrics`` on each tick round (every ``tick_interval / 2``) and at close.
     """
 
     def __init__(
@@ -38,9 +38,7 @@ class Connection:
         peer: str,
         incarnation: bytes,
         hidden: bool,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        decoder: FrameDecoder,
+        link: Link,
         tick_interval: float,
         tick_timeout: float,
         metrics: NodeMetrics,
@@ -53,112 +51,138 @@ class Connection:
         self.hidden = hidden
         self.closed = False
         self.close_reason: str | None = None
-        self._reader = reader
-        self._writer = writer
-        self._decoder = decoder
+        self._link = link
         self._tick_interval = tick_interval
         self._tick_timeout = tick_timeout
         self._metrics = metrics
         self._codec = codec
         self._on_message = on_message
         self._on_closed = on_closed
-        self._last_received = self._last_sent = time.monotonic()
-        self._tasks: list[asyncio.Task[None]] = []
-        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._last_sent = time.monotonic()
+        self._ticker: asyncio.Task[None] | None = None
+        self._published = (0, 0)
+        """Frames in and out already added to the node's metrics."""
 
-    def start(self, backlog: Iterable[dict[str, Any]] = ()) -> None:
-        """Handle ``backlog`` (messages read along with the handshake), then read and tick."""
-        for message in backlog:
-            self._dispatch(message)
-        self._tasks = [
-            asyncio.create_task(self._read(), name=f"pycluster read {self.peer}"),
-            asyncio.create_task(self._tick(), name=f"pycluster tick {self.peer}"),
-        ]
+    def start(self) -> None:
+        """Handle the messages read along with the handshake, then every later one; tick."""
+        self._ticker = asyncio.create_task(self._tick(), name=f"pycluster tick {self.peer}")
+        self._link.attach(self._received, self._lost)
+
+    @property
+    def congested(self) -> bool:
+        """Whether a sender should :meth:`drain` first: the peer has too much unread, or
+        the sender wrote a whole batch without giving the event loop a turn."""
+        return self._link.congested
+
+    @property
+    def queued(self) -> int:
+        """Bytes sent to this peer that the operating system has not taken yet."""
+        return self._link.queued
+
+    def extra_info(self, name: str) -> Any:
+        """The transport's extra info ``name`` (``peername``, ``sockname``, ``peercert``)."""
+        return self._link.extra_info(name)
 
     def send_nowait(self, message: dict[str, Any]) -> None:
-        """Queue one message (FIFO with every other send on this connection)."""
-        if self.closed or self._writer.is_closing():
+        """Queue one message (FIFO with every other send on this connection).
+
+        Raises ConnectionClosed if the connection is closed, TypeError if ``message``
+        holds a value the codec cannot encode (then nothing is sent).
+        """
+        if self.closed:
             raise ConnectionClosed(f"connection to {self.peer} is closed")
-        self._writer.write(encode_frame(message, self._codec))
+        try:
+            self._link.write(encode_frame(message, self._codec))
+        except ConnectionClosed:
+            raise ConnectionClosed(f"connection to {self.peer} is closed") from None
         self._last_sent = time.monotonic()
-        self._metrics.frames_out.inc()
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue one message, then wait while the peer has too much unread."""
         self.send_nowait(message)
-        if self._writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-            try:
-                await self._writer.drain()
-            except (ConnectionError, OSError) as exc:
-                raise ConnectionClosed(f"connection to {self.peer} lost: {exc}") from None
+        if self._link.congested:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait while the peer has too much unread (more than WRITE_HIGH_WATER bytes); after
+        a whole batch written in one turn, give the event loop one turn."""
+        try:
+            await self._link.drain()
+        except ConnectionClosed:
+            raise ConnectionClosed(f"connection to {self.peer} lost") from None
 
     async def close(self, reason: str, *, leave: bool = False) -> None:
         """Close the connection (telling the peer we leave, if ``leave``); idempotent."""
         if self.closed:
             return
         if leave:
-            with contextlib.suppress(ConnectionError, OSError):
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
                 self.send_nowait({"t": "leave"})
-                await asyncio.wait_for(self._writer.drain(), timeout=1.0)
+                if self._link.paused:  # else no yield: "left" is this side's reason
+                    await asyncio.wait_for(self._link.drain(), timeout=CLOSE_GRACE)
         self._finish(reason)
-        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), timeout=1.0)
+        await self._link.wait_closed(CLOSE_GRACE)
 
     def _finish(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        self._writer.close()
+        self._publish()
+        if self._ticker is not None and self._ticker is not asyncio.current_task():
+            self._ticker.cancel()
+        self._link.close()
         self._on_closed(self, reason)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["t"]
-        if kind == "tick":
-            # Answered, so a peer with a shorter tick timeout than ours (a hidden client
-            # with the default, a node configured apart) hears from us often enough.
-            with contextlib.suppress(ConnectionError):
-                self.send_nowait({"t": "tock"})
-            return
-        if kind == "tock":
-            return
-        if kind == "leave":
-            self._finish("left")
-            return
-        self._on_message(self, message)
-
-    async def _read(self) -> None:
-        reason = "connection closed by the peer"
+    def _received(self, messages: list[dict[str, Any]]) -> None:
         try:
-            while not self.closed:
-                data = await self._reader.read(READ_SIZE)
-                if not data:
-                    break
-                self._last_received = time.monotonic()
-                for message in self._decoder.feed(data):
-                    self._metrics.frames_in.inc()
-                    self._dispatch(message)
-                    if self.closed:
-                        return
-        except FrameError as exc:
-            reason = f"bad frame: {exc}"
-            log.warning("closing the connection to %s: %s", self.peer, exc)
-        except (ConnectionError, OSError) as exc:
-            reason = f"connection lost: {exc.__class__.__name__}"
-        self._finish(reason)
+            for message in messages:
+                if self.closed:
+                    return
+                kind = message["t"]
+                if kind == "tick":
+                    # Answered, so a peer with a shorter tick timeout than ours (a hidden
+                    # client with the default, a node configured apart) hears from us
+                    # often enough.
+                    with contextlib.suppress(ConnectionClosed):
+                        self.send_nowait({"t": "tock"})
+                elif kind == "leave":
+                    self._finish("left")
+                elif kind != "tock":
+                    self._on_message(self, message)
+        except Exception as exc:
+            # A bug in a handler: the messages behind it would be lost in silence, so the
+            # connection ends here (the peer reconnects and resynchronises).
+            log.exception("handling a message from %s failed", self.peer)
+            self._finish(f"internal error: {exc.__class__.__name__}")
+
+    def _lost(self, failure: Exception) -> None:
+        if isinstance(failure, FrameError):
+            log.warning("closing the connection to %s: %s", self.peer, failure)
+            self._finish(f"bad frame: {failure}")
+        elif isinstance(failure, ConnectionClosed):
+            self._finish("connection closed by the peer")
+        else:
+            self._finish(f"connection lost: {failure.__class__.__name__}")
+
+    def _publish(self) -> None:
+        """Add the frames counted since the last time to the node's metrics."""
+        counted = (self._link.frames_received, self._link.frames_sent)
+        published, self._published = self._published, counted
+        if counted[0] > published[0]:
+            self._metrics.frames_in.inc(counted[0] - published[0])
+        if counted[1] > published[1]:
+            self._metrics.frames_out.inc(counted[1] - published[1])
 
     async def _tick(self) -> None:
         while not self.closed:
             await asyncio.sleep(self._tick_interval / 2)
+            self._publish()
             now = time.monotonic()
-            silent = now - self._last_received
+            silent = now - self._link.last_received
             if silent > self._tick_timeout:
                 self._finish(f"net tick timeout ({silent:.1f}s silent)")
                 return
             if now - self._last_sent >= self._tick_interval:
-                with contextlib.suppress(ConnectionError):
+                with contextlib.suppress(ConnectionClosed):
                     self.send_nowait({"t": "tick"})

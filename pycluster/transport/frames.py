@@ -35,6 +35,8 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self._codec = codec
         self._buffer = bytearray()
+        self._needed = HEADER.size
+        """Bytes the buffer must hold before the next frame is whole."""
 
     @property
     def pending(self) -> int:
@@ -43,25 +45,38 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Add received bytes; return the messages of every frame they complete."""
-        self._buffer += data
+        # Frames are cut straight out of ``data``; only an incomplete tail is kept over,
+        # and a large frame arriving in pieces is not looked at again until it is whole.
+        buffer = data
+        if self._buffer:
+            self._buffer += data
+            if len(self._buffer) < self._needed:
+                return []
+            buffer = bytes(self._buffer)
         messages = []
-        while len(self._buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self._buffer)
-            if size > self.max_frame_size:
-                raise FrameError(f"frame of {size} bytes exceeds the {self.max_frame_size} cap")
-            end = HEADER.size + size
-            if len(self._buffer) < end:
-                break
-            payload = bytes(self._buffer[HEADER.size : end])
-            del self._buffer[:end]
-            messages.append(self._decode(payload))
-        return messages
-
-    def _decode(self, payload: bytes) -> dict[str, Any]:
+        offset = 0
+        available = len(buffer)
+        unpack = self._codec.unpack
         try:
-            message = self._codec.unpack(payload)
+            while available - offset >= HEADER.size:
+                (size,) = HEADER.unpack_from(buffer, offset)
+                if size > self.max_frame_size:
+                    raise FrameError(f"frame of {size} bytes exceeds the {self.max_frame_size} cap")
+                end = offset + HEADER.size + size
+                if end > available:
+                    break
+                message = unpack(buffer[offset + HEADER.size : end])
+                if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+                    raise FrameError("a frame must hold a map with a string 't' (message type)")
+                messages.append(message)
+                offset = end
         except CodecError as exc:
             raise FrameError(str(exc)) from None
-        if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-            raise FrameError("a frame must hold a map with a string 't' (message type)")
-        return message
+        if offset < available:
+            self._buffer = bytearray(buffer[offset:])
+            self._needed = HEADER.size
+            if available - offset >= HEADER.size:
+                self._needed += HEADER.unpack_from(buffer, offset)[0]
+        elif self._buffer:
+            self._buffer = bytearray()
+        return messages

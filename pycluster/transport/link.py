@@ -1,0 +1,284 @@
+"""One stream to another node (TCP or TLS), as an asyncio Protocol: frames in, frames out.
+
+A link carries the whole life of a connection, the handshake included, so no byte ever
+sits in a buffer that the next layer would have to fish out:
+
+- Received bytes go straight from ``data_received`` to the frame decoder. Until
+  :meth:`Link.attach`, whole messages wait in an inbox that the handshake reads with
+  :meth:`Link.receive`; from then on each batch goes to the connection as it is decoded,
+  with no reader task to wake.
+- Frames written in one event-loop turn leave in one ``write()``: the first at once (a
+  lone request or reply is not delayed), the others joined at the end of the turn, or at
+  the end of the ``data_received`` call that produced them (replies to a burst of
+  requests), or as soon as :data:`JOIN_LIMIT` bytes wait. Order is kept.
+- Backpressure: above :data:`WRITE_HIGH_WATER` bytes queued in the transport,
+  :attr:`Link.paused` is set until the transport drains; :meth:`Link.drain` waits for it.
+  A sender that filled a whole :data:`JOIN_LIMIT` batch within one turn is
+  :attr:`Link.congested` too, so that ``await send()`` in a loop gives the event loop a
+  turn now and then even when the peer keeps up (its ticks, other connections, timers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from pycluster.transport.frames import FrameDecoder, FrameError
+
+WRITE_HIGH_WATER = 1024 * 1024
+"""Bytes queued for a peer above which senders wait (a slow peer applies backpressure)."""
+JOIN_LIMIT = 64 * 1024
+"""Bytes of joined frames written at once even before the turn ends (bounds the memory a
+sender that never yields can queue outside the transport)."""
+
+Message = dict[str, Any]
+
+
+class ConnectionClosed(ConnectionError):
+    """The connection to the peer is closed; nothing more can be sent on it."""
+
+
+class Link(asyncio.Protocol):
+    """Frames over one transport; see the module doc.
+
+    ``on_made`` is called with the link once the transport is up (for TLS: once its
+    handshake is done), which is how a listening server hands each new link to the node.
+    """
+
+    def __init__(
+        self, decoder: FrameDecoder, on_made: Callable[[Link], None] | None = None
+    ) -> None:
+        self.last_received = time.monotonic()
+        """When bytes last arrived (``time.monotonic()``), for the connection's ticks."""
+        self._decoder = decoder
+        self._on_made = on_made
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._closing = False
+        self._failure: Exception | None = None
+        """Why no more messages will come: FrameError, ConnectionClosed or an OSError."""
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._inbox_waiter: asyncio.Future[None] | None = None
+        self._on_messages: Callable[[list[Message]], None] | None = None
+        self._on_lost: Callable[[Exception], None] | None = None
+        self.frames_received = 0
+        """Frames handed over since :meth:`attach` (counted here, published by the owner:
+        a Prometheus counter per frame would cost more than the rest of a small message)."""
+        self.frames_sent = 0
+        """Frames written since :meth:`attach`."""
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._turn: asyncio.Handle | None = None
+        self._receiving = False
+        self.paused = False
+        """Whether the transport holds more than WRITE_HIGH_WATER bytes (senders wait)."""
+        self._batch_full = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._lost = self._loop.create_future()
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; tell ``on_made``."""
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if self._on_made is not None:
+            self._on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Decode whole frames; hand them to the connection, or to the inbox before it."""
+        self.last_received = time.monotonic()
+        if self._failure is not None:
+            return
+        try:
+            messages = self._decoder.feed(data)
+        except FrameError as exc:
+            self._fail(exc)
+            return
+        if not messages:
+            return
+        if self._on_messages is None:
+            self._inbox.extend(messages)
+            self._wake_inbox()
+            return
+        self.frames_received += len(messages)
+        # Frames written while these are handled (replies) leave together, at the end.
+        self._receiving = True
+        try:
+            self._on_messages(messages)
+        finally:
+            self._receiving = False
+            self._flush()
+
+    def eof_received(self) -> None:
+        """The peer closed its side: no more messages (the transport then closes)."""
+        self._fail(ConnectionClosed("connection closed by the peer"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The transport is closed: fail whatever still waits on it."""
+        self._closing = True
+        self._fail(exc if exc is not None else ConnectionClosed("connection closed"))
+        self._pending.clear()
+        self._pending_size = 0
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectionClosed("connection closed while sending"))
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The transport holds more than WRITE_HIGH_WATER bytes."""
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        """The transport drained below its low-water mark: wake the waiting senders."""
+        self.paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The next message before :meth:`attach` (the handshake reads through this).
+
+        Raises FrameError for a bad frame, ConnectionClosed when the peer closed, or the
+        OSError that broke the connection.
+        """
+        while not self._inbox:
+            if self._failure is not None:
+                raise self._failure
+            self._inbox_waiter = self._loop.create_future()
+            try:
+                await self._inbox_waiter
+            finally:
+                self._inbox_waiter = None
+        return self._inbox.popleft()
+
+    def attach(
+        self, on_messages: Callable[[list[Message]], None], on_lost: Callable[[Exception], None]
+    ) -> None:
+        """From now on, hand messages to ``on_messages`` as they are decoded.
+
+        Messages already received (past the handshake) are handed over first; if the link
+        is already broken, ``on_lost`` is then called at once.
+        """
+        self._on_messages = on_messages
+        self._on_lost = on_lost
+        self.frames_sent = 0
+        backlog = list(self._inbox)
+        self._inbox.clear()
+        if backlog:
+            self.frames_received += len(backlog)
+            on_messages(backlog)
+        if self._failure is not None:
+            on_lost(self._failure)
+
+    def _wake_inbox(self) -> None:
+        if self._inbox_waiter is not None and not self._inbox_waiter.done():
+            self._inbox_waiter.set_result(None)
+
+    def _fail(self, failure: Exception) -> None:
+        if self._failure is not None:
+            return
+        self._failure = failure
+        self._wake_inbox()
+        if self._on_lost is not None:
+            self._on_lost(failure)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def write(self, frame: bytes) -> None:
+        """Queue one frame, after every frame written before it (see the module doc)."""
+        transport = self._transport
+        if self._closing or transport is None or transport.is_closing():
+            raise ConnectionClosed("connection closed")
+        self.frames_sent += 1
+        if self._receiving or self._turn is not None:
+            self._pending.append(frame)
+            self._pending_size += len(frame)
+            if self._pending_size >= JOIN_LIMIT:
+                self._flush()
+                if not self._receiving:
+                    self._batch_full = True
+            return
+        transport.write(frame)
+        self._turn = self._loop.call_soon(self._end_turn)
+
+    @property
+    def congested(self) -> bool:
+        """Whether a sender should :meth:`drain` before writing more."""
+        return self.paused or self._batch_full
+
+    async def drain(self) -> None:
+        """Wait while the transport holds more than WRITE_HIGH_WATER bytes; after a full
+        batch, give the event loop one turn."""
+        if self._closing:
+            raise ConnectionClosed("connection closed")
+        if not self.paused:
+            if self._batch_full:
+                self._batch_full = False
+                await asyncio.sleep(0)
+            return
+        self._batch_full = False
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drain_waiters.remove(waiter)
+
+    @property
+    def joining(self) -> int:
+        """Bytes of frames held to be joined into the next write (at most about
+        JOIN_LIMIT)."""
+        return self._pending_size
+
+    @property
+    def queued(self) -> int:
+        """Bytes written but not yet handed to the operating system."""
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return self._pending_size + buffered
+
+    def _end_turn(self) -> None:
+        self._turn = None
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._pending and not self._closing and self._transport is not None:
+            frames = self._pending
+            self._pending = []
+            self._pending_size = 0
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def extra_info(self, name: str) -> Any:
+        """The transport's ``get_extra_info(name)`` (peername, sockname, peercert, ...)."""
+        return self._transport.get_extra_info(name) if self._transport is not None else None
+
+    def close(self) -> None:
+        """Send what is queued, then close; idempotent."""
+        if self._closing:
+            return
+        self._flush()
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping what is queued."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait until the transport is closed; abort it if that takes over ``timeout`` s."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+        except TimeoutError:
+            self.abort()
