@@ -13,21 +13,14 @@ from pycluster.actors import Actor
 from pycluster.errors import RemoteError
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, Entry
+from pycluster.testing import ContractCounter
 from tests.conftest import eventually
 
 COOKIE = "registry-test-cookie"
 
 
-class Counter(Actor):
-    def __init__(self, value: int = 0) -> None:
-        self.value = value
-
-    async def handle_call(self, message: Any) -> Any:
-        if message == "increment":
-            self.value += 1
-        elif message == "where":
-            return self.node.name
-        return self.value
+# The contract's counter: increments, answers its value, says where it runs.
+Counter = ContractCounter
 
 
 def make_node(index: int, backend: str = "crdt", plugins: Plugins | None = None) -> Node:
