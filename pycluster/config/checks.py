@@ -5,6 +5,7 @@ Each returns None for a good value, else what was expected; the converter adds w
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sized
 from typing import Any
 
@@ -29,6 +30,15 @@ def between(low: float, high: float) -> Check:
         return None if low <= value <= high else f"expected a number from {low} to {high}"
 
     return check
+
+
+def ip_address(value: str) -> str | None:
+    """An IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "expected an IP address"
+    return None
 
 
 def non_empty(value: Sized) -> str | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import ipaddress
 import os
 import random
 import re
@@ -90,15 +89,6 @@ def node_basename(value: str) -> str | None:
     return "expected letters, digits, '_', '-' or '.', starting with a letter, digit or '_'"
 
 
-def ip_address(value: str) -> str | None:
-    """An IPv4 or IPv6 address."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "expected an IP address"
-    return None
-
-
 def _polling_interval() -> Any:
     return setting(
         default=5000,
@@ -116,7 +106,7 @@ def _nameservers() -> Any:
         "(``/etc/resolv.conf``). Names are then looked up as written, without the "
         "system's search domains.",
         check=checks.non_empty,
-        each=ip_address,
+        each=checks.ip_address,
     )
 
 

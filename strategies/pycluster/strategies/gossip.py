@@ -49,15 +49,6 @@ _IPV6_MULTICAST_ALL = 29
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
-def ip_address(value: str) -> str | None:
-    """An IPv4 or IPv6 address."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "expected an IP address"
-    return None
-
-
 def multicast_address(value: str) -> str | None:
     """An IPv4 (224.0.0.0/4) or IPv6 (ff00::/8) multicast group."""
     try:
@@ -98,7 +89,7 @@ class GossipConfig:
         doc="Address the socket binds to. ``0.0.0.0`` (for an IPv6 group: ``0.0.0.0`` or "
         "``::``) hears heartbeats arriving on any interface; a unicast address hears no "
         "multicast or broadcast on Linux.",
-        check=ip_address,
+        check=checks.ip_address,
     )
     multicast_addr: str = setting(
         default="233.252.1.32",
@@ -161,7 +152,7 @@ class GossipConfig:
         elif group.version == 6:
             if bind.version == 4 and not bind.is_unspecified:
                 problems.append(("if_addr", "expected an IPv6 address for an IPv6 group"))
-            if self.multicast_if is not None and ip_address(self.multicast_if) is None:
+            if self.multicast_if is not None and checks.ip_address(self.multicast_if) is None:
                 problems.append(
                     ("multicast_if", "expected an interface name (e.g. eth0) for an IPv6 group")
                 )
