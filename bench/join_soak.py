@@ -104,7 +104,12 @@ async def trial_once(
         claiming = asyncio.gather(
             *(_claim(client, node, f"claim-{i}") for i, node in enumerate(nodes))
         )
-        await processes.wait_listening(nodes, START_TIMEOUT)
+        try:
+            await processes.wait_listening(nodes, START_TIMEOUT)
+        except BaseException:
+            claiming.cancel()
+            await asyncio.gather(claiming, return_exceptions=True)
+            raise
         listened = time.monotonic()
         mesh: float | None = None
         registry: float | None = None
@@ -150,7 +155,18 @@ async def main(sizes: Sequence[int], trials: int, first_index: int, wedge_after:
         for size in sizes:
             results[size] = []
             for trial in range(trials):
-                result = await trial_once(client, size, first_index, trial, wedge_after)
+                for attempt in range(3):
+                    try:
+                        result = await trial_once(client, size, first_index, trial, wedge_after)
+                        break
+                    except RuntimeError as exc:
+                        # A port found free while planning was taken before the node bound
+                        # it (an ephemeral port of another connection): plan again.
+                        if "Address already in use" not in str(exc) or attempt == 2:
+                            raise
+                        print(
+                            f"  {size} nodes, trial {trial + 1}: port taken, again", file=sys.stderr
+                        )
                 results[size].append(result)
                 print(
                     f"  {size} nodes, trial {trial + 1}: mesh "
