@@ -5,16 +5,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
-from pycluster import InMemoryNetwork, Plugins
+from pycluster import InMemoryNetwork, Plugins, RestartPolicy, Supervisor, load_config
 
 # Example timing is not what the property tests check; on a loaded 2-core CI machine a
 # per-example deadline only makes them flaky.
 settings.register_profile("pycluster", deadline=None)
 settings.load_profile("pycluster")
+
+
+def supervisor_for(
+    name: str, topology: dict[str, Any], network: InMemoryNetwork, plugins: Plugins
+) -> Supervisor:
+    """A supervisor running ``topology`` (as topology ``t``) for node ``name``."""
+    config = load_config(
+        {"node": {"name": name}, "topologies": {"t": topology}}, env={}, plugins=plugins
+    )
+    return Supervisor(
+        config.topologies,
+        membership=network.join(name),
+        plugins=plugins,
+        policy=RestartPolicy(initial_delay=0.01),
+    )
 
 
 async def eventually(

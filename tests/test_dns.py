@@ -19,8 +19,6 @@ from pycluster import (
     ConfigError,
     InMemoryNetwork,
     Plugins,
-    RestartPolicy,
-    Supervisor,
     TopologyConnect,
     TopologyDisconnect,
     hookimpl,
@@ -42,7 +40,7 @@ from pycluster.strategies.dns_answers import (
     srv_node_names,
     srv_query_name,
 )
-from tests.conftest import eventually
+from tests.conftest import eventually, supervisor_for
 from tests.hyp import base_names, ipv4_hosts, ipv6_hosts
 from tests.lab.dnsmasq import Dnsmasq
 
@@ -288,20 +286,6 @@ def spy(plugins: Plugins) -> Spy:
     spy = Spy()
     plugins.manager.register(spy)
     return spy
-
-
-def supervisor_for(
-    name: str, topology: dict[str, Any], network: InMemoryNetwork, plugins: Plugins
-) -> Supervisor:
-    config = load_config(
-        {"node": {"name": name}, "topologies": {"t": topology}}, env={}, plugins=plugins
-    )
-    return Supervisor(
-        config.topologies,
-        membership=network.join(name),
-        plugins=plugins,
-        policy=RestartPolicy(initial_delay=0.01),
-    )
 
 
 def resolver_keys(dnsmasq: Dnsmasq, polling_interval: int = POLL_MS) -> dict[str, Any]:

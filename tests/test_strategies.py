@@ -11,31 +11,14 @@ import pytest
 from pycluster import (
     InMemoryNetwork,
     Plugins,
-    RestartPolicy,
-    Supervisor,
     TopologyConnect,
     TopologyDisconnect,
     hookimpl,
-    load_config,
 )
 from pycluster.strategies.hosts_file import parse_hosts
-from tests.conftest import eventually
+from tests.conftest import eventually, supervisor_for
 
 NAMES = [f"n{i}@127.0.0.{i + 2}" for i in range(4)]
-
-
-def supervisor_for(
-    name: str, topology: dict[str, object], network: InMemoryNetwork, plugins: Plugins
-) -> Supervisor:
-    config = load_config(
-        {"node": {"name": name}, "topologies": {"t": topology}}, env={}, plugins=plugins
-    )
-    return Supervisor(
-        config.topologies,
-        membership=network.join(name),
-        plugins=plugins,
-        policy=RestartPolicy(initial_delay=0.01),
-    )
 
 
 async def test_epmd_forms_a_full_mesh_and_retries_late_nodes(
