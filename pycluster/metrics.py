@@ -47,6 +47,44 @@ class NodeMetrics:
         self.frames_out = Counter(
             "pycluster_frames_out", "Frames sent to peers.", registry=self.registry
         )
+        self.connections_refused = Counter(
+            "pycluster_connections_refused",
+            "Cluster connections closed at once, before any byte was read, because too many "
+            "unauthenticated connections were open (per_source, total).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.tls_failures = Counter(
+            "pycluster_tls_failures",
+            "TLS handshakes that failed or timed out, by side (accept, dial).",
+            ["side"],
+            registry=self.registry,
+        )
+        self.http_refused = Counter(
+            "pycluster_http_connections_refused",
+            "HTTP connections closed at once over a cap (per_source, total).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.http_closed = Counter(
+            "pycluster_http_connections_timed_out",
+            "HTTP connections closed for being slow or idle (header, idle).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.discovery_dropped = Counter(
+            "pycluster_discovery_dropped",
+            "Discovery inputs skipped (gossip datagrams, file lines, node names), by topology "
+            "and reason.",
+            ["topology", "reason"],
+            registry=self.registry,
+        )
+        self.registry_rejected = Counter(
+            "pycluster_registry_rejected",
+            "Registry messages refused from a peer (the connection is then closed), by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.loop_lag = Gauge(
             "pycluster_event_loop_lag_seconds",
             "How late the event loop ran a timer, last probe. A blocked loop stops ticks: "

@@ -331,6 +331,14 @@ class Node:
         await connection.close("disconnected by this node")
         return True
 
+    def close_connection(self, name: str, reason: str) -> None:
+        """Close the connection to ``name`` (if any) with ``reason``, without waiting: for a
+        layer that found a peer's message unacceptable while handling it."""
+        connection = self._connections.get(name)
+        if connection is not None:
+            log.error("%s: closing the connection to %s: %s", self.name, name, reason)
+            self._spawn(connection.close(reason))
+
     # -- messages ---------------------------------------------------------------------------
 
     def register_mailbox(self, name: str, handler: Mailbox) -> None:

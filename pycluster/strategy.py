@@ -102,6 +102,13 @@ class Topology:
         """Whether this topology keeps ``node`` out (discovery positively left it out)."""
         return node in self.excluded
 
+    def dropped(self, reason: str) -> None:
+        """Count one discovery input skipped as bad (a datagram, a file line, a name), in
+        ``pycluster_discovery_dropped_total{topology, reason}``; ``reason`` is a short,
+        fixed word (never text from the input: label values must stay few)."""
+        if self._metrics is not None:
+            self._metrics.discovery_dropped.labels(self.name, reason).inc()
+
     def problem(self, message: str | None) -> None:
         """Report discovery's current problem (None: none), on every attempt.
 
