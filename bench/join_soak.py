@@ -141,7 +141,7 @@ async def trial_once(
     return Trial(mesh, registry)
 
 
-COOKIE = "join-soak"
+COOKIE = "join-soak-bench-cookie"
 
 
 async def main(sizes: Sequence[int], trials: int, first_index: int, wedge_after: float) -> None:

@@ -26,7 +26,7 @@ from pycluster import load_config
 from pycluster.actors import Actor
 from pycluster.node import Node
 
-COOKIE = "bench-registry"
+COOKIE = "bench-registry-cookie"
 BATCH = 100
 
 

@@ -4,8 +4,9 @@ The node starts with the application and leaves the cluster when it shuts down, 
 aiohttp's cleanup context; FastAPI's ``lifespan`` works the same way (see the docs page
 "Running a node"). Run two of these and they form a cluster:
 
-    PYCLUSTER_COOKIE=secret python examples/embedded.py --name web1@127.0.0.2 --peers web2@127.0.0.3
-    PYCLUSTER_COOKIE=secret python examples/embedded.py --name web2@127.0.0.3 --peers web1@127.0.0.2
+    export PYCLUSTER_COOKIE=$(openssl rand -base64 24)  # at least 16 characters
+    python examples/embedded.py --name web1@127.0.0.2 --peers web2@127.0.0.3 &
+    python examples/embedded.py --name web2@127.0.0.3 --peers web1@127.0.0.2 &
     curl http://127.0.0.2:8080/cluster
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pycluster.config import Config, ConfigError, ConfigIssue, load_config
+from pycluster.config import Config, ConfigError, ConfigIssue, checks, load_config
 from pycluster.errors import NotConnected
 from pycluster.plugins import PluginError
 
@@ -95,21 +96,28 @@ def _cookie_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cookie-file", type=Path, help="file holding the cluster cookie")
 
 
-def cookie_from(args: argparse.Namespace, configured: str | None) -> str:
-    """The cookie: --cookie / --cookie-file, else the config's, else $PYCLUSTER_COOKIE."""
+def cookie_from(
+    args: argparse.Namespace, configured: str | tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """The cookies: --cookie / --cookie-file, else the config's, else $PYCLUSTER_COOKIE;
+    from every source alike, without surrounding whitespace and of at least 16 characters
+    (a ConfigError naming the source otherwise)."""
+    cookie: str | tuple[str, ...] | None
     if args.cookie:
-        return str(args.cookie)
-    if args.cookie_file is not None:
+        source, cookie = "--cookie", str(args.cookie)
+    elif args.cookie_file is not None:
+        source = "--cookie-file"
         try:
-            text: str = args.cookie_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+            cookie = args.cookie_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigError(
-                [ConfigIssue("--cookie-file", f"cannot read {args.cookie_file}: {exc.strerror}")]
+                [ConfigIssue(source, f"cannot read {args.cookie_file}: {reason}")]
             ) from None
-        if not text:
-            raise ConfigError([ConfigIssue("--cookie-file", f"{args.cookie_file} is empty")])
-        return text
-    cookie = configured or os.environ.get(COOKIE_ENV)
+    elif configured:
+        source, cookie = "node.cookie", configured
+    else:
+        source, cookie = COOKIE_ENV, os.environ.get(COOKIE_ENV)
     if not cookie:
         raise ConfigError(
             [
@@ -119,7 +127,10 @@ def cookie_from(args: argparse.Namespace, configured: str | None) -> str:
                 )
             ]
         )
-    return cookie
+    try:
+        return checks.cookies(cookie)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue(source, str(exc))]) from None
 
 
 def _node_count(text: str) -> int:
@@ -156,9 +167,21 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_node(config, cookie))
 
 
-async def _run_node(config: Config, cookie: str) -> int:
+def raise_fd_limit() -> None:
+    """Raise this process's soft limit of open files to the hard limit: a node's peers,
+    probes and clients each hold one (an embedded Node leaves process limits alone)."""
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _run_node(config: Config, cookie: tuple[str, ...]) -> int:
     from pycluster.node import Node
 
+    raise_fd_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -200,7 +223,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def ask_status(
-    node: str, cookie: str, *, port: int = 9100, timeout: float = 5.0
+    node: str, cookie: str | tuple[str, ...], *, port: int = 9100, timeout: float = 5.0
 ) -> dict[str, Any]:
     """Connect to ``node`` as a hidden client and return its status."""
     from pycluster.node import STATUS_MAILBOX, Node

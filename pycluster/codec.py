@@ -3,7 +3,8 @@
 Only plain msgpack values cross the wire (None, booleans, numbers, strings, bytes, lists,
 maps) and the types registered with :meth:`Codec.register`, each under a msgpack
 extension code. Nothing is ever unpickled: a type that must travel is registered with an
-explicit encoder and decoder.
+explicit encoder and decoder, and msgpack's own timestamp extension (-1) is refused like
+any unregistered one. Every decode is bounded by :class:`Limits`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,40 @@ T = TypeVar("T")
 
 USER_CODES = range(16, 127)
 """Extension codes applications may register; lower codes belong to pycluster."""
+_TIMESTAMP_MARKS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+"""How msgpack's timestamp extension starts (fixext 4, fixext 8, ext 8 of 12 bytes).
+msgpack decodes it before any ext_hook sees it, so a frame holding one of these byte
+sequences is searched for Timestamp values after decoding (UTF-8 text never holds 0xff,
+so only binary data and numbers can cause a needless search)."""
+
+
+@attrs.frozen
+class Limits:
+    """How large the parts of one decoded value may be: ``max_bytes`` for a string, binary
+    or extension, ``max_items`` for the entries of one array or map. msgpack refuses a
+    longer one before allocating it."""
+
+    max_bytes: int
+    max_items: int
+
+    @classmethod
+    def for_frames(cls, max_frame_size: int) -> Limits:
+        """Limits for frames of at most ``max_frame_size`` bytes from an authenticated peer:
+        containers hold far fewer entries than the frame has bytes."""
+        return cls(max_bytes=max_frame_size, max_items=max(1024, max_frame_size // 16))
+
+    def kwargs(self) -> dict[str, int]:
+        """These limits as msgpack's unpacker arguments."""
+        return {
+            "max_str_len": self.max_bytes,
+            "max_bin_len": self.max_bytes,
+            "max_ext_len": self.max_bytes,
+            "max_array_len": self.max_items,
+            "max_map_len": self.max_items,
+        }
+
+
+DEFAULT_LIMITS = Limits.for_frames(16 * 1024 * 1024)
 
 
 class CodecError(ValueError):
@@ -62,16 +97,36 @@ class Codec:
         data: bytes = msgpack.packb(value, use_bin_type=True, default=self._default)
         return data
 
-    def unpack(self, data: bytes) -> Any:
+    def unpack(self, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         """The value in ``data``; CodecError for bytes that are not a valid message."""
         try:
-            return msgpack.unpackb(
-                data, raw=False, strict_map_key=True, ext_hook=self._ext_hook, use_list=True
+            value = msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=True,
+                ext_hook=self._ext_hook,
+                use_list=True,
+                **limits.kwargs(),
             )
         except CodecError:
             raise
         except Exception as exc:  # msgpack raises several unrelated types for bad input
             raise CodecError(f"undecodable ({type(exc).__name__})") from None
+        if may_hold_timestamp(data):
+            refuse_timestamps(value)
+        return value
+
+    def unpacker(self, size: int, limits: Limits) -> msgpack.Unpacker:
+        """A streaming unpacker for one value of ``size`` bytes fed in pieces (it resumes
+        where the previous piece ended, so each piece costs only its own bytes)."""
+        return msgpack.Unpacker(
+            raw=False,
+            strict_map_key=True,
+            ext_hook=self._ext_hook,
+            use_list=True,
+            max_buffer_size=max(size, 1),
+            **limits.kwargs(),
+        )
 
     def _default(self, value: Any) -> msgpack.ExtType:
         kind = self._by_type.get(type(value))
@@ -90,3 +145,21 @@ class Codec:
             except Exception as exc:
                 raise CodecError(f"bad {kind.cls.__name__} ({exc})") from None
         raise CodecError(f"unexpected msgpack extension type {code}")
+
+
+def may_hold_timestamp(data: bytes) -> bool:
+    """Whether ``data`` holds a byte sequence that starts a msgpack timestamp."""
+    return any(mark in data for mark in _TIMESTAMP_MARKS)
+
+
+def refuse_timestamps(value: Any) -> None:
+    """Raise CodecError if ``value`` holds a msgpack Timestamp anywhere."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, msgpack.Timestamp):
+            raise CodecError("unexpected msgpack extension type -1 (timestamp)")
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())

@@ -9,6 +9,7 @@ is the :class:`~pycluster.membership.Membership` its topologies connect through.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import itertools
@@ -16,13 +17,13 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import attrs
 
 from pycluster.codec import Codec
-from pycluster.config import Config
+from pycluster.config import Config, checks
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.metrics import NodeMetrics
@@ -30,10 +31,18 @@ from pycluster.nodename import NodeName, parse_node_name
 from pycluster.plugins import Plugins
 from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
 from pycluster.supervisor import RestartPolicy, Supervisor
+from pycluster.throttle import Throttle
 from pycluster.transport.connection import Connection, ConnectionClosed
 from pycluster.transport.deadlines import Deadlines
-from pycluster.transport.frames import PLAIN, FrameDecoder, FrameError, encode_frame
-from pycluster.transport.handshake import Handshake, HandshakeError
+from pycluster.transport.frames import (
+    PLAIN,
+    PREAUTH,
+    FrameDecoder,
+    FrameError,
+    FrameLimits,
+    encode_frame,
+)
+from pycluster.transport.handshake import Handshake, HandshakeError, cookie_key, reject
 from pycluster.transport.link import Link
 from pycluster.transport.mesh import REFUSALS, admit
 
@@ -56,6 +65,10 @@ CANONICAL_CACHE = 4096
 """Node names whose canonical form is remembered (cleared when full: names are few)."""
 REPEAT_QUIET = 60.0
 """Seconds during which a repeated warning (same peer, same problem) drops to debug."""
+MAX_UNAUTHENTICATED = 256
+"""Connections to the cluster port still in their handshake, at most, from anywhere."""
+MAX_UNAUTHENTICATED_PER_SOURCE = 16
+"""Connections still in their handshake, at most, from one source address."""
 _PLAIN = frozenset({bool, int, float, str, bytes, list, dict, tuple})
 """Types of handler results that are never awaitable (checked before isawaitable)."""
 
@@ -101,26 +114,32 @@ class Subscription:
 class Node:
     """A pycluster node. Use as ``async with Node(config) as node: ...``.
 
-    ``cookie`` overrides ``config.node.cookie``; one of them is required. ``hidden`` makes a
-    client node (as ``pycluster status`` uses): it listens nowhere, runs no topologies,
-    and the nodes it connects to do not count it as a member.
+    ``cookie`` overrides ``config.node.cookie``; one of them is required, of at least 16
+    characters (a list rotates cookies: the first dials, any is accepted). ``hidden``
+    makes a client node (as ``pycluster status`` uses): it listens nowhere, runs no
+    topologies, and the nodes it connects to do not count it as a member. Before a
+    connection is authenticated, at most ``max_unauthenticated`` of them are open (and
+    ``max_unauthenticated_per_source`` from one address); more are closed at once.
     """
 
     def __init__(
         self,
         config: Config,
         *,
-        cookie: str | None = None,
+        cookie: str | Sequence[str] | None = None,
         plugins: Plugins | None = None,
         policy: RestartPolicy | None = None,
         hidden: bool = False,
         handshake_timeout: float = 5.0,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        max_unauthenticated_per_source: int = MAX_UNAUTHENTICATED_PER_SOURCE,
     ) -> None:
         secret = cookie if cookie is not None else config.node.cookie
         if not secret:
             raise ValueError(
                 "a node needs a cookie: node.cookie, --cookie-file or PYCLUSTER_COOKIE"
             )
+        self._keys = tuple(cookie_key(c) for c in checks.cookies(secret))
         self.config = config
         self.hidden = hidden
         self.plugins = plugins if plugins is not None else Plugins.load()
@@ -128,7 +147,6 @@ class Node:
         self.incarnation = secrets.token_bytes(16)
         self.codec = Codec()
         self.codec.register(ActorRef, ACTOR_REF_CODE, _pack_ref, _unpack_ref, builtin=True)
-        self._cookie = secret.encode()
         self._port = config.node.port
         self._canonical: dict[str, str] = {}
         own = parse_node_name(config.node.name)
@@ -150,7 +168,11 @@ class Node:
         self._subscriptions: set[Subscription] = set()
         self._listeners: list[Callable[[NodeUp | NodeDown], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._repeats: dict[tuple[str, str], float] = {}
+        self._repeats = Throttle(REPEAT_QUIET)
+        self._max_unauthenticated = max_unauthenticated
+        self._max_unauthenticated_per_source = max_unauthenticated_per_source
+        self._unauthenticated: collections.Counter[str] = collections.Counter()
+        """Connections in their handshake, by source address."""
         self._server: asyncio.Server | None = None
         self._http: Any = None
         self.supervisor = Supervisor(
@@ -217,7 +239,8 @@ class Node:
                 self._inbound,
                 host=self.listen_host,
                 port=self.listen_port,
-                ssl=self._server_ssl,
+                # No ssl= here: TLS starts in _accept, after the connection caps and under
+                # the handshake timeout (asyncio's own default would hold it 60 s).
                 reuse_address=True,
                 # Bound now (a taken port fails here), listening once started: a dial that
                 # came earlier would be cut in the middle of its handshake.
@@ -545,9 +568,14 @@ class Node:
                     ssl=self._client_ssl,
                     local_addr=local,
                     server_hostname=target.host if self._client_ssl else None,
+                    ssl_handshake_timeout=self._handshake_timeout if self._client_ssl else None,
                 ),
                 timeout=self._handshake_timeout,
             )
+        except ssl.SSLError as exc:
+            self.metrics.tls_failures.labels("dial").inc()
+            self._warn_once(("tls", peer), "TLS handshake with %s failed: %s", peer, exc)
+            return False
         except (OSError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {self._handshake_timeout}s"
             log.debug("cannot reach %s: %s", peer, reason)
@@ -556,7 +584,7 @@ class Node:
         try:
             await self._handshake(handshake, link, peer)
         except HandshakeError as exc:
-            if exc.kind == "rejected" and exc.reason.endswith(REFUSALS["tie-break"]):
+            if exc.peer_code == "tie-break":
                 # Our dial lost the tie-break to the peer's own dial, which is connecting
                 # us right now: connected all the same, once it lands.
                 return await self._until_connected(peer)
@@ -586,17 +614,40 @@ class Node:
         return Link(self._decoder(), on_made=self._accepted)
 
     def _accepted(self, link: Link) -> None:
+        """A TCP connection was accepted: within the caps, its handshake starts; beyond
+        them it is closed before a byte is read."""
         if not self.started:
-            link.close()
+            link.abort()
             return
-        self._spawn(self._accept(link))
+        source = _source(link)
+        refused = None
+        if sum(self._unauthenticated.values()) >= self._max_unauthenticated:
+            refused = "total"
+        elif self._unauthenticated[source] >= self._max_unauthenticated_per_source:
+            refused = "per_source"
+        if refused is not None:
+            link.abort()
+            self.metrics.connections_refused.labels(refused).inc()
+            self._warn_once(
+                ("refused", refused if refused == "total" else source),
+                "refused connections from %s: too many unauthenticated connections (%s)",
+                "everywhere" if refused == "total" else source,
+                refused.replace("_", " "),
+            )
+            return
+        self._unauthenticated[source] += 1
+        if self._server_ssl is not None:
+            link.pause_reading()  # the TLS handshake reads first
+        self._spawn(self._accept(link, source))
 
-    async def _accept(self, link: Link) -> None:
-        address = _address(link)
-        handshake = self._handshake_state("acceptor")
+    async def _accept(self, link: Link, source: str) -> None:
         try:
-            await self._handshake(handshake, link, address)
-        except HandshakeError:
+            handshake = await self._authenticate(link, source)
+        finally:
+            self._unauthenticated[source] -= 1
+            if self._unauthenticated[source] <= 0:
+                del self._unauthenticated[source]
+        if handshake is None:
             return
         peer = handshake.peer
         assert peer is not None
@@ -619,7 +670,7 @@ class Node:
         if refusal is not None:
             log.debug("refused a connection from %s: %s", peer, refusal)
             with contextlib.suppress(ConnectionError):
-                link.write(encode_frame({"t": "reject", "reason": refusal}))
+                link.write(encode_frame(reject(verdict, refusal)))
             link.close()
             return
         if verdict == "replace":
@@ -629,11 +680,34 @@ class Node:
                 link.abort()
                 raise
         try:
-            link.write(encode_frame(Handshake.welcome()))
+            link.write(encode_frame(handshake.welcome()))
         except ConnectionError:
             link.close()
             return
         self._establish(handshake, link)
+
+    async def _authenticate(self, link: Link, source: str) -> Handshake | None:
+        """TLS (if configured) and the cookie handshake of an accepted connection, within
+        the handshake timeout; None if either fails (then the link is closed)."""
+        if self._server_ssl is not None:
+            try:
+                await link.start_tls(self._server_ssl, timeout=self._handshake_timeout)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                link.abort()
+                self.metrics.tls_failures.labels("accept").inc()
+                self._warn_once(
+                    ("tls", source),
+                    "TLS handshake from %s failed: %s",
+                    source,
+                    str(exc) or exc.__class__.__name__,
+                )
+                return None
+        handshake = self._handshake_state("acceptor")
+        try:
+            await self._handshake(handshake, link, source)
+        except HandshakeError:
+            return None
+        return handshake
 
     def _handshake_state(
         self, role: Literal["dialer", "acceptor"], peer: str | None = None
@@ -642,17 +716,21 @@ class Node:
             role=role,
             me=self.name,
             peer=peer,
-            cookie=self._cookie,
+            keys=self._keys,
             hidden=self.hidden and role == "dialer",
             incarnation=self.incarnation,
             canonical=self.canonical,
         )
 
     def _decoder(self) -> FrameDecoder:
-        return FrameDecoder(self.config.node.max_frame_size, self.codec)
+        return FrameDecoder(PREAUTH, self.codec)
 
     async def _handshake(self, handshake: Handshake, link: Link, who: str) -> None:
-        """Run ``handshake`` over ``link``; on failure close it, log, raise HandshakeError."""
+        """Run ``handshake`` over ``link``; on failure close it, log, raise HandshakeError.
+
+        ``who`` is the name dialled, or the source address of an accepted connection:
+        warnings are keyed by it, never by a name the peer claims before its proof.
+        """
         try:
             async with asyncio.timeout(self._handshake_timeout):
                 await _exchange(handshake, link)
@@ -668,23 +746,29 @@ class Node:
         except asyncio.CancelledError:
             link.abort()
             raise
-        reject = failure.reject()
-        if reject is not None:
+        message = failure.reject()
+        if message is not None:
             with contextlib.suppress(ConnectionError):
-                link.write(encode_frame(reject))
+                link.write(encode_frame(message))
         link.close()
         self.metrics.handshake_failures.labels(failure.kind).inc()
-        refused = failure.reason.removeprefix("rejected by the peer: ")
-        if failure.kind != "rejected" or refused not in REFUSALS.values():
-            peer = handshake.peer or who
-            # Repeats are keyed by peer name, or by IP for strangers (not by their port).
-            source = handshake.peer or who.rpartition(":")[0]
-            self._warn_once(
-                ("handshake", f"{source}|{failure.kind}"),
-                "handshake with %s failed: %s",
-                peer,
-                failure.reason,
-            )
+        if failure.peer_code not in REFUSALS:
+            if handshake.role == "acceptor":
+                claimed = f" (claiming to be {handshake.peer[:80]!r})" if handshake.peer else ""
+                self._warn_once(
+                    ("handshake", who, failure.kind),
+                    "handshake from %s%s failed: %s",
+                    who,
+                    claimed,
+                    failure.reason,
+                )
+            else:
+                self._warn_once(
+                    ("handshake", who, failure.kind),
+                    "handshake with %s failed: %s",
+                    who,
+                    failure.reason,
+                )
         raise failure
 
     def _establish(self, handshake: Handshake, link: Link) -> None:
@@ -698,6 +782,7 @@ class Node:
             incarnation=handshake.peer_incarnation,
             hidden=handshake.hidden or self.hidden,
             link=link,
+            limits=FrameLimits.authenticated(self.config.node.max_frame_size),
             tick_interval=self._tick_timeout / 3,
             tick_timeout=self._tick_timeout,
             metrics=self.metrics,
@@ -767,17 +852,15 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _warn_once(self, key: tuple[str, str], message: str, *args: object) -> None:
+    def _warn_once(self, key: tuple[str, ...], message: str, *args: object) -> None:
         """Log a warning, then the same one at debug level for a minute (no spam)."""
-        now = time.monotonic()
-        last = self._repeats.get(key)
-        if last is not None and now - last < REPEAT_QUIET:
+        if self._repeats.admit(key):
+            suppressed = self._repeats.take_suppressed()
+            if suppressed:
+                message += f" ({suppressed} repeated warnings suppressed since the last one)"
+            log.warning(message, *args)
+        else:
             log.debug(message, *args)
-            return
-        if len(self._repeats) >= 1024:  # bounded, whatever strangers send
-            self._repeats = {k: t for k, t in self._repeats.items() if now - t < REPEAT_QUIET}
-        self._repeats[key] = now
-        log.warning(message, *args)
 
 
 async def _exchange(handshake: Handshake, link: Link) -> None:
@@ -820,10 +903,11 @@ def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext
     return server, client
 
 
-def _address(link: Link) -> str:
+def _source(link: Link) -> str:
+    """The address a connection comes from (without its port: strangers pick ports)."""
     peername = link.extra_info("peername")
     if isinstance(peername, tuple) and len(peername) >= 2:
-        return f"{peername[0]}:{peername[1]}"
+        return str(peername[0])
     return "an unknown address"
 
 

@@ -45,7 +45,7 @@ class Counter(Actor):
 @pytest.fixture
 def actors() -> Actors:
     config = load_config({"node": {"name": "a@127.0.1.40"}}, env={})
-    node = Node(config, cookie="c")
+    node = Node(config, cookie="actors-test-cookie")
     node.unregister_mailbox("$actor")  # replaced by a runtime with a small mailbox
     return Actors(node, mailbox_size=10)
 

@@ -119,7 +119,14 @@ def test_demo_rejects_a_bad_node_count() -> None:
     "example", sorted(Path(__file__).parent.parent.joinpath("examples").glob("*.yaml"))
 )
 def test_shipped_example_configs_are_valid(example: Path) -> None:
-    result = pycluster("check", str(example))
+    result = subprocess.run(
+        [sys.executable, "-m", "pycluster", "check", str(example)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "PYCLUSTER_COOKIE": "an-example-cookie-0123"},
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -133,7 +140,7 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
     name = "solo@127.0.1.20"
     config = write_config(tmp_path, name)
     cookie_file = tmp_path / "cookie"
-    cookie_file.write_text("s3cret-cookie\n")
+    cookie_file.write_text("  s3cret-cookie-for-tests\n")  # whitespace is no part of it
     process = subprocess.Popen(
         [sys.executable, "-m", "pycluster", "run", str(config), "--cookie-file", str(cookie_file)],
         stdout=subprocess.PIPE,
@@ -143,7 +150,9 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 20
         while True:
-            status = pycluster("status", "--node", name, "--cookie", "s3cret-cookie", "--json")
+            status = pycluster(
+                "status", "--node", name, "--cookie", "s3cret-cookie-for-tests", "--json"
+            )
             if status.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)  # polling a process that is starting, with a deadline
@@ -157,11 +166,11 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
         }
         with urllib.request.urlopen("http://127.0.1.20:9201/status", timeout=5) as response:
             assert json.load(response) == view
-        wrong = pycluster("status", "--node", name, "--cookie", "wrong")
+        wrong = pycluster("status", "--node", name, "--cookie", "wrong-cookie-for-tests")
         assert wrong.returncode == 1
         assert "cookie mismatch" in wrong.stderr
         assert "s3cret" not in wrong.stderr
-        human = pycluster("status", "--node", name, "--cookie", "s3cret-cookie")
+        human = pycluster("status", "--node", name, "--cookie", "s3cret-cookie-for-tests")
         assert human.stdout.splitlines() == [
             f"{name} sees 0 node(s)",
             "registry: crdt, 0 name(s), synced",
@@ -195,7 +204,7 @@ def test_run_on_an_address_in_use_exits_1(tmp_path: Path) -> None:
         taken.listen()
         config = write_config(tmp_path, "solo@127.0.1.22")
         result = subprocess.run(
-            [sys.executable, "-m", "pycluster", "run", str(config), "--cookie", "c"],
+            [sys.executable, "-m", "pycluster", "run", str(config), "--cookie", "c" * 16],
             capture_output=True,
             text=True,
             check=False,
@@ -204,3 +213,45 @@ def test_run_on_an_address_in_use_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot listen as solo@127.0.1.22" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_a_short_cookie_is_refused_from_every_source(tmp_path: Path, command: str) -> None:
+    config = write_config(tmp_path, "solo@127.0.1.23")
+    short_file = tmp_path / "short"
+    short_file.write_text("  fifteen-chars!!\n")  # 16 with its padding, 15 without
+    target = [str(config)] if command == "run" else ["--node", "solo@127.0.1.23"]
+    env = {k: v for k, v in os.environ.items() if k != "PYCLUSTER_COOKIE"}
+    for flags, extra_env, source in (
+        (["--cookie", "short"], {}, "--cookie"),
+        (["--cookie-file", str(short_file)], {}, "--cookie-file"),
+        ([], {"PYCLUSTER_COOKIE": " a "}, "PYCLUSTER_COOKIE"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "pycluster", command, *target, *flags],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env={**env, **extra_env},
+        )
+        assert result.returncode == 2, (source, result.stderr)
+        assert f"{source}: the cookie has" in result.stderr
+        assert "fewer than 16" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert "fifteen" not in result.stderr
+
+
+def test_check_reports_a_short_cookie_at_its_path(tmp_path: Path) -> None:
+    config = tmp_path / "node.yaml"
+    for cookie in ("xyzzy", "[a-long-enough-cookie, qwq]", "'               '"):
+        config.write_text(f"node:\n  name: solo@127.0.1.24\n  cookie: {cookie}\n")
+        result = pycluster("check", str(config))
+        assert result.returncode == 2, cookie
+        assert "node.cookie: expected a cookie of at least 16 characters" in result.stderr
+        assert "qwq" not in result.stderr
+        assert "xyzzy" not in result.stderr
+    config.write_text(
+        "node:\n  name: solo@127.0.1.24\n  cookie: [new-cookie-0123456, old-cookie-0123456]\n"
+    )
+    assert pycluster("check", str(config)).returncode == 0

@@ -155,16 +155,19 @@ def test_bad_list_item_names_are_reported_per_index() -> None:
 
 def test_secrets_are_never_echoed() -> None:
     found = problems({"node": {"name": "app@127.0.0.2", "cookie": 12345678}})
-    assert found == ["node.cookie: expected a string, got a value (hidden)"]
-    assert "12345678" not in repr(load_config({"node": {"name": "a@b", "cookie": "s3"}}, env={}))
+    assert found == ["node.cookie: expected a string or a list of strings, got a value (hidden)"]
+    config = load_config({"node": {"name": "a@b", "cookie": "s3-long-enough-cookie"}}, env={})
+    assert "s3-long" not in repr(config)
+    found = problems({"node": {"name": "app@127.0.0.2", "cookie": ["a-long-enough-cookie", 7]}})
+    assert found == ["node.cookie[1]: expected a string, got a value (hidden)"]
 
 
 def test_interpolation_with_defaults_and_numbers() -> None:
-    raw = {"node": {"name": "app@${POD_IP}", "port": "${PORT:-9101}", "cookie": "${C:-x}$$y"}}
+    raw = {"node": {"name": "app@${POD_IP}", "port": "${PORT:-9101}", "cookie": "${C:-x}$$y" * 8}}
     config = load_config(raw, env={"POD_IP": "10.1.2.3"})
     assert config.node.name == "app@10.1.2.3"
     assert config.node.port == 9101
-    assert config.node.cookie == "x$y"
+    assert config.node.cookie == "x$y" * 8
     config = load_config(raw, env={"POD_IP": "10.1.2.3", "PORT": "9200"})
     assert config.node.port == 9200
 

@@ -9,12 +9,20 @@ from typing import Any
 
 import pytest
 
-from pycluster.transport import FrameDecoder, FrameError, encode_frame
+from pycluster.transport import PREAUTH, FrameDecoder, FrameError, FrameLimits, encode_frame
 from pycluster.transport.deadlines import SLACK, Deadlines
-from pycluster.transport.link import JOIN_LIMIT, WRITE_HIGH_WATER, ConnectionClosed, Link
+from pycluster.transport.link import (
+    DECODE_BUDGET,
+    JOIN_LIMIT,
+    PREAUTH_BUFFER,
+    WRITE_HIGH_WATER,
+    ConnectionClosed,
+    Link,
+)
 from tests.conftest import eventually
 
 HOST = "127.0.1.20"
+MIB = FrameLimits.authenticated(1 << 20)
 Peer = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -29,7 +37,7 @@ async def linked() -> AsyncIterator[tuple[Link, Peer]]:
     server = await asyncio.start_server(on_client, HOST, 0)
     port = server.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
-    _, link = await loop.create_connection(lambda: Link(FrameDecoder(1 << 20)), HOST, port)
+    _, link = await loop.create_connection(lambda: Link(FrameDecoder(PREAUTH)), HOST, port)
     peer = await asyncio.wait_for(accepted.get(), 5)
     try:
         yield link, peer
@@ -41,12 +49,13 @@ async def linked() -> AsyncIterator[tuple[Link, Peer]]:
 
 
 async def read_frames(reader: asyncio.StreamReader, count: int) -> list[dict[str, Any]]:
-    decoder = FrameDecoder(1 << 20)
+    decoder = FrameDecoder(MIB)
     received: list[dict[str, Any]] = []
     while len(received) < count:
         data = await asyncio.wait_for(reader.read(65536), 5)
         assert data, "the link closed early"
-        received += decoder.feed(data)
+        decoder.feed(data)
+        received += decoder.decode(budget=1 << 30)
     return received
 
 
@@ -56,7 +65,7 @@ def frame(i: int) -> bytes:
 
 async def test_frames_of_one_turn_leave_together_in_order(linked: tuple[Link, Peer]) -> None:
     link, (reader, _) = linked
-    link.attach(lambda messages: None, lambda failure: None)
+    link.attach(MIB, lambda messages: None, lambda failure: None)
     frames = [frame(i) for i in range(1000)]
     for f in frames:
         link.write(f)
@@ -76,7 +85,7 @@ async def test_a_sender_that_never_yields_holds_at_most_join_limit(
     linked: tuple[Link, Peer],
 ) -> None:
     link, (reader, _) = linked
-    link.attach(lambda messages: None, lambda failure: None)
+    link.attach(MIB, lambda messages: None, lambda failure: None)
     big = encode_frame({"t": "msg", "body": b"x" * 1000})
     most = 0
     for _ in range(500):  # about 0.5 MB in one turn
@@ -98,7 +107,7 @@ async def test_replies_to_a_batch_leave_in_one_write_after_it(
             link.write(encode_frame({"t": "pong", "n": message["n"]}))
             joining.append(link.joining)
 
-    link.attach(answer, lambda failure: None)
+    link.attach(MIB, answer, lambda failure: None)
     writer.write(b"".join(frame(i) for i in range(50)))
     replies = await read_frames(reader, 50)
     assert replies == [{"t": "pong", "n": i} for i in range(50)]
@@ -114,7 +123,7 @@ async def test_backpressure_pauses_then_resumes_when_the_peer_reads(
     linked: tuple[Link, Peer],
 ) -> None:
     link, (reader, _) = linked
-    link.attach(lambda messages: None, lambda failure: None)
+    link.attach(MIB, lambda messages: None, lambda failure: None)
     chunk = encode_frame({"t": "msg", "body": b"x" * 65536})
     written = 0
     while not link.paused:  # the peer reads nothing: the buffers fill up
@@ -134,7 +143,7 @@ async def test_a_sender_waiting_for_room_learns_that_the_connection_is_lost(
     linked: tuple[Link, Peer],
 ) -> None:
     link, (_, writer) = linked
-    link.attach(lambda messages: None, lambda failure: None)
+    link.attach(MIB, lambda messages: None, lambda failure: None)
     chunk = encode_frame({"t": "msg", "body": b"x" * 65536})
     while not link.paused:
         link.write(chunk)
@@ -153,7 +162,7 @@ async def test_messages_wait_in_the_inbox_until_attached(linked: tuple[Link, Pee
     writer.write(b"".join(frame(i) for i in range(3)))
     assert await asyncio.wait_for(link.receive(), 5) == {"t": "msg", "n": 0}
     got: list[dict[str, Any]] = []
-    link.attach(got.extend, lambda failure: None)
+    link.attach(MIB, got.extend, lambda failure: None)
     assert [m["n"] for m in got] == [1, 2]  # the backlog, first and in order
     assert link.frames_received == 2  # the handshake's message is not counted
     writer.write(frame(3))
@@ -171,7 +180,7 @@ async def test_the_inbox_yields_what_came_before_the_end_of_stream(
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(link.receive(), 5)
     lost: list[Exception] = []
-    link.attach(lambda messages: None, lost.append)
+    link.attach(MIB, lambda messages: None, lost.append)
     assert len(lost) == 1
     assert isinstance(lost[0], ConnectionClosed)
 
@@ -180,7 +189,7 @@ async def test_a_bad_frame_stops_the_stream(linked: tuple[Link, Peer]) -> None:
     link, (_, writer) = linked
     got: list[dict[str, Any]] = []
     lost: list[Exception] = []
-    link.attach(got.extend, lost.append)
+    link.attach(MIB, got.extend, lost.append)
     writer.write(frame(0))
     await eventually(lambda: bool(got))
     writer.write(struct.pack(">I", 1 << 30) + frame(1))
@@ -191,6 +200,62 @@ async def test_a_bad_frame_stops_the_stream(linked: tuple[Link, Peer]) -> None:
     await asyncio.sleep(0.05)
     assert got == [{"t": "msg", "n": 0}]
     assert len(lost) == 1
+
+
+async def test_a_large_frame_is_decoded_over_several_turns_with_reading_paused(
+    linked: tuple[Link, Peer],
+) -> None:
+    """A frame far above the per-turn budget: the loop gets turns while it is decoded, and
+    the frames behind it come after it, in order."""
+    link, (_, writer) = linked
+    got: list[dict[str, Any]] = []
+    link.attach(MIB, got.extend, lambda failure: None)
+    big = {"t": "msg", "n": 0, "x": [[i, i] for i in range(60_000)]}
+    payload = encode_frame(big)
+    assert len(payload) > 6 * DECODE_BUDGET
+    turns = 0
+    done = asyncio.Event()
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    writer.write(payload + frame(1))
+    await eventually(lambda: len(got) == 2)
+    done.set()
+    await counter
+    assert got[0] == big
+    assert got[1] == {"t": "msg", "n": 1}
+    assert turns >= len(payload) // DECODE_BUDGET // 2
+
+
+async def test_an_unauthenticated_peer_that_sends_ahead_is_no_longer_read(
+    linked: tuple[Link, Peer],
+) -> None:
+    link, (_, writer) = linked
+    writer.write(frame(0) + b"\x00" * (4 * PREAUTH_BUFFER))
+    assert await asyncio.wait_for(link.receive(), 5) == {"t": "msg", "n": 0}
+    await eventually(lambda: link.extra_info("socket") is not None)
+    # Reading stopped once more than PREAUTH_BUFFER bytes waited: the rest stays in the
+    # kernel, not in this process.
+    await eventually(lambda: link._reading_paused)
+    assert link._decoder.pending <= PREAUTH_BUFFER + 256 * 1024
+
+
+async def test_a_burst_then_end_of_stream_is_all_handed_over(linked: tuple[Link, Peer]) -> None:
+    link, (_, writer) = linked
+    got: list[dict[str, Any]] = []
+    lost: list[Exception] = []
+    link.attach(MIB, got.extend, lost.append)
+    burst = [encode_frame({"t": "msg", "n": i, "x": b"y" * 1000}) for i in range(500)]
+    writer.write(b"".join(burst))
+    writer.write_eof()
+    await eventually(lambda: bool(lost))
+    assert [m["n"] for m in got] == list(range(500))
+    assert isinstance(lost[0], ConnectionClosed)
 
 
 # -- deadlines ------------------------------------------------------------------------------

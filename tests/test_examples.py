@@ -28,7 +28,7 @@ def get_json(url: str, deadline: float) -> dict[str, object]:
 
 
 def test_two_embedded_nodes_form_a_cluster_and_call_each_other() -> None:
-    env = {**os.environ, "PYCLUSTER_COOKIE": "example-cookie"}
+    env = {**os.environ, "PYCLUSTER_COOKIE": "example-cookie-0123456789"}
     names = ["web1@127.0.1.30", "web2@127.0.1.31"]
     processes = [
         subprocess.Popen(

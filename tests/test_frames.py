@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import gc
 import struct
+import time
 
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycluster.transport import FrameDecoder, FrameError, encode_frame
+from pycluster.codec import Limits
+from pycluster.transport import PREAUTH, FrameDecoder, FrameError, FrameLimits, encode_frame
+from pycluster.transport.frames import SLICE
 
 messages = st.fixed_dictionaries(
     {"t": st.text(max_size=10)},
@@ -22,6 +26,20 @@ messages = st.fixed_dictionaries(
         )
     },
 )
+MIB = FrameLimits.authenticated(1 << 20)
+
+
+def decoder_for(max_frame_size: int) -> FrameDecoder:
+    return FrameDecoder(FrameLimits.authenticated(max_frame_size))
+
+
+def feed(decoder: FrameDecoder, data: bytes) -> list[dict[str, object]]:
+    """Feed, then decode until the decoder has nothing more it could decode now."""
+    decoder.feed(data)
+    out = decoder.decode()
+    while decoder.ready:
+        out += decoder.decode()
+    return out
 
 
 @given(st.lists(messages, max_size=5), st.data())
@@ -30,25 +48,39 @@ def test_frames_round_trip_however_the_stream_is_cut(
 ) -> None:
     stream = b"".join(encode_frame(m) for m in sent)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
-    decoder = FrameDecoder(max_frame_size=1 << 20)
+    decoder = FrameDecoder(MIB)
     received = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        received += decoder.feed(stream[start:end])
+        received += feed(decoder, stream[start:end])
     assert received == sent
     assert decoder.pending == 0
 
 
+@given(
+    st.lists(st.binary(min_size=0, max_size=3 * SLICE), min_size=1, max_size=4),
+    st.integers(1, 5 * SLICE),
+)
+def test_large_frames_decode_in_pieces_whatever_the_reads(bodies: list[bytes], read: int) -> None:
+    stream = b"".join(encode_frame({"t": "m", "b": [body, len(body)]}) for body in bodies)
+    decoder = FrameDecoder(MIB)
+    received = []
+    for start in range(0, len(stream), read):
+        received += feed(decoder, stream[start : start + read])
+    assert received == [{"t": "m", "b": [body, len(body)]} for body in bodies]
+    assert decoder.pending == 0
+
+
 def test_an_oversized_length_prefix_is_refused_before_buffering() -> None:
-    decoder = FrameDecoder(max_frame_size=1024)
+    decoder = decoder_for(1024)
     with pytest.raises(FrameError, match="frame of 1073741824 bytes exceeds the 1024 cap"):
-        decoder.feed(struct.pack(">I", 1 << 30) + b"x" * 10)
+        feed(decoder, struct.pack(">I", 1 << 30) + b"x" * 10)
 
 
 def test_a_truncated_frame_waits_for_the_rest() -> None:
     frame = encode_frame({"t": "tick"})
-    decoder = FrameDecoder(max_frame_size=1024)
-    assert decoder.feed(frame[:-1]) == []
-    assert decoder.feed(frame[-1:]) == [{"t": "tick"}]
+    decoder = decoder_for(1024)
+    assert feed(decoder, frame[:-1]) == []
+    assert feed(decoder, frame[-1:]) == [{"t": "tick"}]
 
 
 @pytest.mark.parametrize(
@@ -60,34 +92,136 @@ def test_a_truncated_frame_waits_for_the_rest() -> None:
         (msgpack.packb({"t": 5}), "must hold a map"),
         (msgpack.packb({1: "t"}), "undecodable"),
         (msgpack.packb({"t": msgpack.ExtType(1, b"x")}), "extension type 1"),
+        (msgpack.packb({"t": msgpack.Timestamp(1, 0)}), "extension type -1"),
+        (msgpack.packb({"t": "a", "x": [msgpack.Timestamp(2**40, 5)]}), "extension type -1"),
         (msgpack.packb({"t": "a"}) + b"\x00", "undecodable"),
     ],
 )
 def test_bad_frames_are_refused(payload: bytes, reason: str) -> None:
-    decoder = FrameDecoder(max_frame_size=1024)
+    decoder = decoder_for(1024)
     with pytest.raises(FrameError, match=reason):
-        decoder.feed(struct.pack(">I", len(payload)) + payload)
+        feed(decoder, struct.pack(">I", len(payload)) + payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (msgpack.packb({"t": "a", "x": b"y" * 3 * SLICE}) + b"\x00", "bytes after the value"),
+        (msgpack.packb({"t": "a", "x": b"y" * 3 * SLICE})[:-1], "truncated"),
+        (msgpack.packb({"t": "a", "x": [msgpack.Timestamp(1, 0)] * SLICE}), "extension type -1"),
+        (msgpack.packb({"t": "a", "x": [b"y" * 40] * 1000, "z": msgpack.Timestamp(7, 0)}), "-1"),
+        (msgpack.packb({"t": "a", "x": [0] * 70_000}), "undecodable"),  # over max_items
+    ],
+)
+def test_bad_large_frames_are_refused(payload: bytes, reason: str) -> None:
+    assert len(payload) > SLICE
+    decoder = decoder_for(1 << 20)
+    with pytest.raises(FrameError, match=reason):
+        feed(decoder, struct.pack(">I", len(payload)) + payload)
+
+
+def test_a_timestamp_marker_inside_binary_data_is_fine() -> None:
+    body = b"\xd6\xff\xd7\xff" * 100
+    assert feed(decoder_for(1024), encode_frame({"t": "m", "b": body})) == [{"t": "m", "b": body}]
 
 
 @given(st.binary(max_size=300))
 def test_random_bytes_either_decode_or_raise_frame_error(junk: bytes) -> None:
-    decoder = FrameDecoder(max_frame_size=256)
+    decoder = decoder_for(1024)
     try:
-        messages = decoder.feed(junk)
+        received = feed(decoder, junk)
     except FrameError:
         return
-    assert all(isinstance(m, dict) and isinstance(m["t"], str) for m in messages)
+    assert all(isinstance(m, dict) and isinstance(m["t"], str) for m in received)
 
 
 def test_a_large_frame_in_small_pieces_then_more_frames_in_the_last_piece() -> None:
     big = encode_frame({"t": "msg", "body": b"x" * 100_000})
     stream = big + encode_frame({"t": "a"}) + encode_frame({"t": "b"})[:3]
-    decoder = FrameDecoder(max_frame_size=1 << 20)
+    decoder = FrameDecoder(MIB)
     cut = len(big) - 10
     for start in range(0, cut, 1000):
-        assert decoder.feed(stream[start : min(start + 1000, cut)]) == []
-    assert decoder.pending == cut
-    assert decoder.feed(stream[cut:]) == [{"t": "msg", "body": b"x" * 100_000}, {"t": "a"}]
+        assert feed(decoder, stream[start : min(start + 1000, cut)]) == []
+    assert feed(decoder, stream[cut:]) == [{"t": "msg", "body": b"x" * 100_000}, {"t": "a"}]
     assert decoder.pending == 3  # a partial header waits for the rest
-    assert decoder.feed(encode_frame({"t": "b"})[3:]) == [{"t": "b"}]
+    assert feed(decoder, encode_frame({"t": "b"})[3:]) == [{"t": "b"}]
     assert decoder.pending == 0
+
+
+def test_decode_stops_at_its_budget_and_limit() -> None:
+    frames = [encode_frame({"t": "m", "b": b"x" * 1000}) for _ in range(100)]
+    decoder = FrameDecoder(MIB)
+    decoder.feed(b"".join(frames))
+    first = decoder.decode(budget=10_000)
+    assert 10 <= len(first) <= 11
+    assert decoder.ready
+    assert decoder.decode(limit=1) == [{"t": "m", "b": b"x" * 1000}]
+    rest = []
+    while decoder.ready:
+        rest += decoder.decode(budget=10_000)
+    assert len(first) + 1 + len(rest) == 100
+
+
+def test_before_authentication_frames_are_tiny_and_values_small() -> None:
+    assert PREAUTH.max_frame_size == 4096
+    with pytest.raises(FrameError, match="frame of 4097 bytes exceeds the 4096 cap"):
+        feed(FrameDecoder(PREAUTH), struct.pack(">I", 4097))
+    for message in (
+        {"t": "hello", "x": [None] * 17},
+        {"t": "hello", "x": {str(i): 1 for i in range(17)}},
+        {"t": "hello", "x": "y" * 1025},
+        {"t": "hello", "x": b"y" * 1025},
+    ):
+        with pytest.raises(FrameError, match="undecodable"):
+            feed(FrameDecoder(PREAUTH), encode_frame(message))
+
+
+def test_limits_can_rise_between_two_frames() -> None:
+    """Bytes that arrive with the last handshake message wait undecoded until the link
+    raises the limits: a large first frame after it is not refused as pre-auth."""
+    large = {"t": "snap", "b": b"z" * 10_000}
+    decoder = FrameDecoder(PREAUTH)
+    decoder.feed(encode_frame({"t": "welcome"}) + encode_frame(large))
+    assert decoder.decode(limit=1) == [{"t": "welcome"}]
+    decoder.limits = MIB
+    assert decoder.decode() == [large]
+
+
+def test_authenticated_limits_keep_containers_far_below_bytes() -> None:
+    limits = FrameLimits.authenticated(16 * 1024 * 1024)
+    assert limits.values == Limits(max_bytes=16 * 1024 * 1024, max_items=1024 * 1024)
+
+
+def test_the_issues_bomb_is_refused_by_the_container_limit() -> None:
+    """One array of 16,777,200 empty arrays: far more entries than max_items allows."""
+    payload = msgpack.packb({"t": "hello", "x": [[]] * 16_777_200})
+    decoder = decoder_for(16 * 1024 * 1024)
+    with pytest.raises(FrameError, match="undecodable"):
+        feed(decoder, struct.pack(">I", len(payload)) + payload)
+
+
+def test_no_decode_call_takes_long_whatever_a_maximal_frame_holds() -> None:
+    """Within the container limits, a 16 MiB frame of nothing but empty arrays. Each call
+    decodes about one budget; none takes long (generous bound: the tight one is in bench/)."""
+    inner = 1024 * 1024 - 16
+    value = {"t": "hello", "x": [[[]] * inner for _ in range(6)]}
+    payload = msgpack.packb(value)
+    stream = struct.pack(">I", len(payload)) + payload
+    decoder = decoder_for(16 * 1024 * 1024)
+    worst, calls, got = 0.0, 0, []
+    gc.disable()
+    try:
+        for start in range(0, len(stream), 256 * 1024):
+            decoder.feed(stream[start : start + 256 * 1024])
+            while True:
+                began = time.perf_counter()
+                got += decoder.decode()
+                worst = max(worst, time.perf_counter() - began)
+                calls += 1
+                if not decoder.ready:
+                    break
+    finally:
+        gc.enable()
+    assert got == [value]
+    assert calls >= len(stream) // SLICE
+    assert worst < 0.1

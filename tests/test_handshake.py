@@ -7,19 +7,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycluster.transport import Handshake, HandshakeError
+from pycluster.transport import PROTOCOL_VERSION, Handshake, HandshakeError, cookie_key
 
 A, B = "a@127.0.0.2", "b@127.0.0.3"
-COOKIE = b"correct horse"
+COOKIE = "correct horse battery staple"
+KEY = cookie_key(COOKIE)
+OTHER = cookie_key("wrong horse battery staple")
 
 
 def pair(
-    dialer_cookie: bytes = COOKIE, acceptor_cookie: bytes = COOKIE, dialled: str = B
+    dialer_keys: tuple[bytes, ...] = (KEY,),
+    acceptor_keys: tuple[bytes, ...] = (KEY,),
+    dialled: str = B,
 ) -> tuple[Handshake, Handshake]:
-    dialer = Handshake(
-        role="dialer", me=A, peer=dialled, cookie=dialer_cookie, incarnation=b"d" * 16
-    )
-    acceptor = Handshake(role="acceptor", me=B, cookie=acceptor_cookie, incarnation=b"a" * 16)
+    dialer = Handshake(role="dialer", me=A, peer=dialled, keys=dialer_keys, incarnation=b"d" * 16)
+    acceptor = Handshake(role="acceptor", me=B, keys=acceptor_keys, incarnation=b"a" * 16)
     return dialer, acceptor
 
 
@@ -31,7 +33,7 @@ def run(dialer: Handshake, acceptor: Handshake) -> list[dict[str, Any]]:
         wire += to_acceptor
         to_dialer = [r for m in to_acceptor for r in acceptor.receive(m)]
         if acceptor.done and not to_dialer and not dialer.done:
-            to_dialer = [Handshake.welcome()]
+            to_dialer = [acceptor.welcome()]
         wire += to_dialer
         to_acceptor = [r for m in to_dialer for r in dialer.receive(m)]
     return wire
@@ -45,29 +47,61 @@ def test_both_sides_authenticate_each_other() -> None:
     assert (dialer.peer, acceptor.peer) == (B, A)
     assert dialer.peer_incarnation == acceptor.incarnation
     assert [m["t"] for m in wire] == ["hello", "challenge", "proof", "welcome"]
-    assert all(COOKIE not in repr(m).encode() for m in wire)
+    assert all(COOKIE.encode() not in repr(m).encode() for m in wire)
+    assert all(KEY not in repr(m).encode() for m in wire)
 
 
-def test_a_wrong_cookie_fails_on_both_sides_with_a_reject() -> None:
-    dialer, acceptor = pair(dialer_cookie=b"wrong")
-    hello = dialer.start()[0]
-    challenge = acceptor.receive(hello)[0]
+def test_the_acceptor_sends_nothing_derived_from_the_cookie_before_the_dialers_proof() -> None:
+    """What a stranger who connects gets: a challenge holding only public fields, the same
+    whatever the cookie (so there is nothing to guess a cookie against offline)."""
+    hellos = []
+    for keys in ((KEY,), (OTHER,)):
+        dialer, acceptor = pair(acceptor_keys=keys)
+        hello = dialer.start()[0]
+        hellos.append(acceptor.receive(hello)[0])
+    for challenge in hellos:
+        assert set(challenge) == {"t", "v", "name", "inc", "nonce"}
+    assert {k: v for k, v in hellos[0].items() if k != "nonce"} == {
+        k: v for k, v in hellos[1].items() if k != "nonce"
+    }
+
+
+def test_a_wrong_cookie_is_caught_by_the_acceptor_which_proves_nothing() -> None:
+    dialer, acceptor = pair(dialer_keys=(OTHER,))
+    challenge = acceptor.receive(dialer.start()[0])[0]
+    proof = dialer.receive(challenge)[0]
     with pytest.raises(HandshakeError, match="cookie mismatch") as info:
-        dialer.receive(challenge)
+        acceptor.receive(proof)
+    assert info.value.kind == "cookie"
     reject = info.value.reject()
-    assert reject == {"t": "reject", "reason": "cookie mismatch"}
+    assert reject == {"t": "reject", "code": "cookie", "reason": "cookie mismatch"}
     with pytest.raises(HandshakeError, match="rejected by the peer: cookie mismatch") as told:
-        acceptor.receive(reject)
+        dialer.receive(reject)
     assert told.value.reject() is None
+    assert told.value.peer_code == "cookie"
+    with pytest.raises(ValueError, match="only an acceptor that checked"):
+        acceptor.welcome()
 
 
-def test_the_acceptor_rejects_a_wrong_dialers_proof() -> None:
-    # A dialer that skips checking the challenge still cannot prove a cookie it lacks.
+def test_the_dialer_checks_the_acceptors_proof() -> None:
     dialer, acceptor = pair()
     challenge = acceptor.receive(dialer.start()[0])[0]
-    dialer.receive(challenge)
+    acceptor.receive(dialer.receive(challenge)[0])
     with pytest.raises(HandshakeError, match="cookie mismatch"):
-        acceptor.receive({"t": "proof", "proof": b"\x00" * 32})
+        dialer.receive({"t": "welcome", "proof": b"\x00" * 32})
+    assert not dialer.done
+
+
+def test_an_acceptor_with_several_cookies_accepts_any_and_answers_with_that_one() -> None:
+    for dialer_key in (KEY, OTHER):
+        dialer, acceptor = pair(dialer_keys=(dialer_key,), acceptor_keys=(OTHER, KEY))
+        run(dialer, acceptor)
+        assert dialer.done
+        assert acceptor.done
+    third = cookie_key("a third cookie, never configured")
+    dialer, acceptor = pair(dialer_keys=(third, KEY), acceptor_keys=(KEY,))
+    with pytest.raises(HandshakeError, match="cookie mismatch"):
+        run(dialer, acceptor)  # a dialer proves with its first cookie only
 
 
 def test_a_recorded_handshake_cannot_be_replayed() -> None:
@@ -75,7 +109,7 @@ def test_a_recorded_handshake_cannot_be_replayed() -> None:
     wire = run(dialer, acceptor)
     hello, proof = wire[0], wire[2]
     # An eavesdropper replays the dialer's messages to a new acceptor (fresh nonce).
-    replayed = Handshake(role="acceptor", me=B, cookie=COOKIE)
+    replayed = Handshake(role="acceptor", me=B, keys=[KEY])
     replayed.receive(hello)
     with pytest.raises(HandshakeError, match="cookie mismatch"):
         replayed.receive(proof)
@@ -84,9 +118,10 @@ def test_a_recorded_handshake_cannot_be_replayed() -> None:
 def test_a_proof_cannot_be_reflected_back() -> None:
     dialer, acceptor = pair()
     challenge = acceptor.receive(dialer.start()[0])[0]
-    # The acceptor's own proof, sent back as the dialer's, is refused (role label differs).
+    proof = dialer.receive(challenge)[0]
+    # The dialer's own proof, sent back as the acceptor's, is refused (role label differs).
     with pytest.raises(HandshakeError, match="cookie mismatch"):
-        acceptor.receive({"t": "proof", "proof": challenge["proof"]})
+        dialer.receive({"t": "welcome", "proof": proof["proof"]})
 
 
 def test_the_name_dialled_must_be_the_peers_own_name() -> None:
@@ -95,7 +130,7 @@ def test_the_name_dialled_must_be_the_peers_own_name() -> None:
         HandshakeError, match=re.escape("dialled as 'b@127.0.0.3:9101', but this node")
     ):
         acceptor.receive(dialer.start()[0])
-    impostor = Handshake(role="acceptor", me="c@127.0.0.4", cookie=COOKIE)
+    impostor = Handshake(role="acceptor", me="c@127.0.0.4", keys=[KEY])
     hello = dict(dialer.start()[0], to="c@127.0.0.4")
     challenge = impostor.receive(hello)[0]
     with pytest.raises(
@@ -108,34 +143,47 @@ def test_the_names_are_compared_in_canonical_form() -> None:
     def without_default_port(name: str) -> str:
         return name.removesuffix(":9100")
 
-    dialer = Handshake(role="dialer", me=A, peer=B, cookie=COOKIE, canonical=without_default_port)
-    acceptor = Handshake(role="acceptor", me=B, cookie=COOKIE, canonical=without_default_port)
+    dialer = Handshake(role="dialer", me=A, peer=B, keys=[KEY], canonical=without_default_port)
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], canonical=without_default_port)
     hello = dict(dialer.start()[0], to=f"{B}:9100")
     acceptor.receive(hello)
     assert acceptor.peer == A
 
 
-def test_version_mismatch_is_named() -> None:
-    dialer, acceptor = pair()
-    hello = dict(dialer.start()[0], v=99)
-    with pytest.raises(HandshakeError, match="protocol version 99 is not supported"):
-        acceptor.receive(hello)
+def test_version_mismatch_is_named_and_the_version_is_2() -> None:
+    assert PROTOCOL_VERSION == 2
+    dialer, _acceptor = pair()
+    hello = dialer.start()[0]
+    assert hello["v"] == 2
+    for version in (1, 99):
+        with pytest.raises(
+            HandshakeError, match=f"protocol version {version} is not supported"
+        ) as info:
+            pair()[1].receive(dict(hello, v=version))
+        assert info.value.kind == "version"
 
 
 def test_hidden_flag_is_authenticated() -> None:
-    dialer = Handshake(role="dialer", me=A, peer=B, cookie=COOKIE, hidden=True)
-    acceptor = Handshake(role="acceptor", me=B, cookie=COOKIE)
+    dialer = Handshake(role="dialer", me=A, peer=B, keys=[KEY], hidden=True)
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY])
     hello = dialer.start()[0]
     # A man in the middle flips the flag: the proofs no longer match.
     challenge = acceptor.receive(dict(hello, hidden=False))[0]
     with pytest.raises(HandshakeError, match="cookie mismatch"):
-        dialer.receive(challenge)
+        acceptor.receive(dialer.receive(challenge)[0])
     dialer, acceptor = (
-        Handshake(role="dialer", me=A, peer=B, cookie=COOKIE, hidden=True),
-        Handshake(role="acceptor", me=B, cookie=COOKIE),
+        Handshake(role="dialer", me=A, peer=B, keys=[KEY], hidden=True),
+        Handshake(role="acceptor", me=B, keys=[KEY]),
     )
     run(dialer, acceptor)
     assert acceptor.hidden
+
+
+def test_cookie_keys_are_derived_slowly_and_deterministically() -> None:
+    assert cookie_key(COOKIE) == KEY
+    assert len(KEY) == 32
+    assert COOKIE.encode() not in KEY
+    assert cookie_key(COOKIE + " ") != KEY
 
 
 junk_values = st.none() | st.integers() | st.text(max_size=8) | st.binary(max_size=40)
@@ -144,8 +192,10 @@ junk_values = st.none() | st.integers() | st.text(max_size=8) | st.binary(max_si
 @given(
     st.lists(
         st.dictionaries(
-            st.sampled_from(["t", "v", "name", "to", "inc", "nonce", "hidden", "proof", "reason"]),
-            junk_values | st.sampled_from(["hello", "challenge", "proof", "welcome", B, 1]),
+            st.sampled_from(
+                ["t", "v", "name", "to", "inc", "nonce", "hidden", "proof", "reason", "code"]
+            ),
+            junk_values | st.sampled_from(["hello", "challenge", "proof", "welcome", B, 1, 2]),
             max_size=8,
         ),
         max_size=4,
@@ -153,7 +203,7 @@ junk_values = st.none() | st.integers() | st.text(max_size=8) | st.binary(max_si
 )
 def test_forged_messages_never_authenticate(forged: list[dict[str, Any]]) -> None:
     for role in ("dialer", "acceptor"):
-        side = Handshake(role=role, me=B if role == "acceptor" else A, peer=B, cookie=COOKIE)
+        side = Handshake(role=role, me=B if role == "acceptor" else A, peer=B, keys=[KEY])
         side.start()
         try:
             for message in forged:

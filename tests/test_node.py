@@ -15,7 +15,7 @@ from pycluster import Plugins, hookimpl, load_config
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.node import LEFT_QUIET, Node
-from pycluster.transport import FrameDecoder, Handshake, encode_frame
+from pycluster.transport import FrameDecoder, FrameLimits, Handshake, cookie_key, encode_frame
 from pycluster.transport.link import JOIN_LIMIT, WRITE_HIGH_WATER
 from tests.conftest import eventually
 
@@ -24,8 +24,9 @@ A, B, C = "a@127.0.1.2", "b@127.0.1.3", "c@127.0.1.4"
 
 
 def make_node(name: str, **node: Any) -> Node:
+    cookie = node.pop("cookie_override", COOKIE)
     config = load_config({"node": {"name": name, "net_tick_timeout": 1.0, **node}}, env={})
-    return Node(config, cookie=node.pop("cookie_override", COOKIE), handshake_timeout=2.0)
+    return Node(config, cookie=cookie, handshake_timeout=2.0)
 
 
 @pytest.fixture
@@ -43,15 +44,16 @@ async def raw_peer(
     """An authenticated connection made by hand (to send what a real node never would)."""
     reader, writer = await asyncio.open_connection(host, 9100, local_addr=("127.0.1.9", 0))
     handshake = Handshake(
-        role="dialer", me=name, peer=target, cookie=cookie.encode(), incarnation=b"r" * 16
+        role="dialer", me=name, peer=target, keys=[cookie_key(cookie)], incarnation=b"r" * 16
     )
-    decoder = FrameDecoder(1 << 20)
+    decoder = FrameDecoder(FrameLimits.authenticated(1 << 20))
     for message in handshake.start():
         writer.write(encode_frame(message))
     pending: list[dict[str, Any]] = []
     while not handshake.done:
         if not pending:
-            pending = decoder.feed(await reader.read(65536))
+            decoder.feed(await reader.read(65536))
+            pending = decoder.decode(budget=1 << 30)
             continue
         for reply in handshake.receive(pending.pop(0)):
             writer.write(encode_frame(reply))
@@ -184,22 +186,55 @@ async def test_frames_in_and_out_are_counted(pair: tuple[Node, Node]) -> None:
 
 async def test_wrong_cookie_is_refused_on_both_sides(caplog: pytest.LogCaptureFixture) -> None:
     a = make_node(A)
-    b = make_node(B)
-    b._cookie = b"another cookie entirely"
+    b = make_node(B, cookie_override="another cookie entirely")
     async with a, b:
         assert not await a.connect(B)
         await eventually(lambda: any("cookie" in m and A in m for m in caplog.messages))
     assert a.nodes() == []
     assert b.nodes() == []
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any(f"handshake with {B} failed: cookie mismatch" in line for line in lines)
+    # The acceptor names the source address (and only quotes the name it claimed).
     assert any(
-        f"handshake with {A} failed: rejected by the peer: cookie mismatch" in line
+        f"handshake from 127.0.1.2 (claiming to be '{A}') failed: cookie mismatch" in line
         for line in lines
     )
+    assert any(
+        f"handshake with {B} failed: rejected by the peer: cookie mismatch" in line
+        for line in lines
+    )
+    assert b.metrics.handshake_failures.labels("cookie")._value.get() == 1
+    assert a.metrics.handshake_failures.labels("rejected")._value.get() == 1
     assert not any(
         COOKIE in r.getMessage() or "another cookie" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_a_rotated_cookie_list_accepts_either_and_dials_with_the_first() -> None:
+    old, new = "the-old-cookie-0123456789", "the-new-cookie-0123456789"
+    a = make_node(A, cookie_override=[new, old])
+    b = make_node(B, cookie_override=old)
+    c = make_node(C, cookie_override=[new])
+    async with a, b, c:
+        assert await b.connect(A)  # b proves with old: a accepts it
+        assert await c.connect(A)  # c proves with new
+        assert not await a.connect(C) or C in a.nodes()  # already connected by c's dial
+        assert sorted(a.nodes()) == [B, C]
+        await b.disconnect(A)
+        await eventually(lambda: B not in a.nodes())
+        await asyncio.sleep(0)
+        assert not await c.connect(B)  # b knows only old, c proves with new
+
+
+async def test_short_cookies_are_refused_whatever_the_source() -> None:
+    config = load_config({"node": {"name": A}}, env={})
+    for cookie in ("a", " ", "fifteen-chars!!", ["a-long-enough-cookie", "short"]):
+        with pytest.raises(ValueError, match=r"has [0-9]+ characters, fewer than 16"):
+            Node(config, cookie=cookie)
+    # Surrounding whitespace is not part of the cookie, from any source.
+    padded = make_node(A, cookie_override=f"  {COOKIE}\n")
+    plain = make_node(B)
+    async with padded, plain:
+        assert await padded.connect(B)
 
 
 async def test_graceful_leave_is_seen_at_once_and_not_redialled(pair: tuple[Node, Node]) -> None:
@@ -269,12 +304,13 @@ async def test_junk_on_the_port_is_dropped(
         writer.write_eof()
         assert await asyncio.wait_for(reader.read(), 5) is not None
         writer.close()
-    reasons = ["exceeds the 16777216 cap", "exceeds the 16777216 cap", "connection closed"]
+    # Before authentication frames are capped at 4 KiB.
+    reasons = ["exceeds the 4096 cap", "exceeds the 4096 cap", "connection closed"]
     await eventually(lambda: len(handshake_lines(caplog, logging.DEBUG)) == len(junk))
     for reason, line in zip(
         [*reasons, "exceeds"], handshake_lines(caplog, logging.DEBUG), strict=True
     ):
-        assert line.startswith("handshake with 127.0.0.1:")
+        assert line.startswith("handshake from 127.0.0.1 failed")
         assert reason in line
     # Repeats of one problem from one address are warned about once (then debug).
     assert len(handshake_lines(caplog, logging.WARNING)) == 2
@@ -307,7 +343,7 @@ def handshake_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.levelno >= level and r.getMessage().startswith("handshake with")
+        if r.levelno >= level and r.getMessage().startswith(("handshake with", "handshake from"))
     ]
 
 
@@ -410,6 +446,92 @@ async def test_mutual_tls(tmp_path: Path) -> None:
     b = make_node(B, tls=tls_b)
     async with b, intruder:
         assert not await intruder.connect(B)  # a certificate from another CA: refused
+        # Both TLS rejections are counted (the plain dial above was on the earlier b).
+        await eventually(lambda: sample(b, "pycluster_tls_failures_total", side="accept") == 1)
+        assert sample(intruder, "pycluster_tls_failures_total", side="dial") == 1
+
+
+async def test_a_silent_or_partial_tls_client_is_dropped_at_the_handshake_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.certs import make_ca
+
+    b = make_node(B, tls=make_ca(tmp_path).issue("b", tmp_path))  # handshake timeout: 2 s
+    async with b:
+        loop = asyncio.get_running_loop()
+        silent = await asyncio.open_connection("127.0.1.3", 9100)
+        partial = await asyncio.open_connection("127.0.1.3", 9100)
+        partial[1].write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+        started = loop.time()
+        for reader, writer in (silent, partial):
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the node
+            writer.close()
+        assert 1.9 <= loop.time() - started <= 5.0
+        await eventually(lambda: sample(b, "pycluster_tls_failures_total", side="accept") == 2)
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        # Logged once for the source address, then quietly.
+        assert len([line for line in lines if line.startswith("TLS handshake from")]) == 1
+
+
+async def test_unauthenticated_connections_are_capped_per_source_and_in_all() -> None:
+    config = load_config({"node": {"name": B, "net_tick_timeout": 1.0}}, env={})
+    b = Node(
+        config,
+        cookie=COOKIE,
+        handshake_timeout=5.0,
+        max_unauthenticated=6,
+        max_unauthenticated_per_source=4,
+    )
+    a = make_node(A)
+    async with a, b:
+        idle = []
+        for source in ("127.0.1.40", "127.0.1.40", "127.0.1.40", "127.0.1.40", "127.0.1.41"):
+            idle.append(await asyncio.open_connection("127.0.1.3", 9100, local_addr=(source, 0)))
+        await eventually(lambda: sum(b._unauthenticated.values()) == 5)
+        # A fifth from the same source is closed at once, before the handshake timeout.
+        reader, writer = await asyncio.open_connection(
+            "127.0.1.3", 9100, local_addr=("127.0.1.40", 0)
+        )
+        assert await asyncio.wait_for(reader.read(), 1.0) == b""
+        writer.close()
+        assert sample(b, "pycluster_connections_refused_total", reason="per_source") == 1
+        # One more from elsewhere fills the total; the next, from anywhere, is refused.
+        idle.append(await asyncio.open_connection("127.0.1.3", 9100, local_addr=("127.0.1.42", 0)))
+        await eventually(lambda: sum(b._unauthenticated.values()) == 6)
+        reader, writer = await asyncio.open_connection(
+            "127.0.1.3", 9100, local_addr=("127.0.1.43", 0)
+        )
+        assert await asyncio.wait_for(reader.read(), 1.0) == b""
+        writer.close()
+        assert sample(b, "pycluster_connections_refused_total", reason="total") == 1
+        # Authenticated peers are not counted: once the strangers go, a node connects.
+        for _, idle_writer in idle:
+            idle_writer.close()
+        await eventually(lambda: sum(b._unauthenticated.values()) == 0)
+        assert await a.connect(B)
+
+
+async def test_a_timestamp_from_an_authenticated_peer_closes_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import msgpack
+
+    a = make_node(A)
+    async with a:
+        seen: list[Any] = []
+        a.register_mailbox("sink", lambda sender, body: seen.append(body))
+        _reader, writer, _ = await raw_peer(A, "127.0.1.2")
+        await eventually(lambda: "raw@127.0.1.9" in a.nodes())
+        payload = msgpack.packb({"t": "msg", "to": "sink", "body": msgpack.Timestamp(1, 0)})
+        writer.write(struct.pack(">I", len(payload)) + payload)
+        await eventually(lambda: "raw@127.0.1.9" not in a.nodes())
+        assert seen == []
+        assert any("extension type -1" in m for m in caplog.messages)
+        writer.close()
+
+
+def sample(node: Node, name: str, **labels: str) -> float | None:
+    return node.metrics.registry.get_sample_value(name, labels)
 
 
 async def test_ipv6_nodes() -> None:

@@ -39,7 +39,7 @@ class Counter(Actor):
 def node(name: str) -> Node:
     config = pycluster.load_config(
         {
-            "node": {"name": name, "cookie": "walkthrough"},
+            "node": {"name": name, "cookie": "counter-walkthrough"},
             "topologies": {"static": {"strategy": "epmd", "config": {"hosts": NAMES}}},
         }
     )

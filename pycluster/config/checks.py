@@ -6,7 +6,7 @@ Each returns None for a good value, else what was expected; the converter adds w
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sized
+from collections.abc import Sequence, Sized
 from typing import Any
 
 from pycluster.config.convert import Check
@@ -70,3 +70,38 @@ def all_of(*checks: Check) -> Check:
         return None
 
     return check
+
+
+MIN_COOKIE_LENGTH = 16
+"""Characters a cookie has at least, surrounding whitespace not counted."""
+
+
+def cookies(value: str | Sequence[str]) -> tuple[str, ...]:
+    """The cookies of ``value`` (one, or a list for rotation: the first is used to dial,
+    any is accepted), without surrounding whitespace, which no source keeps (a file's
+    final newline, a YAML block's indent). ValueError says what is wrong, never the
+    cookie."""
+    items = (value,) if isinstance(value, str) else tuple(value)
+    if not items:
+        raise ValueError("the list is empty")
+    found = tuple(item.strip() for item in items)
+    for index, item in enumerate(found):
+        if len(item) < MIN_COOKIE_LENGTH:
+            which = "the cookie" if isinstance(value, str) else f"cookie {index + 1}"
+            raise ValueError(
+                f"{which} has {len(item)} characters, fewer than {MIN_COOKIE_LENGTH}; "
+                "make one with `openssl rand -base64 32`"
+            )
+    return found
+
+
+def cookie(value: str | Sequence[str]) -> str | None:
+    """A cookie, or a list of them: each of at least ``MIN_COOKIE_LENGTH`` characters."""
+    try:
+        cookies(value)
+    except ValueError:
+        return (
+            f"expected a cookie of at least {MIN_COOKIE_LENGTH} characters (surrounding "
+            "whitespace not counted), or a non-empty list of them"
+        )
+    return None

@@ -101,6 +101,8 @@ def describe_type(tp: Any) -> str:
     if _is_optional(tp):
         inner = [a for a in args if a is not type(None)]
         return " or ".join(describe_type(a) for a in inner) + " (or null)"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
     return str(tp)
 
 
@@ -153,6 +155,21 @@ def _structure(
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         tp = inner[0] if len(inner) == 1 else typing.Union[tuple(inner)]  # noqa: UP007
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        # The data's shape picks the member: a list goes to the list type (so its items'
+        # problems keep their paths), anything else to the first scalar type that fits.
+        options = typing.get_args(tp)
+        sequences = [o for o in options if typing.get_origin(o) in (list, tuple)]
+        if isinstance(data, list) and sequences:
+            return _structure(sequences[0], data, path, issues, meta)
+        for option in options:
+            if option in sequences:
+                continue
+            scratch: list[ConfigIssue] = []
+            value = _structure(option, data, path, scratch, None)
+            if not scratch:
+                return value
+        return wrong()
 
     if attrs.has(tp):
         if not isinstance(data, dict):
@@ -169,10 +186,11 @@ def _structure(
         items = []
         for i, raw_item in enumerate(data):
             item_path = join_path(path, i)
-            item = _structure(typing.get_args(tp)[0], raw_item, item_path, issues, None)
+            item_meta = {"secret": secret}
+            item = _structure(typing.get_args(tp)[0], raw_item, item_path, issues, item_meta)
             problem = each(item) if each is not None and item is not INVALID else None
             if problem is not None:
-                issues.append(ConfigIssue(item_path, f"{problem}, got {shown(raw_item)}"))
+                issues.append(ConfigIssue(item_path, f"{problem}, got {shown(raw_item, secret)}"))
                 item = INVALID
             items.append(item)
         return INVALID if any(item is INVALID for item in items) else tuple(items)

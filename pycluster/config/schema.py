@@ -65,10 +65,12 @@ class NodeConfig:
         "IP literal, else all interfaces.",
         check=_ip_address,
     )
-    cookie: str | None = setting(
+    cookie: str | tuple[str, ...] | None = setting(
         default=None,
-        doc="Shared secret every node of the cluster knows. Never logged, never sent.",
-        check=checks.non_empty,
+        doc="Shared secret every node of the cluster knows, at least 16 characters (surrounding "
+        "whitespace is ignored). Never logged, never sent. A list rotates cookies without "
+        "downtime: the first is used to dial, any of them is accepted.",
+        check=checks.cookie,
         secret=True,
     )
     tls: TlsConfig | None = setting(default=None, doc="Optional mutual TLS between nodes.")

@@ -8,14 +8,28 @@ is the asyncio Protocol of one TCP or TLS stream, handshake included, and a
 with ticks and backpressure.
 """
 
-from pycluster.transport.frames import FrameDecoder, FrameError, encode_frame
-from pycluster.transport.handshake import PROTOCOL_VERSION, Handshake, HandshakeError
+from pycluster.transport.frames import (
+    PREAUTH,
+    FrameDecoder,
+    FrameError,
+    FrameLimits,
+    encode_frame,
+)
+from pycluster.transport.handshake import (
+    PROTOCOL_VERSION,
+    Handshake,
+    HandshakeError,
+    cookie_key,
+)
 
 __all__ = [
+    "PREAUTH",
     "PROTOCOL_VERSION",
     "FrameDecoder",
     "FrameError",
+    "FrameLimits",
     "Handshake",
     "HandshakeError",
+    "cookie_key",
     "encode_frame",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 from pycluster.codec import Codec
 from pycluster.metrics import NodeMetrics
-from pycluster.transport.frames import FrameError, encode_frame
+from pycluster.transport.frames import FrameError, FrameLimits, encode_frame
 from pycluster.transport.link import WRITE_HIGH_WATER, ConnectionClosed, Link
 
 log = logging.getLogger("pycluster.transport")
@@ -27,9 +27,10 @@ class Connection:
 
     Idle connections send a tick every ``tick_interval`` (and answer a peer's tick with a
     tock); a peer silent for ``tick_timeout`` is declared down. ``on_message`` gets every
-    message but ticks, tocks and ``leave``, in arrival order, called from the link's
-    ``data_received``; ``on_closed`` is called once, with the reason. Frames in and out
-    are added to ``metrics`` on each tick round (every ``tick_interval / 2``) and at close.
+    message but ticks, tocks and ``leave``, in arrival order, decoded under ``limits``
+    (the peer is authenticated), called from the link; ``on_closed`` is called once, with
+    the reason. Frames in and out are added to ``metrics`` on each tick round (every
+    ``tick_interval / 2``) and at close.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class Connection:
         incarnation: bytes,
         hidden: bool,
         link: Link,
+        limits: FrameLimits,
         tick_interval: float,
         tick_timeout: float,
         metrics: NodeMetrics,
@@ -52,6 +54,7 @@ class Connection:
         self.closed = False
         self.close_reason: str | None = None
         self._link = link
+        self._limits = limits
         self._tick_interval = tick_interval
         self._tick_timeout = tick_timeout
         self._metrics = metrics
@@ -66,7 +69,7 @@ class Connection:
     def start(self) -> None:
         """Handle the messages read along with the handshake, then every later one; tick."""
         self._ticker = asyncio.create_task(self._tick(), name=f"pycluster tick {self.peer}")
-        self._link.attach(self._received, self._lost)
+        self._link.attach(self._limits, self._received, self._lost)
 
     @property
     def congested(self) -> bool:

@@ -1,34 +1,44 @@
 """The cookie handshake, as a state machine with no I/O.
 
-Both sides prove they know the cluster's cookie without sending it::
+Both sides prove they know the cluster's cookie without sending it, the dialer first::
 
     dialer   -> acceptor   hello      v, name, to (the name it dialled), inc_d, nonce_d, hidden
-    acceptor -> dialer     challenge  v, name, inc_a, nonce_a, proof_a
+    acceptor -> dialer     challenge  v, name, inc_a, nonce_a
     dialer   -> acceptor   proof      proof_d
-    acceptor -> dialer     welcome    (sent by the node, which may instead reject a duplicate)
+    acceptor -> dialer     welcome    proof_a (sent once the node admits the connection; it
+                                      may instead reject a duplicate)
 
-``proof_x = HMAC-SHA256(cookie, transcript(x))`` over a transcript holding a role label,
-both fresh random nonces, both names, both incarnations (random per node process, so a
+``proof_x = HMAC-SHA256(key, transcript(x))`` over a transcript holding a role label, both
+fresh random nonces, both names, both incarnations (random per node process, so a
 restarted peer is told from a duplicate connection), the version and the hidden flag.
-Each side checks the other's proof in constant time. A recorded handshake cannot be
+``key`` is derived from the cookie with scrypt (:func:`cookie_key`), so a proof that an
+impostor collects costs an offline guesser a memory-hard derivation per guess. Each side
+checks the other's proof in constant time.
+
+The acceptor proves nothing until the dialer's proof checks out: whoever connects to a
+node's port learns nothing derived from the cookie. A recorded handshake cannot be
 replayed (the other side's nonce is new every time), and one side's proof cannot be
 reflected as the other's (the role label differs). The acceptor only answers a hello
-addressed to its own name, and the dialer only accepts the name it dialled. A side that
-detects a problem sends ``reject`` with a reason before closing, so both ends can log one
-clear line.
+addressed to its own name, and the dialer only accepts the name it dialled. An acceptor
+may know several cookies (rotation): it accepts a proof made with any of them and answers
+with that one; a dialer proves with its first. A side that detects a problem sends
+``reject`` with a reason before closing, so both ends can log one clear line.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""Version 2: the dialer proves first, keys derived with scrypt. Nodes of different
+versions refuse each other (see docs/deploying.md for upgrading)."""
 NONCE_SIZE = 32
 INCARNATION_SIZE = 16
 
@@ -38,16 +48,38 @@ Role = Literal["dialer", "acceptor"]
 class HandshakeError(Exception):
     """The handshake failed; ``reason`` is safe to log (it never holds the cookie)."""
 
-    def __init__(self, reason: str, *, kind: str = "protocol", tell_peer: bool = True) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        kind: str = "protocol",
+        tell_peer: bool = True,
+        peer_code: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
         """A short category for metrics: cookie, name, version, malformed, rejected, ..."""
         self.tell_peer = tell_peer
+        self.peer_code = peer_code
+        """For ``kind == "rejected"``: the code the peer gave (its own kind, or a refusal
+        of the node such as ``duplicate`` or ``tie-break``), if it gave a known one."""
 
     def reject(self) -> dict[str, Any] | None:
         """The ``reject`` message to send before closing, if the peer should be told."""
-        return {"t": "reject", "reason": self.reason} if self.tell_peer else None
+        return reject(self.kind, self.reason) if self.tell_peer else None
+
+
+def reject(code: str, reason: str) -> dict[str, Any]:
+    """A ``reject`` message: a short ``code`` for programs, a ``reason`` for people."""
+    return {"t": "reject", "code": code, "reason": reason}
+
+
+@functools.lru_cache(maxsize=16)
+def cookie_key(cookie: str) -> bytes:
+    """The HMAC key of ``cookie`` (scrypt, about 50 ms and 16 MiB once per cookie and
+    process; the salt is fixed, so every node derives the same key)."""
+    return hashlib.scrypt(cookie.encode(), salt=b"pycluster-cookie-v2", n=2**14, r=8, p=1, dklen=32)
 
 
 def _transcript(label: str, *parts: object) -> bytes:
@@ -57,17 +89,20 @@ def _transcript(label: str, *parts: object) -> bytes:
     return packed
 
 
-def _proof(cookie: bytes, transcript: bytes) -> bytes:
-    return hmac.new(cookie, transcript, hashlib.sha256).digest()
+def _proof(key: bytes, transcript: bytes) -> bytes:
+    return hmac.new(key, transcript, hashlib.sha256).digest()
 
 
 class Handshake:
     """One side of a handshake. Feed it the peer's messages; send what it returns.
 
-    The dialer knows the name it dialled (``peer``); the acceptor learns it from the hello.
-    When :attr:`done` is True the peer is authenticated as :attr:`peer`, of incarnation
-    :attr:`peer_incarnation`. ``canonical`` maps a written node name to the form this node
-    compares names in (e.g. without the cluster's default port).
+    ``keys`` are the cookie keys (:func:`cookie_key`) this side knows; the first is the
+    one it proves with as a dialer. The dialer knows the name it dialled (``peer``); the
+    acceptor learns it from the hello. When :attr:`done` is True the peer is
+    authenticated as :attr:`peer`, of incarnation :attr:`peer_incarnation` (an acceptor
+    is done once the dialer's proof checks out; the node then sends :meth:`welcome`).
+    ``canonical`` maps a written node name to the form this node compares names in (e.g.
+    without the cluster's default port).
     """
 
     def __init__(
@@ -75,7 +110,7 @@ class Handshake:
         *,
         role: Role,
         me: str,
-        cookie: bytes,
+        keys: Sequence[bytes],
         peer: str | None = None,
         hidden: bool = False,
         incarnation: bytes = b"\x00" * INCARNATION_SIZE,
@@ -84,8 +119,8 @@ class Handshake:
     ) -> None:
         if role == "dialer" and peer is None:
             raise ValueError("a dialer must know the name it dials")
-        if not cookie:
-            raise ValueError("the cookie must not be empty")
+        if not keys or not all(keys):
+            raise ValueError("a handshake needs at least one cookie key")
         self.role = role
         self.me = me
         self.peer = peer
@@ -95,7 +130,9 @@ class Handshake:
         self.incarnation = incarnation
         self.peer_incarnation = b""
         self._canonical = canonical
-        self._cookie = cookie
+        self._keys = tuple(keys)
+        self._key = self._keys[0]
+        """The key of this handshake: an acceptor's becomes the one the dialer used."""
         self._nonce = nonce(NONCE_SIZE)
         self._peer_nonce = b""
         self._expect = "hello" if role == "acceptor" else "challenge"
@@ -120,10 +157,13 @@ class Handshake:
         """Take the peer's next message; return the replies. Raises HandshakeError."""
         kind = message.get("t")
         if kind == "reject":
-            reason = message.get("reason")
+            reason, code = message.get("reason"), message.get("code")
             shown = reason if isinstance(reason, str) else "no reason given"
             raise HandshakeError(
-                f"rejected by the peer: {shown[:200]}", kind="rejected", tell_peer=False
+                f"rejected by the peer: {shown[:200]}",
+                kind="rejected",
+                tell_peer=False,
+                peer_code=code[:40] if isinstance(code, str) else None,
             )
         if self.done or kind != self._expect:
             raise HandshakeError(f"unexpected {str(kind)[:40]!r} during the handshake")
@@ -133,7 +173,7 @@ class Handshake:
             return self._on_challenge(message)
         if kind == "proof":
             return self._on_proof(message)
-        return self._on_welcome()
+        return self._on_welcome(message)
 
     def _on_hello(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         _check_version(message)
@@ -149,7 +189,6 @@ class Handshake:
             raise HandshakeError("the peer claims this node's own name", kind="name")
         self.peer = name
         self._expect = "proof"
-        proof = _proof(self._cookie, self._transcript("acceptor"))
         return [
             {
                 "t": "challenge",
@@ -157,7 +196,6 @@ class Handshake:
                 "name": self.me,
                 "inc": self.incarnation,
                 "nonce": self._nonce,
-                "proof": proof,
             }
         ]
 
@@ -172,30 +210,35 @@ class Handshake:
         self.peer_incarnation = _incarnation_field(message)
         if self._peer_nonce == self._nonce:
             raise HandshakeError("the peer echoed this node's nonce")
-        self._verify(message, "acceptor")
         self._expect = "welcome"
-        return [{"t": "proof", "proof": _proof(self._cookie, self._transcript("dialer"))}]
+        return [{"t": "proof", "proof": _proof(self._key, self._transcript("dialer"))}]
 
     def _on_proof(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        self._verify(message, "dialer")
-        self.done = True
+        proof = message.get("proof")
+        if isinstance(proof, bytes):
+            transcript = self._transcript("dialer")
+            for key in self._keys:  # every one is tried: no timing tells which matched
+                if hmac.compare_digest(proof, _proof(key, transcript)):
+                    self._key = key
+                    self.done = True
+        if not self.done:
+            raise HandshakeError("cookie mismatch", kind="cookie")
         # The node answers with welcome(), or a reject if the connection is a duplicate.
         return []
 
-    @staticmethod
-    def welcome() -> dict[str, Any]:
-        """The acceptor's last message, once the node admits the connection."""
-        return {"t": "welcome"}
+    def welcome(self) -> dict[str, Any]:
+        """The acceptor's last message, once the node admits the connection: its proof."""
+        if self.role != "acceptor" or not self.done:
+            raise ValueError("only an acceptor that checked the dialer's proof welcomes")
+        return {"t": "welcome", "proof": _proof(self._key, self._transcript("acceptor"))}
 
-    def _on_welcome(self) -> list[dict[str, Any]]:
-        self.done = True
-        return []
-
-    def _verify(self, message: dict[str, Any], label: str) -> None:
+    def _on_welcome(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         proof = message.get("proof")
-        expected = _proof(self._cookie, self._transcript(label))
+        expected = _proof(self._key, self._transcript("acceptor"))
         if not isinstance(proof, bytes) or not hmac.compare_digest(proof, expected):
             raise HandshakeError("cookie mismatch", kind="cookie")
+        self.done = True
+        return []
 
     def _transcript(self, label: str) -> bytes:
         assert self.peer is not None

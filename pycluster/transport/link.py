@@ -4,9 +4,14 @@ A link carries the whole life of a connection, the handshake included, so no byt
 sits in a buffer that the next layer would have to fish out:
 
 - Received bytes go straight from ``data_received`` to the frame decoder. Until
-  :meth:`Link.attach`, whole messages wait in an inbox that the handshake reads with
-  :meth:`Link.receive`; from then on each batch goes to the connection as it is decoded,
-  with no reader task to wake.
+  :meth:`Link.attach`, the handshake pulls one message at a time with
+  :meth:`Link.receive`, under the decoder's pre-authentication limits, and a peer that
+  sends more than :data:`PREAUTH_BUFFER` bytes ahead is no longer read. Attaching raises
+  the limits; from then on each batch goes to the connection as it is decoded, with no
+  reader task to wake.
+- Decoding takes at most about :data:`DECODE_BUDGET` bytes per event-loop turn: when more
+  is waiting (a large frame, a burst), reading pauses and decoding goes on in the next
+  turn, so no frame blocks the loop, and memory stays bounded by what one read brings.
 - Frames written in one event-loop turn leave in one ``write()``: the first at once (a
   lone request or reply is not delayed), the others joined at the end of the turn, or at
   the end of the ``data_received`` call that produced them (replies to a burst of
@@ -21,18 +26,23 @@ sits in a buffer that the next layer would have to fish out:
 from __future__ import annotations
 
 import asyncio
-import collections
+import gc
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from pycluster.transport.frames import FrameDecoder, FrameError
+from pycluster.transport.frames import SLICE, FrameDecoder, FrameError, FrameLimits
 
 WRITE_HIGH_WATER = 1024 * 1024
 """Bytes queued for a peer above which senders wait (a slow peer applies backpressure)."""
 JOIN_LIMIT = 64 * 1024
 """Bytes of joined frames written at once even before the turn ends (bounds the memory a
 sender that never yields can queue outside the transport)."""
+DECODE_BUDGET = 2 * SLICE
+"""Bytes decoded per event-loop turn at most (plus the rest of one small frame)."""
+PREAUTH_BUFFER = 8 * 1024
+"""Bytes an unauthenticated peer may send ahead of the handshake before reading stops."""
 
 Message = dict[str, Any]
 
@@ -60,8 +70,11 @@ class Link(asyncio.Protocol):
         self._closing = False
         self._failure: Exception | None = None
         """Why no more messages will come: FrameError, ConnectionClosed or an OSError."""
-        self._inbox: collections.deque[Message] = collections.deque()
         self._inbox_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._resume: asyncio.Handle | None = None
+        self._eof = False
+        """The peer closed its side while decoded messages were still to come."""
         self._on_messages: Callable[[list[Message]], None] | None = None
         self._on_lost: Callable[[Exception], None] | None = None
         self.frames_received = 0
@@ -89,20 +102,49 @@ class Link(asyncio.Protocol):
             self._on_made(self)
 
     def data_received(self, data: bytes) -> None:
-        """Decode whole frames; hand them to the connection, or to the inbox before it."""
+        """Decode whole frames; hand them to the connection, or wake the handshake."""
         self.last_received = time.monotonic()
         if self._failure is not None:
             return
+        self._decoder.feed(data)
+        if self._on_messages is None:
+            if self._decoder.pending > PREAUTH_BUFFER:
+                self._pause_reading()
+            self._wake_inbox()
+            return
+        if self._resume is None:
+            self._decode()
+
+    def _decode(self) -> None:
+        """Decode one budget's worth and hand it over; if more waits, stop reading and go
+        on in the next turn."""
+        self._resume = None
+        if self._failure is not None or self._on_messages is None:
+            return
+        collecting = gc.isenabled()
+        if collecting:
+            # A frame of many small containers would trigger collections that walk every
+            # object decoded so far; they run after the decoding instead.
+            gc.disable()
         try:
-            messages = self._decoder.feed(data)
+            messages = self._decoder.decode(DECODE_BUDGET)
         except FrameError as exc:
             self._fail(exc)
             return
+        finally:
+            if collecting:
+                gc.enable()
+        more = self._decoder.ready
+        if more:
+            self._pause_reading()
+            self._resume = self._loop.call_soon(self._decode)
+        elif self._eof:
+            self._loop.call_soon(self._fail, ConnectionClosed("connection closed by the peer"))
+        elif self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._closing:
+                self._transport.resume_reading()
         if not messages:
-            return
-        if self._on_messages is None:
-            self._inbox.extend(messages)
-            self._wake_inbox()
             return
         self.frames_received += len(messages)
         # Frames written while these are handled (replies) leave together, at the end.
@@ -113,9 +155,41 @@ class Link(asyncio.Protocol):
             self._receiving = False
             self._flush()
 
-    def eof_received(self) -> None:
-        """The peer closed its side: no more messages (the transport then closes)."""
+    def pause_reading(self) -> None:
+        """Stop reading until the link resumes by itself (once it decoded what it holds, or
+        once :meth:`start_tls` takes over the stream)."""
+        self._pause_reading()
+
+    async def start_tls(self, context: ssl.SSLContext, *, timeout: float) -> None:
+        """Run TLS (as the server) over this stream, before any frame: within ``timeout``
+        seconds, or raise (an OSError, or TimeoutError)."""
+        transport = self._transport
+        if transport is None or self._closing:
+            raise ConnectionClosed("connection closed")
+        secured = await asyncio.wait_for(
+            self._loop.start_tls(
+                transport, self, context, server_side=True, ssl_handshake_timeout=timeout
+            ),
+            timeout + 1.0,
+        )
+        if secured is None:
+            raise ConnectionClosed("connection closed during the TLS handshake")
+        self._transport = secured
+        self._reading_paused = False  # start_tls resumed the stream under TLS
+        secured.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None and not self._closing:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        """The peer closed its side: no more messages once those received are decoded."""
+        if self._on_messages is not None and self._resume is not None:
+            self._eof = True
+            return True  # the transport stays open until they are; then it is closed
         self._fail(ConnectionClosed("connection closed by the peer"))
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The transport is closed: fail whatever still waits on it."""
@@ -143,12 +217,22 @@ class Link(asyncio.Protocol):
     # -- receiving --------------------------------------------------------------------------
 
     async def receive(self) -> Message:
-        """The next message before :meth:`attach` (the handshake reads through this).
+        """The next message before :meth:`attach` (the handshake reads through this),
+        decoded under the pre-authentication limits the decoder was made with.
 
         Raises FrameError for a bad frame, ConnectionClosed when the peer closed, or the
         OSError that broke the connection.
         """
-        while not self._inbox:
+        while True:
+            if self._failure is None or isinstance(self._failure, ConnectionClosed):
+                # What came before the end of the stream is still read.
+                try:
+                    decoded = self._decoder.decode(limit=1)
+                except FrameError as exc:
+                    self._fail(exc)
+                    raise
+                if decoded:
+                    return decoded[0]
             if self._failure is not None:
                 raise self._failure
             self._inbox_waiter = self._loop.create_future()
@@ -156,26 +240,31 @@ class Link(asyncio.Protocol):
                 await self._inbox_waiter
             finally:
                 self._inbox_waiter = None
-        return self._inbox.popleft()
 
     def attach(
-        self, on_messages: Callable[[list[Message]], None], on_lost: Callable[[Exception], None]
+        self,
+        limits: FrameLimits,
+        on_messages: Callable[[list[Message]], None],
+        on_lost: Callable[[Exception], None],
     ) -> None:
-        """From now on, hand messages to ``on_messages`` as they are decoded.
+        """The peer is authenticated: decode under ``limits`` from now on, and hand
+        messages to ``on_messages`` as they are decoded.
 
-        Messages already received (past the handshake) are handed over first; if the link
-        is already broken, ``on_lost`` is then called at once.
+        Bytes that came after the handshake are decoded first; if the link is already
+        broken, ``on_lost`` is then called.
         """
+        self._decoder.limits = limits
         self._on_messages = on_messages
         self._on_lost = on_lost
         self.frames_sent = 0
-        backlog = list(self._inbox)
-        self._inbox.clear()
-        if backlog:
-            self.frames_received += len(backlog)
-            on_messages(backlog)
+        if isinstance(self._failure, ConnectionClosed) and self._decoder.pending:
+            # The peer closed right after the handshake: what it sent first still counts.
+            self._failure = None
+            self._eof = True
         if self._failure is not None:
             on_lost(self._failure)
+            return
+        self._decode()
 
     def _wake_inbox(self) -> None:
         if self._inbox_waiter is not None and not self._inbox_waiter.done():
