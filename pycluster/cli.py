@@ -18,10 +18,13 @@ from typing import Any
 from pycluster.config import Config, ConfigError, ConfigIssue, checks, load_config
 from pycluster.errors import NotConnected
 from pycluster.plugins import PluginError
+from pycluster.throttle import Throttle
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 1
 COOKIE_ENV = "PYCLUSTER_COOKIE"
+FD_LIMIT_CEILING = 1 << 20
+"""Open files asked for when the hard limit is unlimited."""
 
 log = logging.getLogger("pycluster.cli")
 
@@ -174,14 +177,35 @@ def raise_fd_limit() -> None:
         import resource
 
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        wanted = FD_LIMIT_CEILING if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log asyncio's "accept() out of system resource" (out of file descriptors) as one
+    line a minute, not a traceback a second per listening socket; every other error goes
+    to the loop's default handler as before."""
+    throttle = Throttle(60.0)
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if not message.startswith("socket.accept() out of system resource"):
+            loop.default_exception_handler(context)
+        elif throttle.admit("accept"):
+            log.warning(
+                "the cluster port cannot accept connections (%s); retrying every second",
+                context.get("exception"),
+            )
+
+    loop.set_exception_handler(handler)
 
 
 async def _run_node(config: Config, cookie: tuple[str, ...]) -> int:
     from pycluster.node import Node
 
     raise_fd_limit()
+    quiet_accept_errors(asyncio.get_running_loop())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -2,28 +2,200 @@
 
 They bind the node's own address, so probes reach the pod and a partition cut between two
 loopback addresses cuts HTTP too.
+
+Whatever reaches the pod reaches this port, so no client may hold it: this module owns the
+listening sockets and the accept loop (aiohttp only parses requests and answers them). A
+connection beyond a cap, in all or from one source address, is closed as soon as it is
+accepted, so the listen backlog never fills; a connection slow to send its request
+headers, or idle too long between requests, is closed; an accept that fails for want of
+resources (file descriptors, memory) is retried after a pause, and logged once a minute at
+most rather than once per attempt.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import collections
+import logging
+import socket
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from pycluster.throttle import Throttle
 
 if TYPE_CHECKING:
     from pycluster.node import Node
 
+log = logging.getLogger(__name__)
+
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+HEADER_TIMEOUT = 10.0
+"""Seconds a client has to send a request's headers: counted from connecting for the first
+request, and from the first byte of each later request on a kept-alive connection."""
+IDLE_TIMEOUT = 60.0
+"""Seconds a kept-alive connection may wait, after a response, for the next request."""
+MAX_CONNECTIONS = 1024
+"""HTTP connections open at once, in all; one more is closed as soon as it is accepted."""
+MAX_CONNECTIONS_PER_SOURCE = 64
+"""HTTP connections open at once from one source address; one more is closed at once."""
+BACKLOG = 128
+"""Connections the kernel queues before they are accepted (aiohttp's default)."""
+ACCEPT_RETRY_DELAY = 1.0
+"""Seconds to pause after an accept failed, out of file descriptors say (as asyncio's
+servers do: the listening socket stays readable, so retrying at once would spin)."""
+WARNING_INTERVAL = 60.0
+"""Seconds between two log lines about the same repeated trouble (the repeats in between are
+only counted: how often they happen is the attacker's choice)."""
+
+Cap = Literal["total", "per_source"]
+Clock = Literal["header", "idle"]
+
+
+class ConnectionCaps:
+    """Connections open, in all and per source address, and which cap a new one breaks."""
+
+    def __init__(self, total: int, per_source: int) -> None:
+        self.total = total
+        self.per_source = per_source
+        self.open = 0
+        """Connections counted in and not yet out."""
+        self._from: collections.Counter[str] = collections.Counter()
+
+    def admit(self, source: str) -> Cap | None:
+        """Count a new connection from ``source`` in, or return the cap it would break."""
+        if self.open >= self.total:
+            return "total"
+        if self._from[source] >= self.per_source:
+            return "per_source"
+        self._from[source] += 1
+        self.open += 1
+        return None
+
+    def release(self, source: str) -> None:
+        """Count out a connection :meth:`admit` counted in."""
+        self.open -= 1
+        self._from[source] -= 1
+        if not self._from[source]:
+            del self._from[source]
+
+
+class _Connection(web.RequestHandler):
+    """aiohttp's protocol for one connection, plus the clock that closes it when a client
+    is slow to send its headers (``header``) or waits too long between requests (``idle``).
+    """
+
+    def __init__(self, endpoints: HttpEndpoints, server: web.Server, source: str) -> None:
+        # aiohttp's keepalive_timeout closes a connection waiting for a request; ours close
+        # it first (and count why), so aiohttp's is only a backstop.
+        super().__init__(
+            server,
+            loop=asyncio.get_running_loop(),
+            keepalive_timeout=endpoints.header_timeout + endpoints.idle_timeout,
+            access_log=None,  # type: ignore[arg-type]  # aiohttp documents None as "no access log"
+        )
+        self._endpoints = endpoints
+        self._source: str | None = source
+        self._clock: asyncio.TimerHandle | None = None
+        self._clock_kind: Clock | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_clock("header")
+
+    def data_received(self, data: bytes) -> None:
+        if self._clock_kind == "idle":
+            self._start_clock("header")  # the next request has begun
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_clock()
+        self.release()
+        super().connection_lost(exc)
+
+    def release(self) -> None:
+        """Give the connection's place under the caps back (once)."""
+        if self._source is not None:
+            self._endpoints.caps.release(self._source)
+            self._source = None
+
+    def request_started(self) -> None:
+        """The request's headers are in: no clock runs while the node answers."""
+        self._stop_clock()
+
+    def request_finished(self) -> None:
+        """The answer is made: the connection now waits for the next request."""
+        self._start_clock("idle")
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs a traceback for each malformed request (a 400): a client would
+        choose how much we log. One throttled line instead, without the traceback."""
+        error = kw.get("exc_info")
+        reason = f"{error.__class__.__name__}: {str(error)[:200]}" if error else str(args[:1])
+        self._endpoints._warn(
+            ("request",), "node %s: bad HTTP request: %s", self._endpoints.node_name, reason
+        )
+
+    def _start_clock(self, kind: Clock) -> None:
+        self._stop_clock()
+        timeout = (
+            self._endpoints.header_timeout if kind == "header" else self._endpoints.idle_timeout
+        )
+        self._clock = asyncio.get_running_loop().call_later(timeout, self._expire, kind)
+        self._clock_kind = kind
+
+    def _stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+        self._clock, self._clock_kind = None, None
+
+    def _expire(self, kind: Clock) -> None:
+        self._clock, self._clock_kind = None, None
+        self._endpoints.metrics.http_closed.labels(kind).inc()
+        # abort, not close: a client that reads nothing would keep a closing one open.
+        if self.transport is not None:
+            self.transport.abort()
+
+
+@web.middleware
+async def _clocked(request: web.Request, handler: Handler) -> web.StreamResponse:
+    connection = request.protocol
+    if not isinstance(connection, _Connection):
+        return await handler(request)
+    connection.request_started()
+    try:
+        return await handler(request)
+    finally:
+        connection.request_finished()
 
 
 class HttpEndpoints:
     """The HTTP server of one node."""
 
-    def __init__(self, node: Node, host: str | None, port: int) -> None:
+    def __init__(
+        self,
+        node: Node,
+        host: str | None,
+        port: int,
+        *,
+        header_timeout: float = HEADER_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
+    ) -> None:
         self._node = node
         self._host = host
         self._port = port
-        app = web.Application()
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.caps = ConnectionCaps(max_connections, max_connections_per_source)
+        self.metrics = node.metrics
+        self.node_name = node.name
+        self._repeats = Throttle(WARNING_INTERVAL)
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        app = web.Application(middlewares=[_clocked])
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -32,16 +204,76 @@ class HttpEndpoints:
                 web.get("/metrics", self._metrics),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False)
 
     async def start(self) -> None:
         """Bind and serve."""
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True).start()
+        self._listeners = await _listen(self._host, self._port)
+        self._accepting = [asyncio.create_task(self._accept(s)) for s in self._listeners]
 
     async def stop(self) -> None:
         """Stop serving."""
+        for task in self._accepting:
+            task.cancel()
+        await asyncio.gather(*self._accepting, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
         await self._runner.cleanup()
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except ConnectionAbortedError:
+                continue  # that client gave up while queued
+            except OSError as error:
+                self._warn(
+                    ("accept",),
+                    "node %s: the HTTP port cannot accept connections (%s); retrying every %ss",
+                    self._node.name,
+                    error,
+                    ACCEPT_RETRY_DELAY,
+                )
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            source = str(address[0])
+            refused = self.caps.admit(source)
+            if refused is None:
+                await self._serve(sock, source)
+                continue
+            sock.close()
+            self.metrics.http_refused.labels(refused).inc()
+            self._warn(
+                ("refused", refused),
+                "node %s: HTTP connection from %s refused: %s",
+                self._node.name,
+                source,
+                f"{self.caps.total} connections open in all"
+                if refused == "total"
+                else f"{self.caps.per_source} connections open from that address",
+            )
+
+    async def _serve(self, sock: socket.socket, source: str) -> None:
+        server = self._runner.server
+        assert server is not None, "start() sets the runner up first"
+        connection = _Connection(self, server, source)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: connection, sock)
+        except OSError as error:
+            log.debug("node %s: HTTP connection from %s lost: %s", self._node.name, source, error)
+            connection.release()
+            sock.close()
+
+    def _warn(self, key: tuple[str, ...], message: str, *args: object) -> None:
+        """Log a warning once a minute per ``key`` at most; repeats are not even logged at
+        debug level, since an attacker sets their pace."""
+        if self._repeats.admit(key):
+            suppressed = self._repeats.take_suppressed()
+            if suppressed:
+                message += f" ({suppressed} repeated warnings suppressed since the last one)"
+            log.warning(message, *args)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         # Answering at all proves the event loop runs.
@@ -59,3 +291,34 @@ class HttpEndpoints:
         return web.Response(
             body=self._node.metrics.render(), headers={"Content-Type": CONTENT_TYPE_METRICS}
         )
+
+
+async def _listen(host: str | None, port: int) -> list[socket.socket]:
+    """Listening sockets on each address ``host`` resolves to (every interface if None)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            try:
+                listener = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this host does not have (IPv6, say), as asyncio does
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                listener.bind(address)
+            except OSError as error:
+                raise OSError(
+                    error.errno,
+                    f"error while attempting to bind on address {address!r}: {error.strerror}",
+                ) from None
+            listener.listen(BACKLOG)
+            listener.setblocking(False)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
