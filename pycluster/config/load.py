@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -13,7 +12,7 @@ import yaml
 
 from pycluster.config.convert import INVALID, structure
 from pycluster.config.errors import ConfigError, ConfigIssue, join_path
-from pycluster.config.interpolate import interpolate
+from pycluster.config.interpolate import MAX_DEPTH, interpolate
 from pycluster.config.schema import Config
 
 if TYPE_CHECKING:
@@ -22,8 +21,64 @@ if TYPE_CHECKING:
 _TOPOLOGY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""Config files larger than this are refused before they are parsed."""
+
+MAX_VALUES = 10_000
+"""A document may hold at most this many values (keys, scalars, mappings and lists), counting
+each use of an alias as the whole value it stands for."""
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Well-formed YAML beyond the loader's limits."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of keeping the last one silently."""
+    """SafeLoader that refuses duplicate keys instead of keeping the last one silently, and
+    refuses documents nested too deep or too big once their aliases are expanded.
+
+    A few hundred bytes of nested aliases can stand for billions of values; constructing
+    them shares objects, but every later walk over the data (interpolation, validation)
+    pays for each one, and deep nesting exhausts the stack. So both are counted while
+    composing, before anything is built.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0
+        self._sizes: dict[str, int] = {}  # anchor -> how many values it stands for
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.NodeEvent = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)  # refuses an undefined alias
+            size = self._sizes.get(event.anchor or "")
+            if size is None:
+                raise _refused(f"alias *{event.anchor} is used inside the value it names", event)
+            self._count(size, event)
+            return node
+        nested = isinstance(event, yaml.CollectionStartEvent)
+        self._depth += nested
+        if self._depth > MAX_DEPTH:
+            raise _refused(f"more than {MAX_DEPTH} levels of nesting", event)
+        before = self._values
+        self._count(1, event)
+        node = super().compose_node(parent, index)
+        self._depth -= nested
+        if event.anchor is not None:
+            self._sizes[event.anchor] = self._values - before
+        return node
+
+    def _count(self, values: int, event: yaml.NodeEvent) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _refused(f"more than {MAX_VALUES:,} values once aliases are expanded", event)
+
+
+def _refused(problem: str, event: yaml.Event) -> _Refused:
+    mark = event.start_mark if isinstance(event.start_mark, yaml.Mark) else None
+    return _Refused(None, None, problem, mark)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -31,6 +86,13 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any
     seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                "a key cannot be a list or a mapping",
+                key_node.start_mark,
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping",
@@ -46,24 +108,42 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 
 def read_yaml(path: str | os.PathLike[str]) -> object:
-    """Parse a YAML file safely; a missing file or malformed YAML raises ConfigError."""
+    """Parse a YAML file safely; a missing, unreadable, malformed or too large file raises
+    ConfigError."""
     source = str(path)
+    loader = _Loader(_read_text(path, source))
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return loader.get_single_data()
+    except _Refused as exc:
+        raise ConfigError([ConfigIssue("", _yaml_reason(exc))], source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            [ConfigIssue("", f"malformed YAML: {_yaml_reason(exc)}")], source
+        ) from None
+    except RecursionError:  # the limits above should make this unreachable
+        raise ConfigError([ConfigIssue("", "nested too deeply")], source) from None
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: str | os.PathLike[str], source: str) -> str:
+    """The file's text, refused without reading it all when it is over the size limit."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            # One byte past the limit tells a pipe or a /proc file (size 0) that is too big.
+            raw = b"" if size > MAX_CONFIG_BYTES else file.read(MAX_CONFIG_BYTES + 1)
+        if size > MAX_CONFIG_BYTES or len(raw) > MAX_CONFIG_BYTES:
+            found = f"{size}" if size > MAX_CONFIG_BYTES else f"more than {MAX_CONFIG_BYTES}"
+            limit = f"{MAX_CONFIG_BYTES / 2**20:g} MiB"
+            message = f"config file is {found} bytes; the limit is {limit}"
+            raise ConfigError([ConfigIssue("", message)], source)
+        return raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([ConfigIssue("", "no such file")], source) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigIssue("", f"cannot read: {reason}")], source) from None
-    loader = _Loader(text)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            [ConfigIssue("", f"malformed YAML: {_yaml_reason(exc)}")], source
-        ) from None
-    finally:
-        loader.dispose()
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:
