@@ -3,6 +3,12 @@
 The name a node calls itself is the name its peers dial, so the host part is an address
 others can reach (a pod IP, a DNS name, ``127.0.0.x`` in the lab). IPv6 hosts are written in
 brackets: ``app@[::1]`` or ``app@[fd00::5]:9101``.
+
+Parsing is strict, as names arrive from strangers (gossip datagrams, files, DNS answers):
+names are ASCII, a port is one to five digits 0-9 (1 to 65535), and a host is an IP literal
+or a DNS name. A host that only looks like a number (``127.1``, ``0x7f.1``,
+``999.999.999.999``) is neither: the resolver would read some of them as an address, and a
+DNS name's last label is never all-numeric (RFC 1123, RFC 3696).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?"
 )
+# Labels the C library's inet_aton() reads as numbers (decimal, octal, hex).
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 class NodeNameError(ValueError):
@@ -46,7 +55,10 @@ class NodeName:
 
 
 def parse_node_name(text: str) -> NodeName:
-    """Parse ``name@host`` / ``name@host:port`` / ``name@[v6]:port``; raise NodeNameError."""
+    """Parse ``name@host`` / ``name@host:port`` / ``name@[v6]:port``.
+
+    Raises NodeNameError, saying why, for any other text, and never another exception.
+    """
     name, sep, rest = text.partition("@")
     if not sep:
         raise NodeNameError("no '@' between name and host")
@@ -60,6 +72,9 @@ def parse_node_name(text: str) -> NodeName:
         host, bracket, tail = rest[1:].partition("]")
         if not bracket:
             raise NodeNameError("missing ']' after an IPv6 host")
+        if "%" in host:
+            # A zone names an interface of one host; peers dialling the name have others.
+            raise NodeNameError(f"{host!r}: an IPv6 host cannot carry a zone ('%...')")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -76,14 +91,28 @@ def parse_node_name(text: str) -> NodeName:
             port_text = port_part
         if not host:
             raise NodeNameError("the host after '@' is empty")
-        if not _is_ipv4(host) and not _HOSTNAME.fullmatch(host):
-            raise NodeNameError(f"{host!r} is not a valid host name or IPv4 address")
+        if not _is_ipv4(host):
+            _check_host_name(host)
     port: int | None = None
     if port_text is not None:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        # Not str.isdigit(): it takes '²' (which int() refuses) and '٩١٠٠' (which it reads).
+        if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
             raise NodeNameError(f"port {port_text!r} is not a number from 1 to 65535")
         port = int(port_text)
     return NodeName(name, host, port)
+
+
+def _check_host_name(host: str) -> None:
+    if not _HOSTNAME.fullmatch(host):
+        raise NodeNameError(f"{host!r} is not a valid host name or IPv4 address")
+    labels = host.removesuffix(".").split(".")
+    if all(_NUMERIC_LABEL.fullmatch(label) for label in labels):
+        raise NodeNameError(
+            f"{host!r} looks like an IPv4 address but is not one: write four numbers from 0 "
+            "to 255 without leading zeros, e.g. 10.0.0.5"
+        )
+    if labels[-1].isdigit():
+        raise NodeNameError(f"{host!r} is not a host name: its last label is all digits")
 
 
 def _is_ipv4(host: str) -> bool:

@@ -534,3 +534,71 @@ async def test_lookups_without_nodes_are_retried_sooner_than_the_polling_interva
         await eventually(lambda: "NXDOMAIN" in caplog.text)
         await dnsmasq.set_hosts({SERVICE: ips(2, 3)})
         await eventually(lambda: network.links(APP[0]) == [APP[1]], timeout=10)
+
+
+# -- records that make no node name are skipped and counted -----------------------------------
+
+
+def test_srv_targets_are_host_names_only() -> None:
+    names, problems = srv_node_names(
+        "app",
+        [
+            "app-0.app.prod.svc.cluster.local.",
+            "app-1.123.",  # a DNS name's last label is never all digits
+            "h:9100.",  # a DNS label may hold ':', a host name may not
+            "[::1].",
+            "0x7f.1.",
+        ],
+    )
+    assert names == ["app@app-0.app.prod.svc.cluster.local"]
+    assert problems == [
+        "target 'app-1.123.' makes no node name "
+        "('app-1.123' is not a host name: its last label is all digits)",
+        "target 'h:9100.' makes no node name (not a host name)",
+        "target '[::1].' makes no node name (not a host name)",
+        "target '0x7f.1.' makes no node name "
+        "('0x7f.1' looks like an IPv4 address but is not one: write four numbers from 0 to "
+        "255 without leading zeros, e.g. 10.0.0.5)",
+    ]
+
+
+def test_interpret_counts_the_records_it_skips() -> None:
+    def names(values: Any) -> tuple[list[str], list[str]]:
+        return srv_node_names("app", values)
+
+    assert interpret("q", "SRV", Records(("a.example.", "b.1.", "c:1.")), names).skipped == 2
+    assert interpret("q", "SRV", Records(("b.1.",)), names).skipped == 1
+    assert interpret("q", "SRV", Records(("a.example.",)), names).skipped == 0
+    assert interpret("q", "SRV", Failed("timed out"), names).skipped == 0
+
+
+async def test_kubernetes_dnssrv_skips_and_counts_targets_that_make_no_name(
+    dnsmasq: Dnsmasq,
+    network: InMemoryNetwork,
+    plugins: Plugins,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.test_strategies import counting_supervisor, dropped
+
+    srv_name = "app.prod.svc.lab.test"
+    good = ["app-0.app.prod.svc.lab.test", "app-1.app.prod.svc.lab.test"]
+    me, peer = (f"app@{pod}" for pod in good)
+    network.join(peer)
+    await dnsmasq.set_srv({srv_name: [*good, "app-2.123"]})
+    topology = {
+        "strategy": "kubernetes.dnssrv",
+        "config": {
+            "service": "app",
+            "namespace": "prod",
+            "application_name": "app",
+            "cluster_domain": "lab.test",
+            **resolver_keys(dnsmasq),
+        },
+    }
+    supervisor, metrics = counting_supervisor(me, topology, network, plugins)
+    async with supervisor:
+        await eventually(lambda: network.links(me) == [peer])
+        await eventually(lambda: dropped(metrics, "bad_record") >= 2)  # one at each lookup
+        assert supervisor.status()["t"].crashes == 0
+    assert network.links(me) == [peer]
+    assert any("skipped SRV records: target 'app-2.123.'" in m for m in caplog.messages)

@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pycluster import ConfigError, InMemoryNetwork, Plugins, TopologyConnect, hookimpl, load_config
-from pycluster.nodename import parse_node_name
-from pycluster.strategies.gossip import DropLog, Gossip, GossipConfig
+from pycluster.metrics import NodeMetrics
+from pycluster.nodename import NodeNameError, parse_node_name
+from pycluster.strategies.gossip import DropLog, Gossip, GossipConfig, GossipProtocol
 from pycluster.strategies.gossip_packet import (
     MAGIC,
     MAX_PACKET_SIZE,
@@ -39,9 +40,9 @@ from pycluster.strategies.gossip_packet import (
     ReplayGuard,
     derive_key,
 )
-from pycluster.strategy import Topology
+from pycluster.strategy import Topology, TopologyLog
 from tests.conftest import eventually
-from tests.hyp import node_names
+from tests.hyp import node_name_texts, node_names
 from tests.lab.multicast import IPV6_INTERFACE, multicast_available
 from tests.lab.multicast import multicast_namespace as namespace
 
@@ -140,7 +141,6 @@ def test_authentic_packets_are_still_checked() -> None:
         {"node": A},
         {"node": A, "sent": "now"},
         {"node": A, "sent": -1},
-        {"node": "no at sign", "sent": int(NOW * 1000)},
         {"node": A, "sent": int(NOW * 1000), "more": 1},
         [A, int(NOW * 1000)],
     ):
@@ -148,6 +148,43 @@ def test_authentic_packets_are_still_checked() -> None:
         body = nonce + aead.encrypt(nonce, msgpack.packb(fields), aad)
         packet = msgpack.packb([MAGIC, VERSION, "default", body])
         assert reason(receiver.decode(packet, NOW)) is Drop.MALFORMED, fields
+
+
+# Names that attacks announced: '²' passes str.isdigit() but not int(), int() reads '٩١٠٠'
+# as 9100, and the C library reads the others as addresses (the node would dial them).
+BAD_NAMES = [
+    "x@h:\u00b2",
+    "x@h:\u0669\u0661\u0660\u0660",
+    "x@127.1",
+    "x@0x7f.1",
+    "x@999.999.999.999",
+    "x@h:+80",
+    "no at sign",
+]
+
+
+@pytest.mark.parametrize("node", BAD_NAMES)
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["plain", "sealed"])
+def test_a_heartbeat_naming_no_node_is_dropped_as_bad_name(node: str, secret: str | None) -> None:
+    codec = HeartbeatCodec("default", secret)
+    verdict = codec.decode(codec.encode(node, NOW), NOW)
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason is Drop.BAD_NAME
+    assert verdict.detail.startswith(repr(node))
+
+
+@settings(max_examples=1000)
+@given(text=node_name_texts(), secret=st.none() | st.just(SECRET))
+def test_an_announced_text_is_heard_as_its_node_or_dropped_as_a_bad_name(
+    text: str, secret: str | None
+) -> None:
+    codec = HeartbeatCodec("default", secret)
+    verdict = codec.decode(codec.encode(text, NOW), NOW)
+    try:
+        expected: Heard | Drop = Heard(str(parse_node_name(text)))
+    except NodeNameError:
+        expected = Drop.BAD_NAME
+    assert (verdict if isinstance(verdict, Heard) else verdict.reason) == expected
 
 
 def test_the_key_depends_on_secret_and_cluster() -> None:
@@ -362,13 +399,24 @@ def netns() -> Iterator[None]:
 
 @asynccontextmanager
 async def gossip(
-    name: str, network: InMemoryNetwork, plugins: Plugins, **config: Any
+    name: str,
+    network: InMemoryNetwork,
+    plugins: Plugins,
+    *,
+    metrics: NodeMetrics | None = None,
+    **config: Any,
 ) -> AsyncIterator[tuple[Gossip, Topology]]:
     """A gossip strategy running for ``name``; checks it neither crashed nor hung."""
     settings = {"heartbeat_interval": INTERVAL, "multicast_if": "127.0.0.1", **config}
     stopping = asyncio.Event()
     topology = Topology(
-        "lan", "gossip", gossip_config(name, **settings), network.join(name), plugins, stopping
+        "lan",
+        "gossip",
+        gossip_config(name, **settings),
+        network.join(name),
+        plugins,
+        stopping,
+        metrics=metrics,
     )
     strategy = Gossip()
     task = asyncio.create_task(strategy.run(topology))
@@ -439,7 +487,11 @@ async def test_a_silent_node_is_not_disconnected(
 async def test_ipv6_groups_and_broadcast(
     netns: None, network: InMemoryNetwork, plugins: Plugins
 ) -> None:
-    v6 = {"multicast_addr": "ff15::7a", "multicast_if": IPV6_INTERFACE, "if_addr": "::"}
+    v6: dict[str, Any] = {
+        "multicast_addr": "ff15::7a",
+        "multicast_if": IPV6_INTERFACE,
+        "if_addr": "::",
+    }
     async with gossip(A, network, plugins, **v6), gossip(B, network, plugins, **v6):
         await eventually(lambda: network.links(A) == [B])
     network = InMemoryNetwork(plugins)
@@ -581,3 +633,54 @@ async def test_replays_through_the_socket_are_dropped(
     # One line for the first drop from 127.0.0.9; the rest are counted, not logged.
     lines = [m for m in caplog.messages if "dropped a gossip packet from 127.0.0.9" in m]
     assert len(lines) == 1, lines
+
+
+def dropped_in_metrics(metrics: NodeMetrics) -> dict[str, float]:
+    """``pycluster_discovery_dropped_total`` of topology ``lan``, by reason."""
+    return {
+        sample.labels["reason"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "pycluster_discovery_dropped"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["topology"] == "lan"
+    }
+
+
+@needs_namespace
+async def test_bad_names_are_dropped_counted_in_metrics_and_logged_once(
+    netns: None, network: InMemoryNetwork, plugins: Plugins, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = NodeMetrics()
+    async with gossip(A, network, plugins, metrics=metrics) as (a, _):
+        await eventually(lambda: a.protocol is not None and a.sent > 0)
+        with udp_sender() as sender:
+            for _ in range(20):
+                for name in BAD_NAMES:
+                    sender.sendto(plain().encode(name, time.time()), (GROUP, PORT))
+            sender.sendto(plain("another").encode(B, time.time()), (GROUP, PORT))
+            expected = {"bad_name": 20 * len(BAD_NAMES), "other_cluster": 1}
+            await eventually(lambda: a.dropped == expected)
+            assert dropped_in_metrics(metrics) == expected
+            # Still listening: a valid heartbeat afterwards connects its node.
+            network.join(B)
+            sender.sendto(plain().encode(B, time.time()), (GROUP, PORT))
+            await eventually(lambda: network.links(A) == [B])
+    assert not [r for r in caplog.records if r.exc_info is not None]
+    lines = [m for m in caplog.messages if "dropped a gossip packet from 127.0.0.9" in m]
+    assert lines == [
+        "[pycluster:lan] dropped a gossip packet from 127.0.0.9: announces something that is "
+        "not a node name: 'x@h:\u00b2' (port '\u00b2' is not a number from 1 to 65535)"
+    ]
+
+
+async def test_a_datagram_that_cannot_be_handled_costs_one_traceback_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def bug(data: bytes, addr: Any) -> None:
+        raise RuntimeError("a bug")
+
+    log = TopologyLog(logging.getLogger("pycluster.topology"), {"topology": "lan"})
+    protocol = GossipProtocol(bug, log)
+    for _ in range(100):
+        protocol.datagram_received(b"x", ("192.0.2.1", PORT))
+    assert len([r for r in caplog.records if r.exc_info is not None]) == 1

@@ -30,7 +30,7 @@ from pycluster.strategies.local_epmd import (
     runtime_dir,
 )
 from tests.conftest import eventually
-from tests.test_strategies import supervisor_for
+from tests.test_strategies import counting_supervisor, dropped, supervisor_for
 
 NAMES = [f"n{i}@127.0.0.{i + 2}" for i in range(4)]
 
@@ -194,6 +194,23 @@ async def test_bad_entries_are_reported_once_and_skipped(
         "nopid.json",
         "notes.txt",
     ]
+
+
+async def test_entries_naming_no_node_are_skipped_and_counted(
+    run_dir: Path, network: InMemoryNetwork, plugins: Plugins
+) -> None:
+    write_entry(run_dir, "digits.json", {"name": "x@h:\u00b2", "pid": os.getpid()})
+    write_entry(run_dir, "short.json", {"name": "y@127.1", "pid": os.getpid()})
+    config = {"runtime_dir": str(run_dir), "polling_interval": 10}
+    topology = {"strategy": "local_epmd", "config": config}
+    first, metrics = counting_supervisor(NAMES[0], topology, network, plugins)
+    second = local(NAMES[1], run_dir, network, plugins)
+    async with first, second:
+        await eventually(lambda: mesh(network, NAMES[:2]))
+        # Two bad entries at each read of the directory, counted together.
+        await eventually(lambda: dropped(metrics, "bad_entry") >= 4)
+        assert dropped(metrics, "bad_entry") % 2 == 0
+        assert first.status()["t"].crashes == 0
 
 
 async def test_groups_stay_apart(run_dir: Path, network: InMemoryNetwork, plugins: Plugins) -> None:
@@ -373,6 +390,8 @@ def test_parse_entry() -> None:
         (b'{"name": "a@h", "pid": -1}', "no 'pid' process id"),
         (b'{"name": "a@h", "pid": true}', "no 'pid' process id"),
         (b'{"name": "a@h", "pid": 1e3}', "no 'pid' process id"),
+        ('{"name": "x@h:\u00b2", "pid": 3}'.encode(), "'x@h:\u00b2' is not a node name"),
+        (b'{"name": "x@127.1", "pid": 3}', "'x@127.1' is not a node name"),
     ]:
         with pytest.raises(ValueError, match=problem):
             parse_entry(data)

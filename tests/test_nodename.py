@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 
 from pycluster import NodeName, NodeNameError, parse_node_name
-from tests.hyp import node_names
+from tests.hyp import node_name_texts, node_names
 
 
 @pytest.mark.parametrize(
@@ -15,6 +19,9 @@ from tests.hyp import node_names
         ("app@pod-1.svc.ns.svc.cluster.local", NodeName("app", "pod-1.svc.ns.svc.cluster.local")),
         ("app@[::1]:9101", NodeName("app", "::1", 9101)),
         ("app@[fd00::5]", NodeName("app", "fd00::5")),
+        # Numeric labels are fine in a host name, but for its last one.
+        ("app@123.example", NodeName("app", "123.example")),
+        ("app@0x7f.example:80", NodeName("app", "0x7f.example", 80)),
     ],
 )
 def test_parses_the_written_forms(text: str, expected: NodeName) -> None:
@@ -35,6 +42,27 @@ def test_parses_the_written_forms(text: str, expected: NodeName) -> None:
         ("app@host:x", "port 'x'"),
         ("app@ho st", "not a valid host name"),
         ("app@[::1]x", "expected ':port'"),
+        # Digits of other scripts: '²' passes str.isdigit() but int() refuses it (it used
+        # to escape as a bare ValueError); int() reads '٩١٠٠' as 9100.
+        ("x@h:\u00b2", "port '\u00b2' is not a number from 1 to 65535"),
+        ("x@h:\u0669\u0661\u0660\u0660", "port '\u0669\u0661\u0660\u0660'"),
+        ("x@[::1]:\u00b2", "port '\u00b2'"),
+        ("app@host:+80", "port '\\+80'"),
+        ("app@host: 80", "port ' 80'"),
+        ("app@host:80 ", "port '80 '"),
+        ("app@host:123456", "port '123456'"),
+        ("app@host:", "port ''"),
+        # Hosts the C library would read as addresses, or that no DNS name can be.
+        ("a@127.1", "'127.1' looks like an IPv4 address but is not one"),
+        ("a@0x7f.1", "'0x7f.1' looks like an IPv4 address"),
+        ("a@0x7f", "'0x7f' looks like an IPv4 address"),
+        ("a@999.999.999.999", "looks like an IPv4 address"),
+        ("a@010.0.0.1", "looks like an IPv4 address"),
+        ("a@127.0.0.1.", "looks like an IPv4 address"),
+        ("a@pod.123", "'pod.123' is not a host name: its last label is all digits"),
+        ("a@[fe80::1%eth0]", "cannot carry a zone"),
+        ("\u00e9@host", "the part before '@'"),
+        ("app@h\u00e9", "not a valid host name"),
     ],
 )
 def test_rejects_bad_names_saying_why(text: str, reason: str) -> None:
@@ -52,3 +80,49 @@ def test_is_ip_tells_literals_from_host_names() -> None:
     assert parse_node_name("a@127.0.0.2").is_ip
     assert parse_node_name("a@[::1]").is_ip
     assert not parse_node_name("a@example.internal").is_ip
+
+
+@settings(max_examples=3000)
+@given(node_name_texts())
+@example("x@h:\u00b2")
+@example("a@b:" + "9" * 5000)  # int() refuses more than 4300 digits
+def test_any_text_is_a_node_name_or_a_node_name_error(text: str) -> None:
+    try:
+        parsed = parse_node_name(text)
+    except NodeNameError:
+        return  # anything else (a bare ValueError, a TypeError) fails the test
+    written = str(parsed)
+    assert written.isascii()
+    assert parse_node_name(written) == parsed
+    assert str(parse_node_name(written)) == written
+
+
+@pytest.mark.parametrize(
+    ("name", "hosts", "where"),
+    [
+        ("x@h:\u00b2", ["a@127.0.0.3"], "node.name"),
+        ("x@127.0.0.2", ["a@127.0.0.3", "b@h:\u00b2"], "topologies.static.config.hosts[1]"),
+        ("x@127.0.0.2", ["a@h:\u0669\u0661\u0660\u0660"], "topologies.static.config.hosts[0]"),
+        ("x@127.1", ["a@127.0.0.3"], "node.name"),
+    ],
+)
+def test_check_refuses_a_bad_name_with_its_path_and_exit_2(
+    tmp_path: Path, name: str, hosts: list[str], where: str
+) -> None:
+    path = tmp_path / "node.yaml"
+    entries = ", ".join(f'"{host}"' for host in hosts)
+    path.write_text(
+        f'node: {{name: "{name}"}}\n'
+        f"topologies:\n  static: {{strategy: epmd, config: {{hosts: [{entries}]}}}}\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pycluster", "check", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{where}: expected name@host or name@host:port (" in result.stderr, result.stderr

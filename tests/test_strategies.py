@@ -1,22 +1,32 @@
-"""The built-in epmd and hosts_file strategies, run by a Supervisor on the in-memory network."""
+"""The built-in epmd and hosts_file strategies, run by a Supervisor on the in-memory network;
+and the node names strategies make of what discovery hands them (a file, the Kubernetes API)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pycluster import (
     InMemoryNetwork,
     Plugins,
+    RestartPolicy,
+    Supervisor,
     TopologyConnect,
     TopologyDisconnect,
     hookimpl,
+    load_config,
 )
+from pycluster.metrics import NodeMetrics
 from pycluster.strategies.hosts_file import parse_hosts
+from pycluster.strategies.kubernetes import Naming, node_names
+from pycluster.strategies.kubernetes_api import Address, endpoints_addresses, slice_addresses
 from tests.conftest import eventually, supervisor_for
+from tests.lab import kube_api
+from tests.lab.kube_api import KubeApi
 
 NAMES = [f"n{i}@127.0.0.{i + 2}" for i in range(4)]
 
@@ -120,6 +130,66 @@ def test_parse_hosts() -> None:
     assert problems == ["line 4: 'bogus' is not a node name (no '@' between name and host)"]
 
 
+def test_parse_hosts_skips_lines_that_only_look_like_node_names() -> None:
+    names, problems = parse_hosts(
+        "x@h:\u00b2\na@127.0.0.2\nb@h:\u0669\u0661\u0660\u0660\nc@127.1\nd@0x7f.1\n"
+    )
+    assert names == ["a@127.0.0.2"]
+    assert [p.split(":")[0] for p in problems] == ["line 1", "line 3", "line 4", "line 5"]
+    assert problems[0] == (
+        "line 1: 'x@h:\u00b2' is not a node name (port '\u00b2' is not a number from 1 to 65535)"
+    )
+
+
+def counting_supervisor(
+    name: str, topology: dict[str, Any], network: InMemoryNetwork, plugins: Plugins
+) -> tuple[Supervisor, NodeMetrics]:
+    """supervisor_for, with the node's metrics (where dropped discovery input is counted)."""
+    config = load_config(
+        {"node": {"name": name}, "topologies": {"t": topology}}, env={}, plugins=plugins
+    )
+    metrics = NodeMetrics()
+    supervisor = Supervisor(
+        config.topologies,
+        membership=network.join(name),
+        plugins=plugins,
+        policy=RestartPolicy(initial_delay=0.01),
+        metrics=metrics,
+    )
+    return supervisor, metrics
+
+
+def dropped(metrics: NodeMetrics, reason: str, topology: str = "t") -> float:
+    """``pycluster_discovery_dropped_total`` of ``topology`` for ``reason``."""
+    labels = {"topology": topology, "reason": reason}
+    return metrics.registry.get_sample_value("pycluster_discovery_dropped_total", labels) or 0.0
+
+
+async def test_hosts_file_skips_and_counts_bad_lines_and_connects_the_others(
+    tmp_path: Path, network: InMemoryNetwork, plugins: Plugins, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in NAMES[1:]:
+        network.join(name)
+    hosts = tmp_path / "hosts"
+    write_atomically(
+        hosts,
+        f"x@h:\u00b2\n{NAMES[1]}\nb@h:\u0669\u0661\u0660\u0660\n{NAMES[2]}\na@127.1\n{NAMES[3]}\n",
+    )
+    topology = {"strategy": "hosts_file", "config": {"path": str(hosts), "polling_interval": 10}}
+    me, metrics = counting_supervisor(NAMES[0], topology, network, plugins)
+    async with me:
+        await eventually(lambda: network.links(NAMES[0]) == NAMES[1:])
+        # Three bad lines at each read of the file, counted together.
+        await eventually(lambda: dropped(metrics, "bad_line") >= 6)
+        assert dropped(metrics, "bad_line") % 3 == 0
+        status = me.status()["t"]
+        assert (status.state, status.crashes) == ("running", 0)
+        assert any(
+            "skipped bad lines: line 1: 'x@h:\u00b2' is not a node name (port" in m
+            for m in caplog.messages
+        )
+
+
 def test_a_repeating_problem_is_logged_once_then_summarised(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,3 +211,84 @@ def test_a_repeating_problem_is_logged_once_then_summarised(
     assert messages[1].startswith("[pycluster:t] still failing: lookup failed (6 times over")
     assert messages[2].startswith("[pycluster:t] discovery recovered after 6 failed attempts")
     assert len(messages) == 3
+
+
+# -- kubernetes: addresses from the API's JSON, as they come ---------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ip", "dns"])
+def test_kubernetes_addresses_that_are_not_ips_make_no_name(mode: str) -> None:
+    naming = Naming("app", mode)  # type: ignore[arg-type]
+    for ip in [5, None, ["10.0.0.1"], "evil.example", "10.0.0.1:9100", "127.1", "fe80::1%eth0"]:
+        assert naming.name(Address(ip, "prod")) is None, ip  # type: ignore[arg-type]
+    assert naming.name(Address("10.0.0.1", 5)) is None  # type: ignore[arg-type]
+    assert naming.name(Address("10.0.0.1", "prod")) is not None
+
+
+def test_kubernetes_hostnames_that_make_no_host_make_no_name() -> None:
+    naming = Naming("app", "hostname", "svc")
+    for hostname in [5, {"a": 1}, "p:9100", "p@q", "p\u00b2", "p q"]:
+        assert naming.name(Address("10.0.0.1", "prod", hostname)) is None, hostname  # type: ignore[arg-type]
+    assert naming.name(Address("10.0.0.1", "prod", "p-0")) == "app@p-0.svc.prod.svc.cluster.local"
+
+
+def test_kubernetes_objects_with_odd_fields_are_named_or_skipped() -> None:
+    """JSON a broken or hostile API server could send: never an exception, only skips."""
+    objects = {
+        "slice": slice_addresses(
+            {
+                "addressType": "IPv4",
+                "metadata": {"namespace": "prod"},
+                "endpoints": [{"addresses": [5]}, {"addresses": ["10.0.0.2"]}],
+            }
+        ),
+        "endpoints": endpoints_addresses(
+            {
+                "metadata": {"namespace": "prod"},
+                "subsets": [{"addresses": [{"ip": ["10.0.0.3"]}, {"ip": "10.0.0.4"}]}],
+            }
+        ),
+    }
+    found = [address for addresses in objects.values() for address in addresses]
+    names, unnamed = node_names(found, Naming("app"))
+    assert names == {"app@10.0.0.2", "app@10.0.0.4"}
+    assert len(unnamed) == 2
+
+
+async def test_kubernetes_skips_and_counts_addresses_that_make_no_name(
+    network: InMemoryNetwork, plugins: Plugins, caplog: pytest.LogCaptureFixture
+) -> None:
+    me, peer = "app@127.0.0.2", "app@127.0.0.3"
+    labels = {"app": "pycluster"}
+    network.join(peer)
+    async with KubeApi.running() as kube:
+        odd = kube_api.slice_endpoint("127.0.0.4", pod_name="odd")
+        odd["addresses"] = [5]  # not even text
+        endpoints = [
+            kube_api.slice_endpoint("127.0.0.2", pod_name="me"),
+            kube_api.slice_endpoint("127.0.0.3", pod_name="peer"),
+            kube_api.slice_endpoint("evil.example", pod_name="named"),
+            kube_api.slice_endpoint("127.1", pod_name="short"),
+            odd,
+        ]
+        kube.put(kube_api.endpoint_slice("app-a", endpoints, labels=labels))
+        config = {
+            "selector": "app=pycluster",
+            "node_basename": "app",
+            "namespace": "lab",
+            "api_server": kube.url,
+        }
+        supervisor, metrics = counting_supervisor(
+            me, {"strategy": "kubernetes", "config": config}, network, plugins
+        )
+        async with supervisor:
+            await eventually(lambda: network.links(me) == [peer])
+            await eventually(lambda: dropped(metrics, "bad_address") == 3)
+            # Counted as they arrive: a watch event brings one more, the others stay counted.
+            bad = [kube_api.slice_endpoint("0x7f.1", pod_name="hex")]
+            kube.put(kube_api.endpoint_slice("app-b", bad, labels=labels))
+            await eventually(lambda: dropped(metrics, "bad_address") == 4)
+            status = supervisor.status()["t"]
+            assert (status.state, status.crashes) == ("running", 0)
+            assert any("skipped 4 addresses that do not make" in m for m in caplog.messages)
+        assert network.links(me) == [peer]

@@ -297,6 +297,8 @@ class _DnsPolling(Strategy):
         rng = random.Random()
         while True:
             outcome = await self.discover(config)
+            for _ in range(outcome.skipped):
+                topology.dropped("bad_record")
             topology.problem(outcome.problem)
             await topology.apply(outcome.answer)
             others = set(outcome.answer or ()) - {topology.self_name}

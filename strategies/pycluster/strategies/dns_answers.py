@@ -66,6 +66,9 @@ class Outcome:
     """Node names to apply, or None to keep the current nodes."""
     problem: str | None
     """The problem to report (None: discovery works)."""
+    skipped: int = attrs.field(default=0, eq=False)
+    """Records that made no node name, for the dropped-input counter (not compared: it
+    is bookkeeping, not part of what the topology is told)."""
 
 
 def merge_addresses(a: Lookup, aaaa: Lookup) -> Lookup:
@@ -105,7 +108,9 @@ def srv_node_names(application_name: str, targets: Iterable[str]) -> tuple[list[
     """``application_name@target`` for each SRV target (without its final dot), sorted
     without duplicates; and a description of each target that makes no node name.
 
-    A target of ``.`` means "no service here" (RFC 2782) and is skipped silently.
+    A target of ``.`` means "no service here" (RFC 2782) and is skipped silently. A target
+    is a host name: one that a node name would read as more (``h:9100``, ``[::1]``: a DNS
+    label may hold any byte) makes none.
     """
     names: set[str] = set()
     problems: list[str] = []
@@ -114,9 +119,14 @@ def srv_node_names(application_name: str, targets: Iterable[str]) -> tuple[list[
         if not host:
             continue
         try:
-            names.add(str(parse_node_name(f"{application_name}@{host}")))
+            name = parse_node_name(f"{application_name}@{host}")
         except NodeNameError as exc:
             problems.append(f"target {target[:80]!r} makes no node name ({exc})")
+            continue
+        if name.port is not None or name.host != host:
+            problems.append(f"target {target[:80]!r} makes no node name (not a host name)")
+            continue
+        names.add(str(name))
     return sorted(names), problems
 
 
@@ -149,8 +159,12 @@ def interpret(query: str, wanted: str, lookup: Lookup, names: Names) -> Outcome:
     found, problems = names(lookup.values)
     if not found:
         return Outcome(
-            None, f"{query}: no usable {wanted} records ({'; '.join(problems)}); {keeping}"
+            None,
+            f"{query}: no usable {wanted} records ({'; '.join(problems)}); {keeping}",
+            len(problems),
         )
     if problems:
-        return Outcome(found, f"{query}: skipped {wanted} records: {'; '.join(problems)}")
+        return Outcome(
+            found, f"{query}: skipped {wanted} records: {'; '.join(problems)}", len(problems)
+        )
     return Outcome(found, None)

@@ -307,6 +307,7 @@ class GossipProtocol(asyncio.DatagramProtocol):
     ) -> None:
         self._received = received
         self._log = log
+        self._failures = DropLog(burst=1)
         self.error: OSError | None = None
         """The last socket error (a failed send), until :meth:`take_error`."""
         self.lost = asyncio.get_running_loop().create_future()
@@ -314,11 +315,17 @@ class GossipProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         # An exception here would make asyncio close the socket: a bug must cost one
-        # datagram, not the topology's ears.
+        # datagram, not the topology's ears; and one traceback a minute, not one for each
+        # copy of the datagram a stranger can repeat.
         try:
             self._received(data, addr)
         except Exception:
-            self._log.exception("dropped a datagram from %s that could not be handled", addr)
+            unlogged = self._failures.admit("", time.monotonic())
+            if unlogged is not None:
+                more = f" ({unlogged} more since the last report)" if unlogged else ""
+                self._log.exception(
+                    "dropped a datagram from %s that could not be handled%s", addr, more
+                )
 
     def error_received(self, exc: Exception) -> None:
         if isinstance(exc, OSError):
@@ -369,8 +376,9 @@ class Gossip(Strategy):
     The first heartbeat leaves as soon as the socket is open. Several nodes on one host
     share the port (SO_REUSEADDR/SO_REUSEPORT). A node that stops sending heartbeats is not
     disconnected: the transport's ticks detect dead nodes. Datagrams that are not valid
-    heartbeats of this cluster are dropped, counted (the ``dropped`` attribute) and logged
-    at most once a minute per source. A socket that cannot be opened, or sends that fail, are
+    heartbeats of this cluster are dropped, counted (the ``dropped`` attribute, and the
+    topology's ``pycluster_discovery_dropped_total`` by reason) and logged at most once a
+    minute per source. A socket that cannot be opened, or sends that fail, are
     reported as the topology's problem and retried, with a backoff up to
     ``heartbeat_interval``.
 
@@ -514,6 +522,7 @@ class Gossip(Strategy):
 
     def _dropped(self, topology: Topology, rejected: Rejected, source: str) -> None:
         self.dropped[rejected.reason.value] += 1
+        topology.dropped(rejected.reason.value)
         unlogged = self._drop_log.admit(source, time.monotonic())
         if unlogged is None:
             return

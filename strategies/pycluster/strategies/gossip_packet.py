@@ -76,6 +76,7 @@ class Drop(enum.Enum):
     FORGED = "forged"
     STALE = "stale"
     REPLAYED = "replayed"
+    BAD_NAME = "bad_name"
 
     @property
     def description(self) -> str:
@@ -93,6 +94,7 @@ _DESCRIPTIONS = {
     Drop.FORGED: "failed authentication (another secret, or altered on the way)",
     Drop.STALE: f"sent time more than {REPLAY_WINDOW:.0f}s from this node's clock",
     Drop.REPLAYED: "a copy of a heartbeat already received",
+    Drop.BAD_NAME: "announces something that is not a node name",
 }
 
 
@@ -259,5 +261,5 @@ def _heard(node: object) -> Heard | Rejected:
     try:
         name = parse_node_name(node)
     except NodeNameError as exc:
-        return Rejected(Drop.MALFORMED, f"{node[:80]!r} is not a node name ({exc})")
+        return Rejected(Drop.BAD_NAME, f"{node[:80]!r} ({exc})")
     return Heard(str(name))

@@ -48,7 +48,9 @@ class HostsFile(Strategy):
     One node name per line; blank lines and ``#`` comments are ignored, and Erlang-style
     quoted lines (``'app@10.0.0.1'.``) are accepted. A file that cannot be read, or lists no
     valid node, changes nothing (it is usually being rewritten); bad lines are reported and
-    skipped. A node removed from the file is disconnected and kept out until listed again.
+    skipped, and counted (``pycluster_discovery_dropped_total``, reason ``bad_line``) each
+    time the file is read. A node removed from the file is disconnected and kept out until
+    listed again.
     Replace the file atomically (write a new one, then rename it over the old).
     """
 
@@ -67,6 +69,8 @@ class HostsFile(Strategy):
                 topology.problem(f"cannot read {path} ({reason}); keeping current nodes")
             else:
                 answer, problems = parse_hosts(text)
+                for _ in problems:
+                    topology.dropped("bad_line")
                 if problems:
                     topology.problem(f"{path}: skipped bad lines: " + "; ".join(problems))
                 elif not answer:

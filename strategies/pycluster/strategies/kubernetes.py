@@ -10,6 +10,7 @@ set of objects) and the loops (list + watch, or polling) that feed the topology.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import random
 import time
@@ -155,20 +156,38 @@ class Naming:
 
     def name(self, address: Address) -> str | None:
         """``address``'s node name, or None if it cannot be named (no hostname in
-        ``hostname`` mode, or not a valid host)."""
-        if self.mode == "ip":
-            host = address.ip
-        elif self.mode == "dns":
-            dashed = address.ip.replace(".", "-").replace(":", "-")
-            host = f"{dashed}.{address.namespace}.pod.{self.domain}"
-        else:
-            if not address.hostname:
+        ``hostname`` mode, no IP address in the others, or not a valid host).
+
+        The fields are the API's JSON as it came: anything but text of the right form
+        (a number, an ``ip`` that is a host name) makes no name.
+        """
+        if not isinstance(address.namespace, str):
+            return None
+        if self.mode == "hostname":
+            if not isinstance(address.hostname, str) or not address.hostname:
                 return None
             host = f"{address.hostname}.{self.service}.{address.namespace}.svc.{self.domain}"
+        elif not _is_ip(address.ip):
+            return None
+        elif self.mode == "ip":
+            host = address.ip
+        else:
+            dashed = address.ip.replace(".", "-").replace(":", "-")
+            host = f"{dashed}.{address.namespace}.pod.{self.domain}"
         try:
             return str(parse_node_name(str(NodeName(self.basename, host))))
         except NodeNameError:
             return None
+
+
+def _is_ip(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def node_names(
@@ -239,7 +258,9 @@ class Kubernetes(Strategy):
     do not count; not-ready ones do. A failed call (timeout, 5xx, 403, connection lost)
     keeps the current nodes and is retried with a jittered backoff; an empty answer keeps
     them too and is logged. Only a successful answer that leaves out a node listed before
-    disconnects it, and keeps it out while the API leaves it out. Needs the
+    disconnects it, and keeps it out while the API leaves it out. Addresses that make no
+    node name are reported, skipped, and counted as they arrive
+    (``pycluster_discovery_dropped_total``, reason ``bad_address``). Needs the
     ``pycluster[kubernetes]`` extra, and RBAC ``list`` (and ``watch``) on the resource read.
     """
 
@@ -316,7 +337,7 @@ class _Discovery:
                 self.failed(exc, "list")
                 delay = self.backoff.next()
             else:
-                self.answered(listing.objects)
+                self.answered(listing.objects, all_addresses(listing.objects))
                 self.backoff.reset()
                 delay = self.interval
             if not await self.topology.sleep(delay):
@@ -331,7 +352,7 @@ class _Discovery:
                 if since is None:
                     listing = await self.api.list()
                     since = listing.resource_version
-                    self.answered(listing.objects)
+                    self.answered(listing.objects, all_addresses(listing.objects))
                 async with self.api.watch(since, WATCH_TIMEOUT) as events:
                     established = time.monotonic()
                     self.succeeded()
@@ -341,7 +362,8 @@ class _Discovery:
                         news = True
                         since = event.resource_version or since
                         if event.type != "BOOKMARK":
-                            self.answered(fold(self.objects or {}, event))
+                            received = () if event.type == "DELETED" else event.addresses
+                            self.answered(fold(self.objects or {}, event), received)
             except Gone:
                 # The history we would resume from is gone: list afresh, then watch again.
                 self.topology.log.info(
@@ -370,7 +392,12 @@ class _Discovery:
             if not await self.topology.sleep(delay):
                 return
 
-    def answered(self, objects: Objects) -> None:
+    def answered(self, objects: Objects, received: Iterable[Address]) -> None:
+        """The API's answer is ``objects`` now; ``received`` are the addresses that just
+        arrived (counted when they make no node name: each is dropped input)."""
+        _, unnamed = node_names(received, self.naming)
+        for _ in unnamed:
+            self.topology.dropped("bad_address")
         self.objects = dict(objects)
         self.succeeded()
         self.changed.set()
@@ -419,7 +446,7 @@ class _Discovery:
                 why += "spec.subdomain, as a StatefulSet sets)"
             else:
                 why = "do not make valid node names"
-            shown = ", ".join(sorted(a.ip for a in unnamed)[:5])
+            shown = ", ".join(sorted(str(a.ip)[:64] for a in unnamed)[:5])
             return names, f"skipped {len(unnamed)} addresses that {why}: {shown}"
         return names, None
 

@@ -235,10 +235,11 @@ class LocalEpmd(Strategy):
     the strategy stops (on shutdown, cancellation or a crash). Every ``polling_interval``
     the node reads the directory and connects the nodes it finds. Entries of processes
     that no longer exist (a node killed with ``kill -9``) are ignored and removed; bad
-    entries are reported once and skipped. A node whose entry disappears while other
-    nodes remain listed is disconnected and kept out until it registers again; a node
-    whose own entry was removed by someone else registers again at its next poll. A
-    directory that cannot be read changes nothing.
+    entries are reported once, skipped, and counted at each read
+    (``pycluster_discovery_dropped_total``, reason ``bad_entry``). A node whose entry
+    disappears while other nodes remain listed is disconnected and kept out until it
+    registers again; a node whose own entry was removed by someone else registers again at
+    its next poll. A directory that cannot be read changes nothing.
 
     Directories are created with mode ``0700`` and entries with mode ``0600``: the
     directory belongs to one user, so only that user's nodes find each other. The default
@@ -289,6 +290,8 @@ class LocalEpmd(Strategy):
                     except OSError as exc:
                         problems.append(f"cannot read {directory} ({_reason(exc)})")
                     else:
+                        for _ in bad:
+                            topology.dropped("bad_entry")
                         if bad:
                             problems.append(f"{directory}: skipped bad entries: " + "; ".join(bad))
                 if answer is None:
