@@ -47,7 +47,7 @@ import lab
 
 from pycluster import load_config
 from pycluster.node import Node
-from pycluster.transport.frames import FrameDecoder, encode_frame
+from pycluster.transport.frames import FrameDecoder, FrameLimits, encode_frame
 
 HEADER = struct.Struct(">I")
 ANNOUNCE = struct.Struct(">IB")
@@ -171,13 +171,14 @@ async def _count_raw(reader: asyncio.StreamReader, total: int) -> None:
 
 async def _count_decoded(reader: asyncio.StreamReader, total: int) -> None:
     """Decode ``total`` frames with pycluster's FrameDecoder."""
-    decoder = FrameDecoder(MAX_FRAME)
+    decoder = FrameDecoder(FrameLimits.authenticated(MAX_FRAME))
     count = 0
     while count < total:
         data = await reader.read(READ_SIZE)
         if not data:
             raise ConnectionError("the client left")
-        count += len(decoder.feed(data))
+        decoder.feed(data)
+        count += len(decoder.decode(budget=len(data) + 1))
 
 
 # -- the benchmark process ----------------------------------------------------------------

@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -137,7 +138,7 @@ def cookie_from(
 
 
 def _node_count(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 20:
+    if not re.fullmatch(r"[0-9]{1,2}", text) or not 1 <= int(text) <= 20:
         raise argparse.ArgumentTypeError(f"expected a number of nodes from 1 to 20, got {text!r}")
     return int(text)
 

@@ -154,12 +154,23 @@ def may_hold_timestamp(data: bytes) -> bool:
 
 def refuse_timestamps(value: Any) -> None:
     """Raise CodecError if ``value`` holds a msgpack Timestamp anywhere."""
-    stack = [value]
+    search_timestamps([value], budget=None)
+
+
+def search_timestamps(stack: list[Any], budget: int | None) -> bool:
+    """Look at up to ``budget`` values (all if None) of the ones ``stack`` holds and what
+    they contain, popping them; CodecError at a Timestamp. True once none is left."""
+    timestamp = msgpack.Timestamp
     while stack:
+        if budget is not None:
+            if budget <= 0:
+                return False
+            budget -= 1
         item = stack.pop()
-        if isinstance(item, msgpack.Timestamp):
-            raise CodecError("unexpected msgpack extension type -1 (timestamp)")
         if isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, dict):
             stack.extend(item.values())
+        elif isinstance(item, timestamp):
+            raise CodecError("unexpected msgpack extension type -1 (timestamp)")
+    return True

@@ -225,3 +225,20 @@ def test_no_decode_call_takes_long_whatever_a_maximal_frame_holds() -> None:
     assert got == [value]
     assert calls >= len(stream) // SLICE
     assert worst < 0.1
+
+
+def test_a_large_frame_that_may_hold_a_timestamp_is_searched_a_slice_per_call() -> None:
+    """55039 packs as cd d6 ff, which starts like a timestamp: the whole value is searched,
+    but in slices, each call bounded like a decoding one."""
+    value = {"t": "m", "x": [55039] * 60_000}
+    frame = encode_frame(value)
+    decoder = decoder_for(1 << 20)
+    decoder.feed(frame)
+    calls, got = 0, []
+    while True:
+        got += decoder.decode(budget=SLICE)
+        calls += 1
+        if not decoder.ready:
+            break
+    assert got == [value]
+    assert calls > len(frame) // SLICE + 1

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import msgpack
 
-from pycluster.codec import Codec, CodecError, Limits, may_hold_timestamp, refuse_timestamps
+from pycluster.codec import Codec, CodecError, Limits, may_hold_timestamp, search_timestamps
 
 HEADER = struct.Struct(">I")
 PLAIN = Codec()
@@ -30,6 +30,9 @@ PLAIN = Codec()
 SLICE = 32 * 1024
 """Frames up to this many bytes are decoded at once; larger ones in pieces of this size.
 32 KiB of the costliest msgpack (one byte per empty container) decodes in about 3 ms."""
+
+SEARCH_SLICE = 16 * 1024
+"""Values of a decoded frame searched for a msgpack timestamp per call (a few ms)."""
 
 Message = dict[str, Any]
 
@@ -103,6 +106,13 @@ class FrameDecoder:
             data, offset = self._data, self._offset
             available = len(data) - offset
             large = self._large
+            if large is not None and large.searching:
+                spent += SLICE  # values looked at, each at least a byte
+                message = large.search(SEARCH_SLICE)
+                if message is not None:
+                    self._large = None
+                    messages.append(message)
+                continue
             if large is not None:
                 take = min(large.remaining, available, SLICE)
                 if take == 0:
@@ -146,7 +156,7 @@ class FrameDecoder:
         budget or limit, not for lack of bytes)."""
         available = len(self._data) - self._offset + len(self._tail)
         if self._large is not None:
-            return available > 0
+            return self._large.searching or available > 0
         if available < HEADER.size:
             return False
         self._join()
@@ -163,7 +173,8 @@ class FrameDecoder:
 
 
 class _LargeFrame:
-    """One frame above :data:`SLICE` bytes, decoded as its pieces are fed."""
+    """One frame above :data:`SLICE` bytes, decoded as its pieces are fed; then, if its
+    bytes hold what may start a msgpack timestamp, searched for one a slice at a time."""
 
     def __init__(self, size: int, codec: Codec, limits: Limits) -> None:
         self.size = size
@@ -171,9 +182,16 @@ class _LargeFrame:
         self._unpacker = codec.unpacker(size, limits)
         self._marked = False
         self._last = b""
+        self._value: Any = None
+        self._unsearched: list[Any] = []
+
+    @property
+    def searching(self) -> bool:
+        """Whether the value is whole and still being searched for timestamps."""
+        return bool(self._unsearched)
 
     def feed(self, piece: bytes) -> Message | None:
-        """Add the next piece; return the message once the frame is whole."""
+        """Add the next piece; return the message once the frame is whole (and searched)."""
         self.remaining -= len(piece)
         # A timestamp's marker may straddle two pieces: look across the seam too.
         self._marked = self._marked or may_hold_timestamp(self._last + piece[:2])
@@ -192,12 +210,23 @@ class _LargeFrame:
             raise FrameError(f"undecodable ({type(exc).__name__})") from None
         if self.remaining or self._unpacker.tell() != self.size:
             raise FrameError("bytes after the value in a frame")
-        if self._marked:
-            try:
-                refuse_timestamps(value)
-            except CodecError as exc:
-                raise FrameError(str(exc)) from None
-        return _checked(value)
+        message = _checked(value)
+        if not self._marked:
+            return message
+        self._value, self._unsearched = message, [message]
+        return None
+
+    def search(self, budget: int) -> Message | None:
+        """Look at up to ``budget`` more values; the message once none holds a timestamp."""
+        try:
+            done = search_timestamps(self._unsearched, budget)
+        except CodecError as exc:
+            raise FrameError(str(exc)) from None
+        if not done:
+            return None
+        message: Message = self._value
+        self._value = None
+        return message
 
 
 def _checked(message: object) -> Message:

@@ -85,7 +85,9 @@ def test_endpoints_become_one_grpc_target(endpoints: tuple[str, ...], expected: 
     assert target(endpoints) == expected
 
 
-@pytest.mark.parametrize("text", ["etcd", "10.0.0.1", "10.0.0.1:0", "[::1]", "a:b:2379"])
+@pytest.mark.parametrize(
+    "text", ["etcd", "10.0.0.1", "10.0.0.1:0", "[::1]", "a:b:2379", "h:\u00b2", "h:\u0662\u0663"]
+)
 def test_malformed_endpoints(text: str) -> None:
     with pytest.raises(ValueError, match=r"expected|bad port"):
         parse_endpoint(text)

@@ -8,6 +8,7 @@ default ``prefix`` differs.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 import attrs
@@ -39,7 +40,8 @@ def parse_endpoint(value: str) -> tuple[str, int]:
         host, _, port_text = text.rpartition(":")
         if not host or ":" in host:
             raise ValueError("expected host:port")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    # Not str.isdigit(): it takes '²' (which int() refuses) and '٩١٠٠' (which it reads).
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"bad port {port_text!r}")
     return host, int(port_text)
 

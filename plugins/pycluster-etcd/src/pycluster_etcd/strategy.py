@@ -98,6 +98,8 @@ class EtcdStrategy(Strategy):
                     if time.monotonic() < settle_until:
                         answer = sorted(set(answer) | topology.listed)
                     if bad:
+                        for _ in bad:
+                            topology.dropped("bad_name")
                         topology.problem(f"skipped values that are not node names: {bad}")
                     elif registered is not None:
                         topology.problem(None)
