@@ -4,16 +4,17 @@ they move with their state when nodes join and leave, and that a stopped one sta
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from pycluster import load_config, ring
+from pycluster import Plugins, hookimpl, load_config, ring
 from pycluster.actors import RestartPolicy
 from pycluster.demo import Counter
 from pycluster.node import Node
-from pycluster.registry import ActorRef, AlreadyStarted
-from pycluster.registry.placement import Spec
+from pycluster.registry import ActorRef, AlreadyStarted, LocalRegistry, RegistryBackend
+from pycluster.registry.placement import ABSENT_GRACE, Spec
 from tests.conftest import eventually
 
 COOKIE = "placement-test-cookie"
@@ -139,3 +140,125 @@ async def test_a_remote_spawn_may_ask_for_ring_placement(three: list[Node]) -> N
     ref = await three[0].call(three[1].name, "$names", request)
     assert isinstance(ref, ActorRef)
     assert ref.node == ring.owner("remote-ring", [n.name for n in three])
+
+
+# -- the sweep works only when something changed ---------------------------------------------
+
+
+def quiet(nodes: list[Node]) -> bool:
+    """Every ring actor on its owner, and nothing left for any node to check."""
+    return settled(nodes) and all(n.registry.ring.idle for n in nodes)
+
+
+def count_owner_computations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names ``ring.owner`` is asked about from now on."""
+    asked: list[str] = []
+    real = ring.owner
+
+    def owner(name: str, members: Iterable[str]) -> str:
+        asked.append(name)
+        return real(name, members)
+
+    monkeypatch.setattr(ring, "owner", owner)
+    return asked
+
+
+async def test_an_idle_node_does_no_placement_work(
+    three: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in NAMES:
+        await three[0].registry.spawn(name, Counter, placement="ring")
+    await eventually(lambda: quiet(three))
+    asked = count_owner_computations(monkeypatch)
+    checks = [n.registry.ring.checks for n in three]
+    # Not a wait for something to happen but the test's subject, a quiet second: the
+    # former loop computed every owner 10 times in it.
+    await asyncio.sleep(1.0)
+    assert asked == []
+    assert [n.registry.ring.checks for n in three] == checks
+    # A node joins: every owner may change, so every node checks every name again.
+    async with make_node(3) as newcomer:
+        four = [*three, newcomer]
+        await mesh(four)
+        await eventually(lambda: quiet(four), timeout=10)
+        for node, before in zip(three, checks, strict=True):
+            assert node.registry.ring.checks >= before + len(NAMES)
+        again = [n.registry.ring.checks for n in three]
+    # It left: that is a membership change too.
+    await eventually(lambda: quiet(three), timeout=10)
+    for node, before in zip(three, again, strict=True):
+        assert node.registry.ring.checks >= before + len(NAMES)
+
+
+async def test_a_peer_announcing_it_leaves_makes_every_name_checked(three: list[Node]) -> None:
+    for name in NAMES:
+        await three[0].registry.spawn(name, Counter, placement="ring")
+    await eventually(lambda: quiet(three))
+    before = three[0].registry.ring.checks
+    three[1].send_nowait(three[0].name, "$names", ["ring-leaving"])
+    await eventually(lambda: three[0].registry.ring.checks >= before + len(NAMES))
+    assert three[1].name not in three[0].registry.ring.members()
+
+
+async def test_a_released_ring_name_is_restarted_at_its_deadline_not_by_polling(
+    three: list[Node],
+) -> None:
+    ref = await three[0].registry.spawn("lonely", Counter, placement="ring")
+    owner = next(n for n in three if n.name == ref.node)
+    await eventually(lambda: all(n.registry.whereis("lonely") == ref for n in three))
+    await eventually(lambda: all(n.registry.ring.idle for n in three))
+    checks = owner.registry.ring.checks
+    released = time.monotonic()
+    # Not a normal end: the spec stays, the name is released, and nobody saw a node die,
+    # so the owner waits out the grace period before it starts the actor again.
+    await owner.actors.stop(ref, "killed")
+    await eventually(
+        lambda: owner.registry.whereis("lonely") not in (None, ref), timeout=ABSENT_GRACE + 3
+    )
+    assert time.monotonic() - released >= ABSENT_GRACE - 0.05
+    # Woken at the deadline: the release, the deadline and the check after the start
+    # (polling every 0.1 s would have made some 20).
+    assert owner.registry.ring.checks - checks <= 5
+
+
+async def test_a_spec_learned_from_a_peer_is_checked_and_started_by_its_owner(
+    three: list[Node],
+) -> None:
+    await eventually(lambda: all(n.registry.ring.idle for n in three))
+    members = [n.name for n in three]
+    name = next(
+        f"taught-{i}" for i in range(1000) if ring.owner(f"taught-{i}", members) == three[0].name
+    )
+    checks = three[0].registry.ring.checks
+    spec = Spec(name, "pycluster.demo:Counter", [7], {}, RestartPolicy(), "taught")
+    three[1].send_nowait(three[0].name, "$names", ["ring-specs", [[spec.to_wire(), None]]])
+    # Nobody holds it and its host is unknown here: started once the grace period ends.
+    await eventually(lambda: where(three, name) == {three[0].name}, timeout=ABSENT_GRACE + 3)
+    assert await three[2].registry.call(name, "value") == 7
+    assert three[0].registry.ring.checks - checks <= 5
+
+
+class PolledLocal(LocalRegistry):
+    """The local backend, as a backend that reports no changes would be."""
+
+    name = "polled-local"
+    reports_changes = False
+
+
+class PolledBackend:
+    @hookimpl
+    def pycluster_register_registry_backends(self) -> Iterable[type[RegistryBackend]]:
+        return [PolledLocal]
+
+
+async def test_a_backend_that_reports_no_changes_is_polled() -> None:
+    plugins = Plugins.load(entry_points=False, extra=[PolledBackend()])
+    config = load_config(
+        {"node": {"name": "p9@127.0.6.11"}, "registry": {"backend": "polled-local"}},
+        env={},
+        plugins=plugins,
+    )
+    async with Node(config, cookie=COOKIE, plugins=plugins) as node:
+        await node.registry.spawn("polled", Counter, placement="ring")
+        checks = node.registry.ring.checks
+        await eventually(lambda: node.registry.ring.checks >= checks + 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,3 +133,42 @@ async def test_spawn_on_another_node_and_call_through_it(cluster: list[Node]) ->
     request = ["spawn", "x", "pycluster.node:Node", [], {}, 1.0]
     with pytest.raises(RemoteError, match="not an Actor class"):
         await cluster[0].call(cluster[1].name, "$names", request)
+
+
+# -- what this node cannot send closes the connection, loudly -------------------------------
+
+
+def logged_error(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(r.levelno >= logging.ERROR and text in r.getMessage() for r in caplog.records)
+
+
+async def test_a_snapshot_that_cannot_be_sent_closes_the_connection_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = make_node(0), make_node(1)
+    async with a, b:
+        replica = a.registry.backend.replica
+        replica.snapshot = lambda: {"lamport": object()}  # a bug in what it would send
+        await b.connect(a.name)
+        await eventually(lambda: logged_error(caplog, "registry snapshot cannot be sent"))
+        # Rather than b never synced (and never ready) while the connection lives on.
+        await eventually(lambda: a.name not in b.nodes() and b.name not in a.nodes())
+        del replica.snapshot
+        await mesh([a, b])
+
+
+async def test_a_change_that_cannot_be_sent_closes_the_connection_not_the_claim(
+    cluster: list[Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    a = cluster[0]
+    replica = a.registry.backend.replica
+    register = replica.register
+    replica.register = lambda name, ref: {**register(name, ref), "bug": object()}
+    ref = await a.registry.spawn("unsendable", Counter)
+    assert a.registry.whereis("unsendable") == ref
+    await eventually(lambda: a.nodes() == [])
+    assert logged_error(caplog, "registry change cannot be sent")
+    del replica.register
+    # Reconnected, the peers get the claim with the rest of a's slice.
+    await mesh(cluster)
+    assert all(node.registry.whereis("unsendable") == ref for node in cluster)

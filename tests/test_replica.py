@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
-from pycluster.registry.replica import Replica
+from pycluster.registry.replica import CLOCK_JUMP, CLOCK_LIMIT, ClockRejected, Replica
+from tests.hyp import wire_integers
 
 NODES = ["a@127.0.0.2", "b@127.0.0.3", "c@127.0.0.4"]
 NAMES = ["counter", "leader", "cache"]
@@ -166,3 +168,103 @@ def test_malformed_snapshots_change_nothing(snapshot: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"expected|entry|ref|map"):
         replica.load(NODES[1], snapshot)
     assert replica.whereis("counter") == ActorRef(NODES[1], "1")
+
+
+# -- Lamport times from peers are bounded --------------------------------------------------
+
+
+def forged(where: str, peer: str, lamport: int) -> tuple[str, dict[str, Any]]:
+    """A snapshot or change from ``peer`` carrying ``lamport`` in the place named."""
+    if where == "snapshot":
+        return "snapshot", {
+            "lamport": lamport,
+            "entries": [["forged", peer, "f1", 0]],
+            "groups": {},
+        }
+    entry = ["forged", peer, "f1", lamport]
+    if where == "entry":
+        return "snapshot", {"lamport": 1, "entries": [entry], "groups": {}}
+    return "op", {"op": "reg", "e": entry}
+
+
+def receive(replica: Replica, peer: str, message: tuple[str, dict[str, Any]]) -> None:
+    kind, payload = message
+    if kind == "snapshot":
+        replica.load(peer, payload)
+    else:
+        replica.apply(peer, payload)
+
+
+def state(replica: Replica) -> tuple[object, ...]:
+    return replica.lamport, replica.names(), replica.peers(), replica.own()
+
+
+@given(
+    st.integers(0, CLOCK_LIMIT - 1),
+    st.sampled_from(["snapshot", "entry", "op"]),
+    st.data(),
+)
+def test_a_peers_clock_is_adopted_only_within_bounds(
+    local: int, where: str, data: st.DataObject
+) -> None:
+    # Around the jump bound as often as anywhere else on the wire.
+    near_jump = st.integers(-2, 2).map(lambda d: local + CLOCK_JUMP + d)
+    value = data.draw(wire_integers | near_jump.filter(lambda v: v < 2**64), label="lamport")
+    replica, peer = Replica(NODES[0]), Replica(NODES[1])
+    replica.lamport = local
+    peer.register("counter", ActorRef(NODES[1], "1"))
+    replica.load(NODES[1], peer.snapshot())
+    before = state(replica)
+    if 0 <= value < CLOCK_LIMIT and value <= replica.lamport + CLOCK_JUMP:
+        receive(replica, NODES[1], forged(where, NODES[1], value))
+        # A snapshot's own clock is adopted, not its entries' (it is at least theirs).
+        adopted = before[0] if where == "entry" else max(before[0], value)
+        assert replica.lamport == adopted
+        assert replica.whereis("forged") == ActorRef(NODES[1], "f1")
+    else:
+        with pytest.raises(ValueError, match=r"(?i)lamport time") as refused:
+            receive(replica, NODES[1], forged(where, NODES[1], value))
+        # Out of bounds is told apart from malformed (a negative time), for the metrics.
+        assert isinstance(refused.value, ClockRejected) == (value >= 0)
+        assert state(replica) == before
+    # Whatever a peer sent, this node can still claim, and send the claim and its slice.
+    op = replica.register("next", ActorRef(NODES[0], "2"))
+    msgpack.packb(op)
+    msgpack.packb(replica.snapshot())
+
+
+@pytest.mark.parametrize("lamport", [None, True, "7", 7.0, -1])
+def test_a_snapshot_without_a_proper_clock_is_malformed(lamport: object) -> None:
+    replica = Replica(NODES[0])
+    snapshot: dict[str, Any] = {"entries": [], "groups": {}}
+    if lamport is not None:
+        snapshot["lamport"] = lamport
+    with pytest.raises(ValueError, match="Lamport time") as refused:
+        replica.load(NODES[1], snapshot)
+    assert not isinstance(refused.value, ClockRejected)
+    assert replica.peers() == []
+
+
+@pytest.mark.parametrize("name", [42, ("a", "b"), None, "\ud800"])
+def test_a_name_no_peer_could_receive_is_refused_before_anything_changes(name: Any) -> None:
+    replica = Replica(NODES[0])
+    with pytest.raises(ValueError, match=r"string|Unicode"):
+        replica.register(name, ActorRef(NODES[0], "1"))
+    with pytest.raises(ValueError, match=r"string|Unicode"):
+        replica.join(name, ActorRef(NODES[0], "1"))
+    assert (replica.lamport, replica.own(), replica.snapshot()["groups"]) == (0, {}, {})
+
+
+def test_a_node_that_has_heard_no_peer_adopts_a_clock_far_ahead_then_bounds_jumps() -> None:
+    """A node started into a long-lived cluster (billions of claims so far) can join it;
+    once it holds a peer's clock, a jump beyond CLOCK_JUMP is refused."""
+    veteran, fresh = Replica(NODES[1]), Replica(NODES[0])
+    veteran.lamport = 5 * CLOCK_JUMP
+    veteran.register("counter", ActorRef(NODES[1], "1"))
+    fresh.load(NODES[1], veteran.snapshot())
+    assert fresh.lamport == 5 * CLOCK_JUMP + 1
+    assert fresh.whereis("counter") == ActorRef(NODES[1], "1")
+    with pytest.raises(ClockRejected):
+        fresh.load(NODES[2], {"lamport": 7 * CLOCK_JUMP, "entries": [], "groups": {}})
+    with pytest.raises(ClockRejected):
+        Replica(NODES[0]).load(NODES[1], {"lamport": CLOCK_LIMIT, "entries": [], "groups": {}})

@@ -4,8 +4,10 @@ A backend is chosen by ``registry.backend`` in YAML and provided by a plugin thr
 ``pycluster_register_registry_backends``. It maps names to :class:`ActorRef`s and groups to
 sets of refs, for the whole cluster. What crosses this line: names, refs and group names;
 claims, which must be arbitrated (a claim that cannot complete raises, it never succeeds
-silently); and losses, reported through ``on_lost`` when the backend takes a name away
-from one of this node's actors (a name conflict after a partition, an expired lease).
+silently); losses, reported through ``on_lost`` when the backend takes a name away from
+one of this node's actors (a name conflict after a partition, an expired lease); and, from
+a backend that declares ``reports_changes``, the names whose holder changed, through
+``on_changed`` (ring placement then works only on those, instead of polling).
 Actors, messages and placement stay on the other side, in :class:`~pycluster.Registry`.
 Lookups are local reads: they never wait on the network.
 """
@@ -28,6 +30,8 @@ class ClaimFailed(RuntimeError):
 
 # Called with (name, ref, reason) when this node's registration of a name is taken away.
 LostCallback = Callable[[str, ActorRef, str], None]
+# Called with names whose holder may have changed (registered, released, lost, gone).
+ChangedCallback = Callable[[list[str]], None]
 # Picks the winner of two registrations of one name; must be a pure function.
 Resolve = Callable[[Entry, Entry], Entry]
 
@@ -46,11 +50,18 @@ class RegistryBackend(abc.ABC):
     (a lease-based backend sets it from its configured lease, per instance). The contract
     tests hold it to this."""
 
+    reports_changes: ClassVar[bool] = False
+    """Whether the backend calls ``on_changed`` with every name whose ``whereis`` answer
+    changed (this node's own claims and releases included), and ``synced()`` only turns
+    true in a change it reports or on a node event. Ring placement polls the registry of
+    a backend that does not, every 0.1 s, however idle the cluster."""
+
     def __init__(self, node: Node, options: Any, resolve: Resolve) -> None:
         self.node = node
         self.options = options
         self.resolve = resolve
         self.on_lost: LostCallback = lambda name, ref, reason: None
+        self.on_changed: ChangedCallback = lambda names: None
 
     async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Start replicating (the node is started)."""

@@ -4,11 +4,15 @@ Lookups read the local :class:`~pycluster.registry.replica.Replica`. Joins never
 anyone: when two nodes connect, each sends the other its own slice at once and merges
 what it receives (see ``docs/registry.md``). Claims are arbitrated by the node that owns
 the name on the hash ring of the connected nodes, which answers claims one at a time.
+
+A registry message from a peer that is malformed, or carries a Lamport time out of
+bounds, is refused (:mod:`~pycluster.registry.refusals`): counted, and the connection
+closed. A snapshot or change this node cannot send closes that connection too, loudly: a
+peer is never left half-synced, nor a claim failing with an encoder's error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,8 @@ from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.registry.backend import ClaimFailed, RegistryBackend, Resolve
 from pycluster.registry.refs import ActorRef
-from pycluster.registry.replica import Replica
+from pycluster.registry.refusals import Refusals
+from pycluster.registry.replica import ClockRejected, Replica
 
 if TYPE_CHECKING:
     from pycluster.node import Node
@@ -56,6 +61,7 @@ class CrdtRegistry(RegistryBackend):
     name = "crdt"
     Options = CrdtOptions
     forget_after = 1.0
+    reports_changes = True
 
     def __init__(self, node: Node, options: CrdtOptions, resolve: Resolve) -> None:
         super().__init__(node, options, resolve)
@@ -63,6 +69,7 @@ class CrdtRegistry(RegistryBackend):
         self._awaiting: set[str] = set()
         self._reservations: dict[str, _Reservation] = {}
         self._pruned = 0.0
+        self._refusals = Refusals(node)
         node.register_mailbox(REGISTRY_MAILBOX, self._on_message)
         node.add_listener(self._on_event)
 
@@ -104,11 +111,15 @@ class CrdtRegistry(RegistryBackend):
             return holder
         if not self.replica.owns(name):
             self._broadcast(self.replica.register(name, ref))
+            self.on_changed([name])
         self._settle_reservations([name])  # granted here: the registration is now visible
         return None
 
     async def release(self, name: str, ref: ActorRef) -> None:
-        self._broadcast(self.replica.unregister(name, ref))
+        op = self.replica.unregister(name, ref)
+        self._broadcast(op)
+        if op is not None:
+            self.on_changed([name])
 
     async def join(self, group: str, ref: ActorRef) -> None:
         self._broadcast(self.replica.join(group, ref))
@@ -120,9 +131,21 @@ class CrdtRegistry(RegistryBackend):
         if op is None:
             return
         for peer in self.node.nodes():
-            # A peer that went down meanwhile gets a snapshot when it comes back.
-            with contextlib.suppress(NotConnected):
-                self.node.send_nowait(peer, REGISTRY_MAILBOX, ["op", op])
+            self._send(peer, ["op", op], "change")
+
+    def _send(self, peer: str, body: list[Any], what: str) -> bool:
+        """Send ``body`` to ``peer``'s registry; False if the connection is gone (a peer
+        that went down meanwhile gets a snapshot when it comes back) or closing."""
+        try:
+            self.node.send_nowait(peer, REGISTRY_MAILBOX, body)
+        except NotConnected:
+            return False
+        except (TypeError, ValueError, OverflowError) as exc:
+            # Our slice holds only what replica checks let in, so this is a bug; the peer
+            # would miss this and every later change: it must resynchronise from scratch.
+            self.node.close_connection(peer, f"registry {what} cannot be sent ({exc})")
+            return False
+        return True
 
     # -- arbitration ------------------------------------------------------------------------
 
@@ -155,9 +178,7 @@ class CrdtRegistry(RegistryBackend):
         if isinstance(event, NodeUp):
             # First on the new connection: our whole slice, before any later change.
             self._awaiting.add(peer)
-            try:
-                self.node.send_nowait(peer, REGISTRY_MAILBOX, ["snap", self.replica.snapshot()])
-            except NotConnected:
+            if not self._send(peer, ["snap", self.replica.snapshot()], "snapshot"):
                 self._awaiting.discard(peer)
             return
         self._awaiting.discard(peer)
@@ -166,27 +187,47 @@ class CrdtRegistry(RegistryBackend):
             del self._reservations[name]
         if gone:
             log.info("%s: %d name(s) of %s are gone with it", self.node.name, len(gone), peer)
+        self.on_changed(gone)
 
     def _on_message(self, sender: str, body: Any) -> Any:
-        if not isinstance(body, list) or not body:
-            raise ValueError("malformed registry message")
-        kind = body[0]
-        if kind == "claim" and len(body) == 3 and isinstance(body[1], str):
-            holder = self._arbitrate(body[1], _ref(body[2]))
-            return None if holder is None else [holder.node, holder.id]
-        if kind == "snap" and len(body) == 2 and isinstance(body[1], dict):
-            names = self.replica.load(sender, body[1])
-            self._awaiting.discard(sender)
-            self._check_lost(names)
-            self._settle_reservations(names)
+        kind = body[0] if isinstance(body, list) and body else None
+        if kind == "claim":
+            return self._on_claim(sender, body)
+        if self._refusals.closing(sender):
             return None
-        if kind == "op" and len(body) == 2 and isinstance(body[1], dict):
-            name = self.replica.apply(sender, body[1])
-            if name is not None:
-                self._check_lost([name])
-                self._settle_reservations([name])
+        if sender not in self.node.nodes():
+            self._refusals.refuse(sender, "hidden", "snapshots and changes come from members")
             return None
-        raise ValueError(f"unknown registry message {str(kind)[:40]!r}")
+        try:
+            if kind == "snap" and len(body) == 2 and isinstance(body[1], dict):
+                names = self.replica.load(sender, body[1])
+                self._awaiting.discard(sender)
+            elif kind == "op" and len(body) == 2 and isinstance(body[1], dict):
+                name = self.replica.apply(sender, body[1])
+                names = [] if name is None else [name]
+            else:
+                raise ValueError(f"unknown registry message {str(kind)[:40]!r}")
+        except ClockRejected as exc:
+            self._refusals.refuse(sender, "clock", str(exc))
+            return None
+        except ValueError as exc:
+            self._refusals.refuse(sender, "malformed", str(exc))
+            return None
+        self._check_lost(names)
+        self._settle_reservations(names)
+        self.on_changed(names)
+        return None
+
+    def _on_claim(self, sender: str, body: list[Any]) -> Any:
+        try:
+            if not (len(body) == 3 and isinstance(body[1], str)):
+                raise ValueError("a claim is ['claim', name, ref]")
+            ref = _ref(body[2])
+        except ValueError as exc:
+            self._refusals.refuse(sender, "malformed", str(exc))
+            raise  # a claim is a call: the caller is told, rather than granted by a None
+        holder = self._arbitrate(body[1], ref)
+        return None if holder is None else [holder.node, holder.id]
 
     def _settle_reservations(self, names: list[str]) -> None:
         for name in names:
@@ -206,6 +247,7 @@ class CrdtRegistry(RegistryBackend):
             )
             self._broadcast(self.replica.unregister(entry.name, entry.ref))
             self.on_lost(entry.name, entry.ref, "name conflict")
+            self.on_changed([entry.name])
 
 
 def _ref(value: object) -> ActorRef:

@@ -18,6 +18,7 @@ class LocalRegistry(RegistryBackend):
 
     name = "local"
     Options = LocalOptions
+    reports_changes = True
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -26,11 +27,15 @@ class LocalRegistry(RegistryBackend):
 
     async def claim(self, name: str, ref: ActorRef, timeout: float) -> ActorRef | None:
         holder = self._names.setdefault(name, ref)
-        return None if holder == ref else holder
+        if holder != ref:
+            return holder
+        self.on_changed([name])
+        return None
 
     async def release(self, name: str, ref: ActorRef) -> None:
         if self._names.get(name) == ref:
             del self._names[name]
+            self.on_changed([name])
 
     def whereis(self, name: str) -> ActorRef | None:
         return self._names.get(name)

@@ -16,15 +16,24 @@ A node that leaves gracefully first tells its peers (they stop counting it as an
 then moves its ring actors away before it stops. Specs travel with moves and spawns and
 are exchanged on every new connection; an actor that ends normally (or crashes past its
 restart limit) is forgotten everywhere, so it is not brought back.
+
+The loop does work only when something that decides placement changed, so an idle node
+spends nothing on it, however many ring actors the cluster holds: every name after a
+membership change (a node up or down, a peer leaving); one name when its spec is learned
+or its registration changes (the backend reports those, see ``reports_changes``), and
+after this node started or moved it; a name waiting out a grace period at its deadline.
+A backend that does not report changes is polled, every name every 0.1 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 import uuid
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -35,6 +44,7 @@ from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.registry.backend import ClaimFailed
 from pycluster.registry.refs import ActorRef
+from pycluster.registry.refusals import Refusals
 
 if TYPE_CHECKING:
     from pycluster.node import Node
@@ -50,6 +60,9 @@ STALE_HOST = 5.0
 """Seconds after which a name unheld although its last host is still connected (a move
 that went wrong) is restarted by its owner anyway."""
 SWEEP_INTERVAL = 0.1
+"""Seconds after which a move or restart this node made is looked at again (one that did
+not go through is then retried); the polling period for a backend that reports no
+changes."""
 FORGOTTEN_MEMORY = 60.0
 """Seconds a forgotten spec is remembered, so a late copy from a peer does not revive it."""
 
@@ -94,12 +107,14 @@ class Spec:
         restart, max_restarts, window = policy
         if restart not in ("permanent", "transient", "temporary"):
             raise ValueError(f"unknown restart {restart!r}")
+        if not isinstance(max_restarts, int) or isinstance(max_restarts, bool):
+            raise ValueError("a ring spec's max_restarts is an integer")
         return cls(
             name,
             path,
             args,
             kwargs,
-            RestartPolicy(restart=restart, max_restarts=int(max_restarts), window=float(window)),
+            RestartPolicy(restart=restart, max_restarts=max_restarts, window=_seconds(window)),
             spec_id,
         )
 
@@ -107,7 +122,7 @@ class Spec:
 class RingPlacement:
     """Keeps ring-placed actors on their owners; one per node (``node.registry.ring``)."""
 
-    def __init__(self, node: Node, registry: Registry) -> None:
+    def __init__(self, node: Node, registry: Registry, refusals: Refusals) -> None:
         self._node = node
         self._registry = registry
         self.specs: dict[str, Spec] = {}
@@ -123,6 +138,21 @@ class RingPlacement:
         """Names being started or moved by this node right now."""
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._polling = not registry.backend.reports_changes
+        self._everything = False
+        """Every name is to be checked in the next round (membership changed)."""
+        self._dirty: set[str] = set()
+        """Names to check in the next round."""
+        self._unsynced: set[str] = set()
+        """Names this node would restart, but not before its registry is synced."""
+        self._deadlines: list[tuple[float, str]] = []
+        """A heap of (when, name): names to check again then."""
+        self._due: dict[str, float] = {}
+        """The earliest pending deadline of each name (older heap entries are stale)."""
+        self._wake = asyncio.Event()
+        self._refusals = refusals
+        self.checks = 0
+        """Ring actors looked at so far, by all rounds (an idle node adds none)."""
         node.add_listener(self._on_event)
 
     # -- the ring ---------------------------------------------------------------------------
@@ -136,6 +166,11 @@ class RingPlacement:
         """The node that should run ring actor ``name`` (None when nobody may)."""
         members = self.members()
         return ring.owner(name, members) if members else None
+
+    @property
+    def idle(self) -> bool:
+        """Whether this node has nothing to do about ring actors, now or at a deadline."""
+        return not (self._everything or self._dirty or self._due or self._busy)
 
     # -- spawning ---------------------------------------------------------------------------
 
@@ -159,6 +194,14 @@ class RingPlacement:
             policy or RestartPolicy(),
             uuid.uuid4().hex,
         )
+        # Every node must receive the spec, now and on each later connection: refuse here
+        # what could not travel, rather than start an actor no other node can know of.
+        try:
+            self._node.codec.pack(spec.to_wire())
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"ring actor {name!r}: arguments must be msgpack values ({exc})"
+            ) from None
         deadline = time.monotonic() + timeout
         while True:
             holder = self._registry.whereis(name)
@@ -204,34 +247,59 @@ class RingPlacement:
             )
         finally:
             self._busy.discard(spec.name)
+            # Changes seen while it was busy were skipped; and a claim that failed is
+            # tried again from there.
+            self._check_later(spec.name, SWEEP_INTERVAL)
         self._node.actors.on_end(ref, lambda reason: self._ended(spec, reason))
         self._hosts[spec.name] = self._node.name
         self._tell_all(["ring-specs", [[spec.to_wire(), self._node.name]]])
         return ref
 
     def on_request(self, sender: str, body: list[Any]) -> Any:
-        """A ``ring-*`` request from a peer (through the registry's mailbox)."""
+        """A ``ring-*`` request from a peer (through the registry's mailbox). A malformed
+        one is refused: counted, and the peer's connection closed."""
+        if self._refusals.closing(sender):
+            return None
+        if sender not in self._node.nodes():
+            # A hidden client owns nothing and runs no ring actor: ring messages are
+            # between members (and "ring-leaving" would cost every node a full round).
+            self._refusals.refuse(sender, "hidden", f"{body[0]} comes from members")
+            return None
+        try:
+            return self._on_request(sender, body)
+        except ValueError as exc:
+            self._refusals.refuse(sender, "malformed", str(exc))
+            if body[0] in ("ring-spawn", "ring-adopt"):
+                raise  # a call: its caller hears why
+            return None
+
+    def _on_request(self, sender: str, body: list[Any]) -> Any:
         op = body[0]
         if op == "ring-specs" and len(body) == 2 and isinstance(body[1], list):
-            for item in body[1]:
+            known = []
+            for item in body[1]:  # all checked before any is used
                 if not (isinstance(item, list) and len(item) == 2):
                     raise ValueError("ring specs are [[spec, host], ...]")
                 spec, host = Spec.from_wire(item[0]), item[1]
+                known.append((spec, None if host is None else self._node.canonical(_node(host))))
+            for spec, host in known:
+                if host is not None and spec.name not in self._hosts:
+                    self._hosts[spec.name] = host
+                    self._check_soon(spec.name)
                 self.learn(spec)
-                if isinstance(host, str) and spec.name not in self._hosts:
-                    self._hosts[spec.name] = self._node.canonical(host)
             return None
         if op == "ring-forget" and len(body) == 2 and isinstance(body[1], list):
-            for data in body[1]:
-                self._forget(Spec.from_wire(data))
+            for spec in [Spec.from_wire(data) for data in body[1]]:
+                self._forget(spec)
             return None
         if op == "ring-leaving" and len(body) == 1:
             self._leaving.add(self._node.canonical(sender))
+            self._check_everything()
             return None
         if op == "ring-spawn" and len(body) == 3:
-            return self._adopt(Spec.from_wire(body[1]), float(body[2]), None, resumed=False)
+            return self._adopt(Spec.from_wire(body[1]), _seconds(body[2]), None, resumed=False)
         if op == "ring-adopt" and len(body) == 4:
-            return self._adopt(Spec.from_wire(body[1]), float(body[3]), body[2], resumed=True)
+            return self._adopt(Spec.from_wire(body[1]), _seconds(body[3]), body[2], resumed=True)
         raise ValueError(f"unknown ring request {str(op)[:40]!r}")
 
     async def _adopt(self, spec: Spec, timeout: float, state: Any, resumed: bool) -> Any:
@@ -248,8 +316,9 @@ class RingPlacement:
 
     def learn(self, spec: Spec) -> None:
         """Remember a ring actor's spec (unless it was forgotten lately)."""
-        if spec.id not in self._forgotten:
+        if spec.id not in self._forgotten and self.specs.get(spec.name) != spec:
             self.specs[spec.name] = spec
+            self._check_soon(spec.name)
 
     def _forget(self, spec: Spec) -> None:
         now = time.monotonic()
@@ -258,6 +327,8 @@ class RingPlacement:
             del self.specs[spec.name]
             self._absent.pop(spec.name, None)
             self._hosts.pop(spec.name, None)
+            self._unsynced.discard(spec.name)
+            self._due.pop(spec.name, None)
         for spec_id, when in list(self._forgotten.items()):
             if now - when > FORGOTTEN_MEMORY:
                 del self._forgotten[spec_id]
@@ -284,6 +355,25 @@ class RingPlacement:
         else:
             self._leaving.discard(event.peer)
             self._down.add(event.peer)
+        self._check_everything()
+
+    def registry_changed(self, names: Iterable[str]) -> None:
+        """The backend's report that these names' holders may have changed."""
+        for name in names:
+            if name not in self.specs:
+                continue
+            holder = self._registry.whereis(name)
+            if holder is not None:
+                # Noted now, not when the round runs: if the holder dies first, this is
+                # how its heir knows the actor died with it (and restarts it at once).
+                self._hosts[name] = holder.node
+                self._absent.pop(name, None)
+            self._dirty.add(name)
+        if self._unsynced and self._registry.backend.synced():
+            self._dirty |= self._unsynced
+            self._unsynced.clear()
+        if self._dirty:
+            self._wake.set()
 
     def _host_of(self, name: str) -> str | None:
         holder = self._registry.whereis(name)
@@ -294,47 +384,117 @@ class RingPlacement:
     def start_sweeping(self) -> None:
         """Start the loop that moves and restarts ring actors (the node started)."""
         self._stopping = False
+        self._wake = asyncio.Event()  # bound to the loop the node now runs on
+        self._check_everything()
         self._task = asyncio.create_task(self._sweep_forever(), name="ring placement")
+
+    def _check_everything(self) -> None:
+        self._everything = True
+        self._wake.set()
+
+    def _check_soon(self, name: str) -> None:
+        self._dirty.add(name)
+        self._wake.set()
+
+    def _check_later(self, name: str, delay: float) -> None:
+        when = time.monotonic() + delay
+        pending = self._due.get(name)
+        if pending is not None and pending <= when:
+            return  # an earlier check is due anyway: it reschedules what it still needs
+        self._due[name] = when
+        heapq.heappush(self._deadlines, (when, name))
+        self._wake.set()
+
+    def _take_due(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            when, name = heapq.heappop(self._deadlines)
+            if self._due.get(name) == when:
+                del self._due[name]
+                self._dirty.add(name)
 
     async def _sweep_forever(self) -> None:
         while True:
+            await self._until_due()
             try:
                 await self.sweep()
             except Exception:
                 log.exception("%s: ring placement round failed", self._node.name)
+
+    async def _until_due(self) -> None:
+        """Return when a round has something to check."""
+        if self._polling:
             await asyncio.sleep(SWEEP_INTERVAL)
+            self._everything = True
+            return
+        while True:
+            now = time.monotonic()
+            self._take_due(now)
+            if self._everything or self._dirty:
+                return
+            self._wake.clear()
+            delay = self._deadlines[0][0] - now if self._deadlines else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def sweep(self) -> None:
-        """One round: move what runs here but belongs elsewhere, restart what is gone."""
+        """One round over the ring actors that may need something done (every one after
+        a membership change): move what runs here but belongs elsewhere, restart what is
+        gone."""
+        self._take_due(time.monotonic())
+        if self._everything:
+            self._everything = False
+            self._unsynced.clear()
+            names = list(self.specs)
+        else:
+            names = [name for name in self._dirty if name in self.specs]
+        self._dirty.clear()
         now = time.monotonic()
         synced = self._registry.backend.synced()
         connected = set(self._node.nodes()) - self._leaving
+        members = self.members()
         moves = []
-        for name, spec in list(self.specs.items()):
+        for name in names:
             if name in self._busy:
-                continue
-            holder = self._registry.whereis(name)
-            owner = self.owner(name)
-            if holder is not None:
-                self._absent.pop(name, None)
-                self._hosts[name] = holder.node
-                if holder.node == self._node.name and owner not in (None, self._node.name):
-                    moves.append(self._move(spec, holder, owner))
-                continue
-            absent = now - self._absent.setdefault(name, now)
-            if owner != self._node.name or not synced:
-                continue
-            host = self._hosts.get(name)
-            if host in connected:
-                wait = STALE_HOST  # a move in flight, unless it takes far too long
-            elif host in self._down:
-                wait = 0.0  # its node died: its names are gone for good
-            else:
-                wait = ABSENT_GRACE
-            if absent >= wait:
-                moves.append(self._restart(spec))
+                continue  # whatever is being done to it ends with a check
+            self.checks += 1
+            owner = ring.owner(name, members) if members else None
+            move = self._check(self.specs[name], owner, now, synced, connected)
+            if move is not None:
+                moves.append(move)
         if moves:
             await asyncio.gather(*moves)
+
+    def _check(
+        self, spec: Spec, owner: str | None, now: float, synced: bool, connected: set[str]
+    ) -> Coroutine[Any, Any, None] | None:
+        """What to do about one ring actor: a move or a restart to run, or nothing (then
+        any wait it is in has its deadline set)."""
+        name = spec.name
+        holder = self._registry.whereis(name)
+        if holder is not None:
+            self._absent.pop(name, None)
+            self._hosts[name] = holder.node
+            if holder.node == self._node.name and owner not in (None, self._node.name):
+                return self._move(spec, holder, owner)
+            return None
+        absent = now - self._absent.setdefault(name, now)
+        if owner != self._node.name:
+            return None
+        if not synced:
+            self._unsynced.add(name)
+            return None
+        host = self._hosts.get(name)
+        if host in connected:
+            wait = STALE_HOST  # a move in flight, unless it takes far too long
+        elif host in self._down:
+            wait = 0.0  # its node died: its names are gone for good
+        else:
+            wait = ABSENT_GRACE
+        if absent >= wait:
+            return self._restart(spec)
+        self._check_later(name, wait - absent)
+        return None
 
     async def _restart(self, spec: Spec) -> None:
         from pycluster.registry.registry import AlreadyStarted
@@ -363,6 +523,7 @@ class RingPlacement:
                 return
         finally:
             self._busy.discard(name)
+            self._check_later(name, SWEEP_INTERVAL)
         # The owner could not take it: keep it here, with its state, and try again later.
         try:
             await self.start(spec, timeout, state, resumed=True)
@@ -406,3 +567,15 @@ class RingPlacement:
                 moves.append(self._move(spec, holder, owner, timeout))
         if moves:
             await asyncio.wait_for(asyncio.gather(*moves, return_exceptions=True), timeout)
+
+
+def _seconds(value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError("a number of seconds was expected")
+    return float(value)
+
+
+def _node(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a node name is a string")
+    return value

@@ -11,6 +11,7 @@ from pycluster.actors import Actor, RestartPolicy
 from pycluster.registry.backend import RegistryBackend
 from pycluster.registry.placement import RingPlacement
 from pycluster.registry.refs import ActorRef
+from pycluster.registry.refusals import Refusals
 
 if TYPE_CHECKING:
     from pycluster.node import Node
@@ -55,8 +56,10 @@ class Registry:
         self._node = node
         self.backend = backend
         backend.on_lost = self._lost
-        self.ring = RingPlacement(node, self)
+        self._refusals = Refusals(node)
+        self.ring = RingPlacement(node, self, self._refusals)
         """Ring-placed actors (``spawn(..., placement="ring")``)."""
+        backend.on_changed = self.ring.registry_changed
         node.register_mailbox(NAMES_MAILBOX, self._on_request)
 
     async def spawn(
@@ -186,7 +189,7 @@ class Registry:
 
     def _on_request(self, sender: str, body: Any) -> Any:
         if not (isinstance(body, list) and body and isinstance(body[0], str)):
-            raise ValueError("malformed registry request")
+            return self._refuse(sender, "a registry request is [kind, ...]")
         if body[0] == "spawn" and len(body) in (6, 7):
             _, name, path, args, kwargs, timeout, *placement = body
             cls = _actor_class(path)
@@ -200,7 +203,12 @@ class Registry:
         if body[0] == "call" and len(body) == 4:
             _, name, message, timeout = body
             return self.call(str(name), message, float(timeout))
-        raise ValueError(f"unknown registry request {body[0][:40]!r}")
+        return self._refuse(sender, f"unknown registry request {body[0][:40]!r}")
+
+    def _refuse(self, sender: str, problem: str) -> Any:
+        self._refusals.refuse(sender, "malformed", problem)
+        # Requests here are calls (ring casts aside): the caller is told, not answered None.
+        raise ValueError(problem)
 
     async def _remote_spawn(
         self,

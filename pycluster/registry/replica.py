@@ -10,6 +10,11 @@ sends a fresh, empty slice: its previous life's names never come back).
 When two slices hold the same name (claimed on both sides of a partition), every node
 picks the same winner with a pure resolution function of the two entries; the node
 holding the loser is told (:meth:`Replica.lost`) and stops it.
+
+What peers send is checked before it changes anything: a malformed snapshot or change
+raises ValueError, and a Lamport time out of bounds raises :class:`ClockRejected` (the
+backend then refuses the peer). The bounds keep this node's own clock sendable: msgpack
+carries integers below 2**64, and a clock that reached that could never claim again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,19 @@ from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
 
 Resolve = Callable[[Entry, Entry], Entry]
 
+CLOCK_LIMIT = 2**63
+"""Lamport times from peers must stay below this: this node would need 2**63 claims of its
+own to run from here past what msgpack can send."""
+CLOCK_JUMP = 2**32
+"""How far past this node's clock a peer's Lamport time may be, once this node has adopted
+one from a peer. Honest clocks are moved by claims, one at a time: no cluster makes four
+billion of them between two messages. A node that has heard no peer yet (just started)
+adopts any time below CLOCK_LIMIT: a long-lived cluster's clock may be far ahead of 0."""
+
+
+class ClockRejected(ValueError):
+    """A peer sent a Lamport time this node refuses to adopt (see CLOCK_LIMIT, CLOCK_JUMP)."""
+
 
 class Replica:
     """Registrations and group memberships: this node's own, and each peer's."""
@@ -29,6 +47,8 @@ class Replica:
     def __init__(self, me: str, resolve: Resolve = first_claim_wins) -> None:
         self.me = me
         self.lamport = 0
+        self._heard = False
+        """Whether this node adopted a Lamport time from a peer yet (see CLOCK_JUMP)."""
         self._resolve = resolve
         self._own: dict[str, Entry] = {}
         self._peers: dict[str, dict[str, Entry]] = {}
@@ -81,7 +101,9 @@ class Replica:
     # -- this node's changes (each returns the operation to send to every peer) ----------
 
     def register(self, name: str, ref: ActorRef) -> dict[str, Any]:
-        """Record this node's claim of ``name``; ValueError if it already holds it."""
+        """Record this node's claim of ``name``; ValueError if it already holds it, or if
+        ``name`` is not a string (every peer must be able to receive it)."""
+        _sendable(name)
         if name in self._own:
             raise ValueError(f"this node already registered {name!r}")
         self.lamport += 1
@@ -101,6 +123,7 @@ class Replica:
 
     def join(self, group: str, ref: ActorRef) -> dict[str, Any] | None:
         """Add ``ref`` to ``group``; None if it was a member already."""
+        _sendable(group)
         members = self._own_groups.setdefault(group, set())
         if ref in members:
             return None
@@ -131,8 +154,9 @@ class Replica:
     # -- what peers send --------------------------------------------------------------------
 
     def load(self, peer: str, snapshot: dict[str, Any]) -> list[str]:
-        """Replace ``peer``'s slice with its snapshot (ValueError if malformed); return the
-        names it holds."""
+        """Replace ``peer``'s slice with its snapshot (ValueError if malformed,
+        ClockRejected if a Lamport time is out of bounds; nothing changes then); return
+        the names whose registrations changed: those it holds now and held before."""
         entries = [Entry.from_wire(item) for item in _list(snapshot.get("entries"))]
         groups_data = snapshot.get("groups")
         if not isinstance(groups_data, dict):
@@ -141,25 +165,32 @@ class Replica:
             _string(group): {_ref(item) for item in _list(refs)}
             for group, refs in groups_data.items()
         }
-        self._witness(snapshot.get("lamport"))
+        lamport = self._clock(snapshot.get("lamport"))
+        for entry in entries:
+            self._clock(entry.lamport)
+        self.lamport = max(self.lamport, lamport)
+        self._heard = True
+        before = list(self._peers.get(peer, ()))
         self.drop(peer)
         self._peers[peer] = {}
         for entry in entries:
             self._peers[peer][entry.name] = entry
             self._add(entry)
         self._peer_groups[peer] = groups
-        return [entry.name for entry in entries]
+        return list(dict.fromkeys([*before, *(entry.name for entry in entries)]))
 
     def apply(self, peer: str, op: dict[str, Any]) -> str | None:
-        """Apply one change ``peer`` made to its slice (ValueError if malformed); return the
-        name it registered, if it registered one."""
+        """Apply one change ``peer`` made to its slice (ValueError if malformed,
+        ClockRejected if its Lamport time is out of bounds; nothing changes then); return
+        the name whose registration changed, if one did."""
         kind = op.get("op")
         slice_ = self._peers.get(peer)
         if slice_ is None:
             raise ValueError(f"a change from {peer} before its snapshot")
         if kind == "reg":
             entry = Entry.from_wire(op.get("e"))
-            self._witness(entry.lamport)
+            self.lamport = max(self.lamport, self._clock(entry.lamport))
+            self._heard = True
             old = slice_.get(entry.name)
             if old is not None:
                 self._remove(old)
@@ -170,6 +201,7 @@ class Replica:
             old = slice_.pop(_string(op.get("name")), None)
             if old is not None:
                 self._remove(old)
+                return old.name
         elif kind in ("join", "leave"):
             group, ref = _string(op.get("g")), _ref(op.get("r"))
             members = self._peer_groups[peer].setdefault(group, set())
@@ -217,9 +249,26 @@ class Replica:
         if not candidates:
             del self._candidates[entry.name]
 
-    def _witness(self, lamport: object) -> None:
-        if isinstance(lamport, int) and not isinstance(lamport, bool):
-            self.lamport = max(self.lamport, lamport)
+    def _clock(self, lamport: object) -> int:
+        """``lamport``, if it is a Lamport time this node may adopt from a peer."""
+        if not isinstance(lamport, int) or isinstance(lamport, bool) or lamport < 0:
+            raise ValueError("a Lamport time is a non-negative integer")
+        if lamport >= CLOCK_LIMIT or (self._heard and lamport > self.lamport + CLOCK_JUMP):
+            raise ClockRejected(
+                f"Lamport time {lamport} is out of bounds (this node is at {self.lamport})"
+            )
+        return lamport
+
+
+def _sendable(name: object) -> None:
+    # Checked before this node's slice changes: a name no peer can receive would break
+    # every later snapshot of the slice, and with it every connection.
+    if not isinstance(name, str):
+        raise ValueError(f"a registered name is a string, not {type(name).__name__}")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"name {name!r} is not valid Unicode text") from None
 
 
 def _list(value: object) -> Iterable[object]:
