@@ -19,11 +19,10 @@ T = TypeVar("T")
 
 USER_CODES = range(16, 127)
 """Extension codes applications may register; lower codes belong to pycluster."""
-_TIMESTAMP_MARKS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
-"""How msgpack's timestamp extension starts (fixext 4, fixext 8, ext 8 of 12 bytes).
-msgpack decodes it before any ext_hook sees it, so a frame holding one of these byte
-sequences is searched for Timestamp values after decoding (UTF-8 text never holds 0xff,
-so only binary data and numbers can cause a needless search)."""
+# msgpack's timestamp extension starts d6 ff, d7 ff or c7 0c ff (fixext 4, fixext 8, ext 8
+# of 12 bytes), and msgpack decodes it before any ext_hook sees it: a frame holding one of
+# these byte sequences is searched for Timestamp values after decoding (UTF-8 text never
+# holds 0xff, so only binary data and numbers can cause a needless search).
 
 
 @attrs.frozen
@@ -34,6 +33,17 @@ class Limits:
 
     max_bytes: int
     max_items: int
+    _kwargs: dict[str, int] = attrs.field(init=False, eq=False, repr=False)
+
+    @_kwargs.default
+    def _unpacker_arguments(self) -> dict[str, int]:
+        return {
+            "max_str_len": self.max_bytes,
+            "max_bin_len": self.max_bytes,
+            "max_ext_len": self.max_bytes,
+            "max_array_len": self.max_items,
+            "max_map_len": self.max_items,
+        }
 
     @classmethod
     def for_frames(cls, max_frame_size: int) -> Limits:
@@ -42,14 +52,8 @@ class Limits:
         return cls(max_bytes=max_frame_size, max_items=max(1024, max_frame_size // 16))
 
     def kwargs(self) -> dict[str, int]:
-        """These limits as msgpack's unpacker arguments."""
-        return {
-            "max_str_len": self.max_bytes,
-            "max_bin_len": self.max_bytes,
-            "max_ext_len": self.max_bytes,
-            "max_array_len": self.max_items,
-            "max_map_len": self.max_items,
-        }
+        """These limits as msgpack's unpacker arguments (made once: this is per frame)."""
+        return self._kwargs
 
 
 DEFAULT_LIMITS = Limits.for_frames(16 * 1024 * 1024)
@@ -97,17 +101,26 @@ class Codec:
         data: bytes = msgpack.packb(value, use_bin_type=True, default=self._default)
         return data
 
-    def unpack(self, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
-        """The value in ``data``; CodecError for bytes that are not a valid message."""
+    def unpack(self, data: bytes, limits: Limits | None = DEFAULT_LIMITS) -> Any:
+        """The value in ``data``; CodecError for bytes that are not a valid message.
+
+        ``limits`` None leaves them to msgpack, which bounds every length by ``len(data)``:
+        enough when ``data`` is no longer than the limits (and cheaper, per small frame).
+        """
         try:
-            value = msgpack.unpackb(
-                data,
-                raw=False,
-                strict_map_key=True,
-                ext_hook=self._ext_hook,
-                use_list=True,
-                **limits.kwargs(),
-            )
+            if limits is None:
+                value = msgpack.unpackb(
+                    data, raw=False, strict_map_key=True, ext_hook=self._ext_hook, use_list=True
+                )
+            else:
+                value = msgpack.unpackb(
+                    data,
+                    raw=False,
+                    strict_map_key=True,
+                    ext_hook=self._ext_hook,
+                    use_list=True,
+                    **limits.kwargs(),
+                )
         except CodecError:
             raise
         except Exception as exc:  # msgpack raises several unrelated types for bad input
@@ -149,7 +162,10 @@ class Codec:
 
 def may_hold_timestamp(data: bytes) -> bool:
     """Whether ``data`` holds a byte sequence that starts a msgpack timestamp."""
-    return any(mark in data for mark in _TIMESTAMP_MARKS)
+    # Per frame: one search for 0xff (rare outside binary data) before the three markers.
+    return b"\xff" in data and (
+        b"\xd6\xff" in data or b"\xd7\xff" in data or b"\xc7\x0c\xff" in data
+    )
 
 
 def refuse_timestamps(value: Any) -> None:

@@ -269,10 +269,10 @@ class HttpEndpoints:
     def _warn(self, key: tuple[str, ...], message: str, *args: object) -> None:
         """Log a warning once a minute per ``key`` at most; repeats are not even logged at
         debug level, since an attacker sets their pace."""
-        if self._repeats.admit(key):
-            suppressed = self._repeats.take_suppressed()
-            if suppressed:
-                message += f" ({suppressed} repeated warnings suppressed since the last one)"
+        repeats = self._repeats.admit(key)
+        if repeats is not None:
+            if repeats:
+                message += f" ({repeats} more since the last report)"
             log.warning(message, *args)
 
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -854,13 +854,13 @@ class Node:
 
     def _warn_once(self, key: tuple[str, ...], message: str, *args: object) -> None:
         """Log a warning, then the same one at debug level for a minute (no spam)."""
-        if self._repeats.admit(key):
-            suppressed = self._repeats.take_suppressed()
-            if suppressed:
-                message += f" ({suppressed} repeated warnings suppressed since the last one)"
-            log.warning(message, *args)
-        else:
+        repeats = self._repeats.admit(key)
+        if repeats is None:
             log.debug(message, *args)
+            return
+        if repeats:
+            message += f" ({repeats} more since the last report)"
+        log.warning(message, *args)
 
 
 async def _exchange(handshake: Handshake, link: Link) -> None:

@@ -10,42 +10,43 @@ from collections.abc import Hashable
 class Throttle:
     """Decides whether a repeated event is worth a log line.
 
-    A key is admitted at most once per ``interval`` seconds, and at most ``burst`` keys in
-    all per interval (keys may come from strangers: source addresses, names). At most
-    ``size`` keys are remembered, the least recently admitted forgotten first; every call
-    is O(1). :attr:`suppressed` counts what was not admitted since the last admission, so
-    the next line can say how many it stands for.
+    A key (a source address, a kind of trouble) is admitted at most once per ``interval``
+    seconds, and at most ``burst`` keys in all per interval: keys may come from strangers
+    (spoofed addresses), so what they cost is bounded whatever they send. At most ``size``
+    keys are remembered, the least recently admitted forgotten first; every call is O(1).
     """
 
     def __init__(self, interval: float, *, burst: int = 16, size: int = 1024) -> None:
         self.interval = interval
         self.burst = burst
         self.size = size
-        self.suppressed = 0
-        self._seen: collections.OrderedDict[Hashable, float] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[Hashable, list[float]] = collections.OrderedDict()
+        """key -> [when it was last admitted, repeats not admitted since]"""
         self._window = -interval
         self._admitted = 0
 
-    def admit(self, key: Hashable, now: float | None = None) -> bool:
-        """Whether to log ``key`` now."""
+    def admit(self, key: Hashable, now: float | None = None) -> int | None:
+        """None to stay quiet about ``key`` now; else log it now, saying it stands for this
+        many repeats that were not logged since it last was (0: none)."""
         now = time.monotonic() if now is None else now
-        last = self._seen.get(key)
-        if last is not None and now - last < self.interval:
-            self.suppressed += 1
-            return False
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return None
         if now - self._window >= self.interval:
             self._window, self._admitted = now, 0
         if self._admitted >= self.burst:
-            self.suppressed += 1
-            return False
+            if entry is not None:
+                entry[1] += 1
+            return None
         self._admitted += 1
-        self._seen[key] = now
+        repeats = int(entry[1]) if entry is not None else 0
+        self._seen[key] = [now, 0]
         self._seen.move_to_end(key)
         if len(self._seen) > self.size:
             self._seen.popitem(last=False)
-        return True
+        return repeats
 
-    def take_suppressed(self) -> int:
-        """How many were not admitted since the last call (then zero again)."""
-        count, self.suppressed = self.suppressed, 0
-        return count
+    def __len__(self) -> int:
+        """Keys remembered (at most ``size``)."""
+        return len(self._seen)

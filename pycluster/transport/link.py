@@ -9,9 +9,10 @@ sits in a buffer that the next layer would have to fish out:
   sends more than :data:`PREAUTH_BUFFER` bytes ahead is no longer read. Attaching raises
   the limits; from then on each batch goes to the connection as it is decoded, with no
   reader task to wake.
-- Decoding takes at most about :data:`DECODE_BUDGET` bytes per event-loop turn: when more
-  is waiting (a large frame, a burst), reading pauses and decoding goes on in the next
-  turn, so no frame blocks the loop, and memory stays bounded by what one read brings.
+- Decoding takes about :data:`TURN_TIME` per event-loop turn at most (:func:`decode_turn`,
+  in slices of :data:`DECODE_BUDGET` bytes): when more is waiting (a large frame, a costly
+  burst), reading pauses and decoding goes on in the next turn, so no frame blocks the
+  loop, and memory stays bounded by what one read brings.
 - Frames written in one event-loop turn leave in one ``write()``: the first at once (a
   lone request or reply is not delayed), the others joined at the end of the turn, or at
   the end of the ``data_received`` call that produced them (replies to a burst of
@@ -40,12 +41,39 @@ JOIN_LIMIT = 64 * 1024
 """Bytes of joined frames written at once even before the turn ends (bounds the memory a
 sender that never yields can queue outside the transport)."""
 DECODE_BUDGET = SLICE
-"""Bytes decoded per event-loop turn at most (plus the rest of one small frame): about
-3 ms of the costliest msgpack, so one turn stays well under 10 ms."""
+"""Bytes decoded in one go (plus the rest of one small frame): about 2 ms of the costliest
+msgpack, a fraction of that for usual messages."""
+TURN_TIME = 0.002
+"""Seconds of decoding after which a turn hands what it decoded over and the rest waits
+for the next turn (another slice is only started below this)."""
+GC_PAUSE_FROM = 4096
+"""Bytes waiting to be decoded above which the garbage collector is held off meanwhile."""
 PREAUTH_BUFFER = 8 * 1024
 """Bytes an unauthenticated peer may send ahead of the handshake before reading stops."""
 
 Message = dict[str, Any]
+
+
+def decode_turn(decoder: FrameDecoder) -> tuple[list[Message], bool]:
+    """What one event-loop turn decodes: slices of DECODE_BUDGET bytes until TURN_TIME is
+    spent (cheap frames, most traffic, are all decoded in one turn; costly ones spread
+    out); and whether more is ready to decode. Raises FrameError."""
+    # A frame of many small containers would trigger collections that walk every object
+    # decoded so far; they run after the decoding instead. (Not worth two calls for the
+    # few bytes of a lone request or reply.)
+    costly = decoder.pending > GC_PAUSE_FROM or decoder.in_large_frame
+    collecting = costly and gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        began = time.perf_counter()
+        messages = decoder.decode(DECODE_BUDGET)
+        while (more := decoder.ready) and time.perf_counter() - began < TURN_TIME:
+            messages += decoder.decode(DECODE_BUDGET)
+    finally:
+        if collecting:
+            gc.enable()
+    return messages, more
 
 
 class ConnectionClosed(ConnectionError):
@@ -122,20 +150,11 @@ class Link(asyncio.Protocol):
         self._resume = None
         if self._failure is not None or self._on_messages is None:
             return
-        collecting = gc.isenabled()
-        if collecting:
-            # A frame of many small containers would trigger collections that walk every
-            # object decoded so far; they run after the decoding instead.
-            gc.disable()
         try:
-            messages = self._decoder.decode(DECODE_BUDGET)
+            messages, more = decode_turn(self._decoder)
         except FrameError as exc:
             self._fail(exc)
             return
-        finally:
-            if collecting:
-                gc.enable()
-        more = self._decoder.ready
         if more:
             self._pause_reading()
             self._resume = self._loop.call_soon(self._decode)

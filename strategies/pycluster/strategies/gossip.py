@@ -28,6 +28,7 @@ import attrs
 from pycluster.config import checks, setting
 from pycluster.strategies.gossip_packet import Drop, Heard, HeartbeatCodec, Rejected
 from pycluster.strategy import Strategy, Topology
+from pycluster.throttle import Throttle
 
 BROADCAST_ADDR = "255.255.255.255"
 FIRST_RETRY = 0.5
@@ -307,7 +308,7 @@ class GossipProtocol(asyncio.DatagramProtocol):
     ) -> None:
         self._received = received
         self._log = log
-        self._failures = DropLog(burst=1)
+        self._failures = Throttle(DROP_LOG_INTERVAL, burst=1)
         self.error: OSError | None = None
         """The last socket error (a failed send), until :meth:`take_error`."""
         self.lost = asyncio.get_running_loop().create_future()
@@ -320,7 +321,7 @@ class GossipProtocol(asyncio.DatagramProtocol):
         try:
             self._received(data, addr)
         except Exception:
-            unlogged = self._failures.admit("", time.monotonic())
+            unlogged = self._failures.admit("")
             if unlogged is not None:
                 more = f" ({unlogged} more since the last report)" if unlogged else ""
                 self._log.exception(
@@ -339,34 +340,6 @@ class GossipProtocol(asyncio.DatagramProtocol):
         """The socket error reported since the last call, if any."""
         error, self.error = self.error, None
         return error
-
-
-class DropLog:
-    """Decides which drops are logged: a source at most once per ``interval``, and at most
-    ``burst`` sources per interval (source addresses are easily spoofed). Memory stays
-    bounded by ``burst``."""
-
-    def __init__(self, interval: float = DROP_LOG_INTERVAL, burst: int = DROP_LOG_BURST) -> None:
-        self.interval = interval
-        self.burst = burst
-        self._last: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
-
-    def admit(self, source: str, now: float) -> int | None:
-        """None to stay quiet; else log now, mentioning this many unlogged earlier drops
-        from ``source``."""
-        last = self._last.get(source)
-        if last is not None and now - last < self.interval:
-            self._unlogged[source] = self._unlogged.get(source, 0) + 1
-            return None
-        earlier = self._unlogged.pop(source, 0)
-        for old in [s for s, t in self._last.items() if now - t >= self.interval]:
-            del self._last[old]
-            self._unlogged.pop(old, None)
-        if len(self._last) >= self.burst:
-            return None
-        self._last[source] = now
-        return earlier
 
 
 class Gossip(Strategy):
@@ -400,7 +373,7 @@ class Gossip(Strategy):
         self.protocol: GossipProtocol | None = None
         """The datagram protocol while the socket is open."""
         self._dials: dict[str, asyncio.Task[list[str]]] = {}
-        self._drop_log = DropLog()
+        self._drop_log = Throttle(DROP_LOG_INTERVAL, burst=DROP_LOG_BURST)
         self._rng = random.Random()
 
     async def run(self, topology: Topology) -> None:
@@ -523,7 +496,7 @@ class Gossip(Strategy):
     def _dropped(self, topology: Topology, rejected: Rejected, source: str) -> None:
         self.dropped[rejected.reason.value] += 1
         topology.dropped(rejected.reason.value)
-        unlogged = self._drop_log.admit(source, time.monotonic())
+        unlogged = self._drop_log.admit(source)
         if unlogged is None:
             return
         # A neighbouring cluster on the same group is normal, not a warning.
