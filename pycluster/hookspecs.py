@@ -26,29 +26,33 @@ if TYPE_CHECKING:
     from pycluster.registry import Entry, RegistryBackend
     from pycluster.strategy import Strategy
 
-hookspec = pluggy.HookspecMarker("pycluster")
+# Private: plugins mark implementations with the public ``pycluster.hookimpl``.
+_hookspec = pluggy.HookspecMarker("pycluster")
 
 
-@hookspec
+@_hookspec
 def pycluster_register_strategies() -> Iterable[type[Strategy]]:
     """Return the :class:`~pycluster.Strategy` classes this plugin provides.
 
-    Called once when the plugins are loaded. Every plugin's results are combined; each
-    class is known by its ``name`` (the ``strategy:`` value in YAML), and two plugins
-    providing the same name is an error naming both.
+    Called whenever pycluster looks the strategies up (loading a config, starting a
+    supervisor), so a plugin registered after the first look-up is included; return the
+    same classes every time. Every plugin's results are combined; each class is known by
+    its ``name`` (the ``strategy:`` value in YAML), and two plugins providing the same name
+    is an error naming both.
     """
 
 
-@hookspec
+@_hookspec
 def pycluster_register_registry_backends() -> Iterable[type[RegistryBackend]]:
     """Return the :class:`~pycluster.registry.RegistryBackend` classes this plugin provides.
 
-    Called once when the plugins are loaded; results are combined as for strategies, and a
-    name (the ``registry.backend`` value in YAML) may be provided by one plugin only.
+    Called whenever pycluster looks the backends up (loading a config, starting a node);
+    results are combined as for strategies, and a name (the ``registry.backend`` value in
+    YAML) may be provided by one plugin only.
     """
 
 
-@hookspec(firstresult=True)
+@_hookspec(firstresult=True)
 def pycluster_resolve_name_conflict(name: str, a: Entry, b: Entry) -> Entry | None:
     """Pick which of two registrations of ``name`` survives after a partition heals.
 
@@ -58,27 +62,27 @@ def pycluster_resolve_name_conflict(name: str, a: Entry, b: Entry) -> Entry | No
     """
 
 
-@hookspec
+@_hookspec
 def pycluster_node_up(event: NodeUp) -> None:
     """Called when this node gains a connection to a peer (every topology's alike)."""
 
 
-@hookspec
+@_hookspec
 def pycluster_node_down(event: NodeDown) -> None:
     """Called when this node loses its connection to a peer, with the reason."""
 
 
-@hookspec
+@_hookspec
 def pycluster_topology_connect(event: TopologyConnect) -> None:
     """Called when a topology connects a node its strategy discovered (not already connected)."""
 
 
-@hookspec
+@_hookspec
 def pycluster_topology_disconnect(event: TopologyDisconnect) -> None:
     """Called when a topology disconnects a node that a successful discovery left out."""
 
 
-@hookspec
+@_hookspec
 def pycluster_strategy_crashed(event: StrategyCrashed) -> None:
     """Called each time a topology's strategy raises, before it is restarted or marked failed.
 

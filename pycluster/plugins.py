@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
@@ -36,8 +36,8 @@ class Plugins:
 
     def __init__(self, manager: pluggy.PluginManager) -> None:
         self.manager = manager
-        self._strategies: dict[str, type[Strategy]] | None = None
-        self._backends: dict[str, type[RegistryBackend]] | None = None
+        # Hook name -> (its implementations then, the callers built from them).
+        self._callers: dict[str, tuple[list[pluggy.HookImpl], list[_Call]]] = {}
 
     @classmethod
     def load(cls, *, entry_points: bool = True, extra: Sequence[object] = ()) -> Plugins:
@@ -53,42 +53,88 @@ class Plugins:
         return cls(manager)
 
     def strategies(self) -> dict[str, type[Strategy]]:
-        """Strategy classes by name; PluginError if two plugins provide one name."""
-        if self._strategies is None:
-            self._strategies = self._collect("strategy", "pycluster_register_strategies")
-        return self._strategies
+        """Strategy classes by name; PluginError if two plugins provide one name.
+
+        Asks the plugins registered now, so a plugin registered later is included.
+        """
+        return self._collect("strategy", "pycluster_register_strategies")
 
     def registry_backends(self) -> dict[str, type[RegistryBackend]]:
-        """Registry backend classes by name; PluginError if two plugins provide one name."""
-        if self._backends is None:
-            self._backends = self._collect(
-                "registry backend", "pycluster_register_registry_backends"
-            )
-        return self._backends
+        """Registry backend classes by name; PluginError if two plugins provide one name.
+
+        Asks the plugins registered now, so a plugin registered later is included.
+        """
+        return self._collect("registry backend", "pycluster_register_registry_backends")
 
     def _collect(self, what: str, hook_name: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
         owners: dict[str, str] = {}
-        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
-            owner = impl.plugin_name
-            for item in impl.function() or ():
-                name = item.name
-                if name in found and found[name] is not item:
-                    raise PluginError(
-                        f"{what} {name!r} is provided by two plugins: "
-                        f"{owners[name]} and {owner}; uninstall one of them"
-                    )
-                found[name] = item
-                owners[name] = owner
+        for call in self._calls(hook_name):
+            for result in call.hook():
+                for item in result:
+                    name = item.name
+                    if name in found and found[name] is not item:
+                        raise PluginError(
+                            f"{what} {name!r} is provided by two plugins: "
+                            f"{owners[name]} and {call.owner}; uninstall one of them"
+                        )
+                    found[name] = item
+                    owners[name] = call.owner
         return found
 
     def notify(self, hook_name: str, event: object) -> None:
         """Tell every observer of ``hook_name`` about ``event``; an observer that raises is
         logged and the others still run."""
-        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
-            # Each observer is called on its own so that one raising cannot silence the rest.
-            kwargs = {"event": event} if "event" in impl.argnames else {}
+        for call in self._calls(hook_name):
             try:
-                impl.function(**kwargs)
+                call.hook(event=event)
             except Exception:
-                log.exception("plugin %s raised in %s", impl.plugin_name, hook_name)
+                log.exception("plugin %s raised in %s", call.owner, hook_name)
+
+    def _calls(self, hook_name: str) -> list[_Call]:
+        """One call through pluggy's hook caller per plugin implementing ``hook_name``.
+
+        Every call goes through pluggy, so wrappers and hook-call monitors see it. But a
+        pluggy hook call stops at the first implementation that raises, and an observer
+        that raises must not keep the others from hearing of the event. So each plugin gets
+        its own call, through a subset hook caller that leaves out the other plugins'
+        implementations and keeps every wrapper: a wrapper or monitor sees one call per
+        plugin, with that plugin's result or exception. The per-plugin results also tell
+        which plugin provided which strategy. With no plugin to call, the hook is still
+        called once, for its wrappers and monitors. A subset hook caller leaves plugins
+        out, not implementations, so a plugin that both wraps and implements the hook wraps
+        only its own call. The callers are rebuilt whenever the hook's implementations
+        change (a plugin registered or unregistered), and reused otherwise.
+        """
+        hook: pluggy.HookCaller = getattr(self.manager.hook, hook_name)
+        impls = hook.get_hookimpls()
+        cached = self._callers.get(hook_name)
+        if cached is not None and cached[0] == impls:
+            return cached[1]
+        # Implementations in pluggy's calling order (tryfirst first, then the most recently
+        # registered first), grouped by plugin.
+        plugins: dict[str, pluggy.HookImpl] = {}
+        for impl in reversed(impls):
+            if not (impl.wrapper or impl.hookwrapper):
+                plugins.setdefault(impl.plugin_name, impl)
+        calls = [
+            _Call(
+                impl.plugin_name,
+                self.manager.subset_hook_caller(
+                    hook_name,
+                    [other.plugin for other in plugins.values() if other is not impl],
+                ),
+            )
+            for impl in plugins.values()
+        ]
+        if not calls:
+            calls = [_Call(", ".join(impl.plugin_name for impl in impls), hook)]
+        self._callers[hook_name] = (impls, calls)
+        return calls
+
+
+class _Call(NamedTuple):
+    """A hook caller that calls one plugin's implementations (and every wrapper)."""
+
+    owner: str
+    hook: pluggy.HookCaller
