@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 import pycluster
-from pycluster.node import Node
+from pycluster import Node
 
 NODE = web.AppKey("node", Node)
 

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pycluster
-from pycluster.actors import Actor
-from pycluster.node import Node
-from pycluster.registry import AlreadyStarted
+from pycluster import Actor, AlreadyStarted, Node
 
 NAMES = ["a@127.0.0.2", "b@127.0.0.3", "c@127.0.0.4"]
 
