@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence, Sized
-from typing import Any
 
 from pycluster.config.convert import Check
 from pycluster.nodename import NodeNameError, parse_node_name
@@ -57,19 +56,6 @@ def node_name(value: str) -> str | None:
     except NodeNameError as exc:
         return f"expected name@host or name@host:port ({exc})"
     return None
-
-
-def all_of(*checks: Check) -> Check:
-    """Every check must pass; the first problem is reported."""
-
-    def check(value: Any) -> str | None:
-        for one in checks:
-            problem = one(value)
-            if problem is not None:
-                return problem
-        return None
-
-    return check
 
 
 MIN_COOKIE_LENGTH = 16

@@ -14,7 +14,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -29,13 +29,6 @@ INVALID: Any = attrs.make_class("Invalid", [], repr=False)()
 """Returned by :func:`structure` when a value had problems (already reported)."""
 
 _INT = re.compile(r"[+-]?[0-9]+")
-
-
-class ConfigProblems(typing.Protocol):
-    """Cross-field checks: a config class may define ``config_problems`` returning
-    ``(key, message)`` pairs, run once its fields are valid."""
-
-    def config_problems(self) -> Iterable[tuple[str, str]]: ...
 
 
 def setting(

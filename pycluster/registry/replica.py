@@ -64,11 +64,6 @@ class Replica:
         candidates = self._candidates.get(name)
         return candidates[0].ref if candidates else None
 
-    def entry(self, name: str) -> Entry | None:
-        """The winning entry of ``name``."""
-        candidates = self._candidates.get(name)
-        return candidates[0] if candidates else None
-
     def names(self) -> dict[str, ActorRef]:
         """Every registered name and its actor."""
         return {name: entries[0].ref for name, entries in self._candidates.items()}

@@ -100,12 +100,6 @@ class Connection:
             raise ConnectionClosed(f"connection to {self.peer} is closed") from None
         self._last_sent = time.monotonic()
 
-    async def send(self, message: dict[str, Any]) -> None:
-        """Queue one message, then wait while the peer has too much unread."""
-        self.send_nowait(message)
-        if self._link.congested:
-            await self.drain()
-
     async def drain(self) -> None:
         """Wait while the peer has too much unread (more than WRITE_HIGH_WATER bytes); after
         a whole batch written in one turn, give the event loop one turn."""
