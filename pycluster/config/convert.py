@@ -260,6 +260,8 @@ def _structure_class(
     if len(issues) > before:
         return INVALID
     instance = cls(**values)
+    # Checks across keys: a config class may define config_problems(), returning
+    # (key, message) pairs; it runs once every field is valid (docs/plugins.md).
     problems = getattr(instance, "config_problems", None)
     if problems is not None:
         for key, message in problems():
