@@ -18,6 +18,7 @@ from typing import Any
 
 from pycluster.config import Config, ConfigError, ConfigIssue, checks, load_config
 from pycluster.errors import NotConnected
+from pycluster.nodename import DEFAULT_PORT
 from pycluster.plugins import PluginError
 from pycluster.throttle import Throttle
 
@@ -78,7 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--node", required=True, help="name of the node to ask")
     _cookie_arguments(status)
     status.add_argument("--json", action="store_true", help="print the status JSON")
-    status.add_argument("--port", type=int, default=9100, help="cluster default port")
+    status.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port a --node name without one means: the cluster's node.port "
+        f"(default {DEFAULT_PORT})",
+    )
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(run=_status)
 
@@ -248,9 +255,19 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def ask_status(
-    node: str, cookie: str | tuple[str, ...], *, port: int = 9100, timeout: float = 5.0
+    node: str,
+    cookie: str | tuple[str, ...],
+    *,
+    port: int = DEFAULT_PORT,
+    timeout: float = 5.0,
 ) -> dict[str, Any]:
-    """Connect to ``node`` as a hidden client and return its status."""
+    """Connect to ``node`` as a hidden client and return its status.
+
+    ``node`` may be written in any form of the node's name; ``port`` is what a name
+    without a port means (the cluster's ``node.port``). The handshake compares names with
+    their ports written out, so a name that spells out the node's port works whatever
+    ``port`` is.
+    """
     from pycluster.node import STATUS_MAILBOX, Node
 
     config = load_config(

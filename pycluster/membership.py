@@ -4,6 +4,9 @@ A topology never touches sockets: it asks a :class:`Membership` to connect or di
 node names and to list the connected ones. The node's transport implements it; the
 :class:`InMemoryNetwork` here implements it without sockets, for tests of strategies and
 applications (and for the demo until nodes talk over TCP).
+
+Names cross this boundary in canonical form (:meth:`Membership.canonical`): a topology puts
+every name discovery gives it in that form, so each written form of a node is that node.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pycluster.events import NodeDown, NodeUp
+from pycluster.nodename import DEFAULT_PORT, parse_node_name
 from pycluster.plugins import Plugins
 
 
@@ -19,11 +23,16 @@ class Membership(Protocol):
 
     @property
     def self_name(self) -> str:
-        """This node's name."""
+        """This node's name, canonical."""
+        ...
+
+    def canonical(self, node: str) -> str:
+        """``node`` in canonical form (``NodeName.canonical`` with this node's
+        ``node.port``); raises NodeNameError (a ValueError) if it is not a node name."""
         ...
 
     def nodes(self) -> list[str]:
-        """Connected peers, sorted."""
+        """Connected peers (canonical names), sorted."""
         ...
 
     async def connect(self, node: str) -> bool:
@@ -44,22 +53,32 @@ class InMemoryNetwork:
 
     A node is reachable once :meth:`join` has been called for it and until :meth:`leave`
     or :meth:`set_reachable` (``False``) cuts it off. Connections are symmetric, like the
-    real mesh. Plugins, when given, observe node up/down events.
+    real mesh. Plugins, when given, observe node up/down events. Every node of the network
+    has the same ``port`` (``node.port``): nodes are known by their canonical names, and
+    any written form of a name may be passed.
     """
 
-    def __init__(self, plugins: Plugins | None = None) -> None:
+    def __init__(self, plugins: Plugins | None = None, *, port: int = DEFAULT_PORT) -> None:
         self._links: dict[str, set[str]] = {}
         self._reachable: dict[str, bool] = {}
         self._plugins = plugins
+        self.port = port
+        """The cluster port, ``node.port``, of every node of this network."""
+
+    def canonical(self, name: str) -> str:
+        """``name`` in canonical form; raises NodeNameError if it is not a node name."""
+        return str(parse_node_name(name).canonical(self.port))
 
     def join(self, name: str) -> InMemoryMembership:
         """Add a node to the network and return its membership."""
+        name = self.canonical(name)
         self._links.setdefault(name, set())
         self._reachable[name] = True
         return InMemoryMembership(self, name)
 
     def leave(self, name: str) -> None:
         """Remove a node: every peer sees it down."""
+        name = self.canonical(name)
         for peer in sorted(self._links.get(name, ())):
             self._unlink(name, peer, "left")
         self._links.pop(name, None)
@@ -67,6 +86,7 @@ class InMemoryNetwork:
 
     def set_reachable(self, name: str, reachable: bool) -> None:
         """Cut a node off (its links drop, as on a partition) or let it be reached again."""
+        name = self.canonical(name)
         self._reachable[name] = reachable
         if not reachable:
             for peer in sorted(self._links.get(name, ())):
@@ -74,7 +94,7 @@ class InMemoryNetwork:
 
     def links(self, name: str) -> list[str]:
         """Peers connected to ``name``, sorted."""
-        return sorted(self._links.get(name, ()))
+        return sorted(self._links.get(self.canonical(name), ()))
 
     def _link(self, a: str, b: str) -> bool:
         if not (self._reachable.get(a) and self._reachable.get(b)):
@@ -108,20 +128,33 @@ class InMemoryMembership:
 
     @property
     def self_name(self) -> str:
-        """This node's name."""
+        """This node's name, canonical."""
         return self._name
+
+    def canonical(self, node: str) -> str:
+        """``node`` in canonical form; raises NodeNameError if it is not a node name."""
+        return self._network.canonical(node)
 
     def nodes(self) -> list[str]:
         """Connected peers, sorted."""
         return self._network.links(self._name)
 
     async def connect(self, node: str) -> bool:
-        """Link to ``node`` if both are reachable; never to this node itself."""
-        return node != self._name and self._network._link(self._name, node)
+        """Link to ``node`` if both are reachable; never to this node itself (False for
+        what is not a node name)."""
+        try:
+            peer = self.canonical(node)
+        except ValueError:
+            return False
+        return peer != self._name and self._network._link(self._name, peer)
 
     async def disconnect(self, node: str) -> bool:
         """Drop the link to ``node``; True if there was one."""
-        return self._network._unlink(self._name, node, "disconnected")
+        try:
+            peer = self.canonical(node)
+        except ValueError:
+            return False
+        return self._network._unlink(self._name, peer, "disconnected")
 
     def left(self, node: str) -> bool:
         """In-memory nodes leave without notice."""

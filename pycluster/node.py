@@ -27,7 +27,7 @@ from pycluster.config import Config, checks
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.metrics import NodeMetrics
-from pycluster.nodename import NodeName, parse_node_name
+from pycluster.nodename import parse_node_name
 from pycluster.plugins import Plugins
 from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
 from pycluster.supervisor import RestartPolicy, Supervisor
@@ -201,7 +201,8 @@ class Node:
     # -- names ------------------------------------------------------------------------------
 
     def canonical(self, name: str) -> str:
-        """``name`` as this node compares it: without the cluster's default port.
+        """``name`` as this node compares it: its canonical form with ``node.port`` as the
+        default port (``NodeName.canonical``).
 
         Raises NodeNameError (a ValueError) for a string that is not a node name.
         """
@@ -209,12 +210,10 @@ class Node:
         known = self._canonical.get(name)
         if known is not None:
             return known
-        parsed = parse_node_name(name)
-        if parsed.port == self._port:
-            parsed = NodeName(parsed.name, parsed.host)
+        canonical = str(parse_node_name(name).canonical(self._port))
         if len(self._canonical) >= CANONICAL_CACHE:
             self._canonical.clear()
-        self._canonical[name] = canonical = str(parsed)
+        self._canonical[name] = canonical
         return canonical
 
     @property
@@ -719,7 +718,7 @@ class Node:
             keys=self._keys,
             hidden=self.hidden and role == "dialer",
             incarnation=self.incarnation,
-            canonical=self.canonical,
+            port=self._port,
         )
 
     def _decoder(self) -> FrameDecoder:

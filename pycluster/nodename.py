@@ -9,6 +9,13 @@ names are ASCII, a port is one to five digits 0-9 (1 to 65535), and a host is an
 or a DNS name. A host that only looks like a number (``127.1``, ``0x7f.1``,
 ``999.999.999.999``) is neither: the resolver would read some of them as an address, and a
 DNS name's last label is never all-numeric (RFC 1123, RFC 3696).
+
+One node has many written forms. Its :meth:`NodeName.canonical` form, given the port that a
+name without one means (the reader's ``node.port``), is what a node compares names in: the
+host lowercased (DNS names are case-insensitive; the part before ``@`` is not), an IPv6
+host compressed (``[0:0::1]`` is ``[::1]``), and no port when it is that default. Its
+:meth:`NodeName.full` form writes the port out, so it means the same to every node whatever
+its ``node.port``: the handshake sends and compares names in that form.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ _HOSTNAME = re.compile(
 # Labels the C library's inet_aton() reads as numbers (decimal, octal, hex).
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 _PORT = re.compile(r"[0-9]{1,5}")
+
+
+DEFAULT_PORT = 9100
+"""The cluster port ``node.port`` unless configured: what a name without a port means."""
 
 
 class NodeNameError(ValueError):
@@ -48,6 +59,18 @@ class NodeName:
         except ValueError:
             return False
         return True
+
+    def canonical(self, default_port: int) -> NodeName:
+        """This node's name as nodes compare it, where a name without a port means
+        ``default_port``: host lowercased, an IPv6 host compressed, and no port when it is
+        ``default_port``. Every written form of one node has the same canonical form."""
+        port = None if self.port == default_port else self.port
+        return NodeName(self.name, _canonical_host(self.host), port)
+
+    def full(self, default_port: int) -> NodeName:
+        """Like :meth:`canonical`, but with the port always written out (``default_port``
+        when the name has none): the same for readers with any default port."""
+        return NodeName(self.name, _canonical_host(self.host), self.port or default_port)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -113,6 +136,12 @@ def _check_host_name(host: str) -> None:
         )
     if labels[-1].isdigit():
         raise NodeNameError(f"{host!r} is not a host name: its last label is all digits")
+
+
+def _canonical_host(host: str) -> str:
+    if ":" in host:
+        return str(ipaddress.IPv6Address(host))
+    return host.lower()
 
 
 def _is_ipv4(host: str) -> bool:

@@ -6,6 +6,11 @@ through the node's :class:`~pycluster.membership.Membership`, applies design.md'
 discovery answers (:meth:`Topology.apply`), logs with the ``[pycluster:NAME]`` prefix, and
 offers a sleep that shutdown interrupts. The Supervisor creates a fresh strategy instance
 for every (re)start.
+
+A topology takes node names in any written form and works with their canonical forms only
+(``Membership.canonical``): each written form of a node is that one node, listed,
+connected, left out or refused as one. A name that is not a node name is skipped and
+counted (``bad_name``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pycluster.events import TopologyConnect, TopologyDisconnect
 from pycluster.membership import Membership
 from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
+from pycluster.throttle import Throttle
 
 FAILURES_MEMORY = 1024
 """How many unreachable nodes a topology counts failed attempts for."""
@@ -84,15 +90,32 @@ class Topology:
         self._problem: str | None = None
         self._repeats = 0
         self._since = self._summarised = 0.0
+        self._bad_names = Throttle(PROBLEM_SUMMARY_INTERVAL)
         self.listed: frozenset[str] = frozenset()
-        """Nodes the last used discovery answer listed."""
+        """Nodes the last used discovery answer listed (canonical names)."""
         self.excluded: frozenset[str] = frozenset()
-        """Nodes a successful answer left out; their reconnects are refused."""
+        """Nodes a successful answer left out (canonical names); their reconnects are
+        refused."""
 
     @property
     def self_name(self) -> str:
-        """This node's name (never connected to itself)."""
+        """This node's name, canonical (never connected to itself)."""
         return self._membership.self_name
+
+    def _canonical(self, nodes: Iterable[str]) -> set[str]:
+        """The canonical forms of ``nodes``; what is not a node name is skipped and
+        counted (``bad_name``), with a warning at most once a minute."""
+        names = set()
+        for node in nodes:
+            try:
+                names.add(self._membership.canonical(node))
+            except ValueError as exc:
+                self.dropped("bad_name")
+                repeats = self._bad_names.admit("bad_name")
+                if repeats is not None:
+                    more = f" ({repeats} more since the last report)" if repeats else ""
+                    self.log.warning("skipped %.200r: not a node name (%.200s)%s", node, exc, more)
+        return names
 
     def list_nodes(self) -> list[str]:
         """The node's connected peers, sorted (all topologies' alike)."""
@@ -100,7 +123,10 @@ class Topology:
 
     def refuses(self, node: str) -> bool:
         """Whether this topology keeps ``node`` out (discovery positively left it out)."""
-        return node in self.excluded
+        try:
+            return self._membership.canonical(node) in self.excluded
+        except ValueError:
+            return False
 
     def dropped(self, reason: str) -> None:
         """Count one discovery input skipped as bad (a datagram, a file line, a name), in
@@ -155,7 +181,7 @@ class Topology:
 
         Unreachable nodes are logged once (then at debug level until they are reached).
         """
-        wanted = sorted(set(nodes) - {self.self_name})
+        wanted = sorted(self._canonical(nodes) - {self.self_name})
         already = set(self._membership.nodes())
         results = await asyncio.gather(*(self._connect_one(node) for node in wanted))
         for node, ok in zip(wanted, results, strict=True):
@@ -195,7 +221,7 @@ class Topology:
     async def disconnect(self, nodes: Iterable[str]) -> list[str]:
         """Disconnect ``nodes``; return those that were connected, sorted."""
         dropped = []
-        for node in sorted(set(nodes) - {self.self_name}):
+        for node in sorted(self._canonical(nodes) - {self.self_name}):
             if await self._membership.disconnect(node):
                 dropped.append(node)
                 if self._metrics is not None:
@@ -208,7 +234,7 @@ class Topology:
         return dropped
 
     async def apply(self, answer: Collection[str] | None) -> Plan:
-        """Act on one discovery answer (None: the lookup failed).
+        """Act on one discovery answer (None: the lookup failed), in canonical names.
 
         Connects listed nodes that are not connected. A failed or empty answer disconnects
         nothing; a successful non-empty answer disconnects the nodes this topology listed
@@ -221,7 +247,7 @@ class Topology:
             self.log.info("connected to %s after %d failed attempts", node, self._failures[node])
             del self._failures[node]
         decision = plan(
-            answer,
+            None if answer is None else self._canonical(answer),
             me=self.self_name,
             listed=self.listed,
             excluded=self.excluded,

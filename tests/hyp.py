@@ -103,3 +103,46 @@ nestings = st.sampled_from(
     ]
 )
 """Functions writing ``n`` mappings or lists nested in one another as YAML."""
+
+
+# -- written forms of one node name (nodename.py's canonical form) ----------------------------
+
+
+@st.composite
+def _ipv6_forms(draw: st.DrawFn, address: str) -> str:
+    """``address`` in any notation: each group in either case, with or without leading
+    zeros, and a run of zero groups (one or more) written ``::`` or not."""
+    groups = [int(group, 16) for group in ipaddress.IPv6Address(address).exploded.split(":")]
+    written = []
+    for group in groups:
+        text = format(group, "04x" if draw(st.booleans()) else "x")
+        written.append(text.upper() if draw(st.booleans()) else text)
+    zero_runs = [
+        (start, end)
+        for start in range(8)
+        for end in range(start + 1, 9)
+        if all(group == 0 for group in groups[start:end])
+    ]
+    if zero_runs and draw(st.booleans()):
+        start, end = draw(st.sampled_from(zero_runs))
+        return ":".join(written[:start]) + "::" + ":".join(written[end:])
+    return ":".join(written)
+
+
+@st.composite
+def written_forms(draw: st.DrawFn, text: str, default_port: int) -> str:
+    """Another written form of node name ``text``, for nodes whose ``node.port`` is
+    ``default_port``: the same part before '@', the host in any case (a DNS name) or IPv6
+    notation, and the port left out or written out when it is ``default_port``."""
+    name, _, rest = text.partition("@")
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail else None
+        host = f"[{draw(_ipv6_forms(host))}]"
+    else:
+        host, _, port_text = rest.partition(":")
+        port = int(port_text) if port_text else None
+        host = "".join(c.upper() if draw(st.booleans()) else c.lower() for c in host)
+    if port in (None, default_port):
+        port = draw(st.sampled_from([None, default_port]))
+    return f"{name}@{host}" if port is None else f"{name}@{host}:{port}"

@@ -4,7 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pycluster.discovery import plan
-from tests.hyp import small_node_sets
+from pycluster.nodename import parse_node_name
+from tests.hyp import node_names, ports, small_node_sets, written_forms
 
 ME = "n0@127.0.0.2"
 
@@ -57,3 +58,35 @@ def test_excluded_node_is_let_back_in_when_listed_again() -> None:
     back = plan([a, b], me=ME, listed=still_out.listed, excluded=still_out.excluded, connected=[a])
     assert back.connect == {b}
     assert not back.excluded
+
+
+@given(
+    data=st.data(),
+    port=ports,
+    names=st.lists(node_names(), min_size=1, max_size=6),
+)
+def test_plan_on_canonical_names_is_the_same_for_every_written_form(
+    data: st.DataObject, port: int, names: list[str]
+) -> None:
+    """What a topology hands plan(): discovery's names, each in whatever written form,
+    put in canonical form (default port ``port``, the node's ``node.port``)."""
+
+    def canonical(text: str) -> str:
+        return str(parse_node_name(text).canonical(port))
+
+    pool = sorted({canonical(name) for name in names})
+    me = pool[0]
+    some = st.frozensets(st.sampled_from(pool)).map(lambda nodes: nodes - {me})
+    answer = data.draw(st.none() | st.frozensets(st.sampled_from(pool)))
+    listed, excluded, connected = data.draw(some), data.draw(some), data.draw(some)
+    expected = plan(answer, me=me, listed=listed, excluded=excluded, connected=connected)
+    for _ in range(2):
+        written = None if answer is None else [data.draw(written_forms(n, port)) for n in answer]
+        decision = plan(
+            None if written is None else {canonical(name) for name in written},
+            me=canonical(data.draw(written_forms(me, port))),
+            listed=listed,
+            excluded=excluded,
+            connected=connected,
+        )
+        assert decision == expected

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pycluster.nodename import parse_node_name
 from pycluster.transport import PROTOCOL_VERSION, Handshake, HandshakeError, cookie_key
 
 A, B = "a@127.0.0.2", "b@127.0.0.3"
@@ -139,15 +140,107 @@ def test_the_name_dialled_must_be_the_peers_own_name() -> None:
         dialer.receive(challenge)
 
 
-def test_the_names_are_compared_in_canonical_form() -> None:
-    def without_default_port(name: str) -> str:
-        return name.removesuffix(":9100")
+def test_names_cross_the_wire_with_their_ports_written_out() -> None:
+    dialer, acceptor = pair()
+    hello, challenge, *_ = run(dialer, acceptor)
+    assert (hello["name"], hello["to"]) == (f"{A}:9100", f"{B}:9100")
+    assert challenge["name"] == f"{B}:9100"
+    assert (dialer.peer, acceptor.peer) == (B, A)  # canonical: the default port left out
 
-    dialer = Handshake(role="dialer", me=A, peer=B, keys=[KEY], canonical=without_default_port)
-    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], canonical=without_default_port)
-    hello = dict(dialer.start()[0], to=f"{B}:9100")
-    acceptor.receive(hello)
-    assert acceptor.peer == A
+
+def test_nodes_with_different_default_ports_agree_on_each_others_names() -> None:
+    """Each side fills in its own port and compares full forms: a (port 30001) dials
+    b@127.0.0.3:30002, and b (port 30002) knows itself as b@127.0.0.3."""
+    dialer = Handshake(role="dialer", me=A, peer="b@127.0.0.3:30002", keys=[KEY], port=30001)
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], port=30002)
+    hello, challenge, *_ = run(dialer, acceptor)
+    assert dialer.done
+    assert acceptor.done  # the proofs, over the names as sent, match on both sides
+    assert (hello["name"], hello["to"]) == ("a@127.0.0.2:30001", "b@127.0.0.3:30002")
+    assert challenge["name"] == "b@127.0.0.3:30002"
+    # Each side knows the other by its canonical name for itself.
+    assert dialer.peer == "b@127.0.0.3:30002"
+    assert acceptor.peer == "a@127.0.0.2:30001"
+
+
+@pytest.mark.parametrize(
+    ("dialled", "client_port"),
+    [
+        ("b@127.0.0.3:30002", 9100),  # pycluster status with its default --port
+        ("b@127.0.0.3:30002", 30002),
+        ("b@127.0.0.3", 30002),
+        ("b@127.0.0.3:30002", 40000),
+    ],
+)
+def test_a_client_with_another_default_port_reaches_the_node(
+    dialled: str, client_port: int
+) -> None:
+    client = Handshake(role="dialer", me=A, peer=dialled, keys=[KEY], hidden=True, port=client_port)
+    node = Handshake(role="acceptor", me=B, keys=[KEY], port=30002)
+    run(client, node)
+    assert client.done
+    assert node.done
+
+
+def test_a_name_without_its_port_means_the_dialers_default_port() -> None:
+    dialer = Handshake(role="dialer", me=A, peer=B, keys=[KEY], port=9100)
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], port=30002)
+    with pytest.raises(
+        HandshakeError,
+        match=re.escape("dialled as 'b@127.0.0.3:9100', but this node is 'b@127.0.0.3:30002'"),
+    ) as info:
+        run(dialer, acceptor)
+    assert info.value.kind == "name"
+
+
+@pytest.mark.parametrize(
+    ("me", "dialled"),
+    [
+        ("b@127.0.0.3", "b@127.0.0.3:9100"),
+        ("b@127.0.0.3:9100", "b@127.0.0.3"),
+        ("b@node-b.example", "b@Node-B.EXAMPLE"),
+        ("b@[::1]", "b@[0:0::1]:9100"),
+        ("b@[fd00::5]:9101", "b@[FD00:0:0::0005]:9101"),
+    ],
+)
+def test_every_written_form_of_the_name_dialled_is_the_node(me: str, dialled: str) -> None:
+    dialer = Handshake(role="dialer", me=A, peer=dialled, keys=[KEY])
+    acceptor = Handshake(role="acceptor", me=me, keys=[KEY])
+    run(dialer, acceptor)
+    assert dialer.done
+    assert acceptor.done
+    assert dialer.peer == str(parse_node_name(me).canonical(9100))
+
+
+def test_the_part_before_the_at_sign_is_case_sensitive() -> None:
+    dialer, acceptor = pair(dialled="B@127.0.0.3")
+    with pytest.raises(HandshakeError, match=re.escape("dialled as 'B@127.0.0.3:9100'")):
+        run(dialer, acceptor)
+
+
+def test_names_the_peer_sends_are_checked_in_full_form() -> None:
+    # A hello naming the acceptor without its port means the acceptor's own default port.
+    dialer = Handshake(role="dialer", me=A, peer="b@127.0.0.3:30002", keys=[KEY], port=30001)
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], port=30002)
+    acceptor.receive(dict(dialer.start()[0], to=B))
+    # The peer claiming this node's own name, in another written form, is refused.
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], port=30002)
+    with pytest.raises(HandshakeError, match="claims this node's own name"):
+        acceptor.receive(dict(dialer.start()[0], name="b@127.0.0.3:30002"))
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], port=30002)
+    with pytest.raises(HandshakeError, match=re.escape("'b@127.1' is not a node name")) as info:
+        acceptor.receive(dict(dialer.start()[0], name="b@127.1"))
+    assert info.value.kind == "name"
+
+
+def test_a_name_rewritten_on_the_way_breaks_the_proofs() -> None:
+    """The proofs cover the names exactly as sent: a man in the middle who rewrites the
+    dialer's name, even into another form of it, is caught."""
+    dialer, acceptor = pair()
+    hello = dialer.start()[0]
+    challenge = acceptor.receive(dict(hello, name=A))[0]
+    with pytest.raises(HandshakeError, match="cookie mismatch"):
+        acceptor.receive(dialer.receive(challenge)[0])
 
 
 def test_version_mismatch_is_named_and_the_version_is_2() -> None:

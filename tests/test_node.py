@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pycluster import Plugins, hookimpl, load_config
+from pycluster import Plan, Plugins, TopologyConnect, hookimpl, load_config
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.node import LEFT_QUIET, Node
@@ -541,3 +542,112 @@ async def test_ipv6_nodes() -> None:
         await eventually(lambda: b.nodes() == ["a@[::1]:9301"])
         b.register_mailbox("echo", lambda sender, body: body)
         assert await a.call("b@[::1]:9302", "echo", "v6") == "v6"
+
+
+# -- one node, many written names: node.port 19100, names with and without it ---------------
+
+PORT = 19100
+D, E, F = "d@127.0.9.2", "e@127.0.9.3", "f@127.0.9.4"
+
+
+def topology_node(name: str, topology: dict[str, Any], *extra_plugins: object) -> Node:
+    """A node on port PORT whose topology ``t`` is ``topology``."""
+    config = load_config(
+        {
+            "node": {"name": name, "port": PORT, "net_tick_timeout": 1.0},
+            "topologies": {"t": topology},
+        },
+        env={},
+    )
+    plugins = Plugins.load(entry_points=False, extra=extra_plugins)
+    return Node(config, cookie=COOKIE, plugins=plugins, handshake_timeout=2.0)
+
+
+def record_plans(node: Node) -> list[Plan]:
+    """The plans topology ``t`` of ``node`` makes from now on (one per discovery round)."""
+    topology = node.supervisor.topologies["t"]
+    plans: list[Plan] = []
+    apply = topology.apply
+
+    async def recording(answer: Any) -> Plan:
+        plans.append(await apply(answer))
+        return plans[-1]
+
+    topology.apply = recording  # type: ignore[method-assign]
+    return plans
+
+
+async def more_rounds(plans: list[Plan], count: int = 5) -> list[Plan]:
+    """The next ``count`` plans, once made."""
+    start = len(plans)
+    await eventually(lambda: len(plans) >= start + count)
+    return plans[start:]
+
+
+async def test_epmd_listing_a_peer_with_the_cluster_port_connects_it_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """epmd lists e@...:19100 on a cluster whose node.port is 19100: connected once, then
+    left alone (it used to be "connected" again each round, with an event each time)."""
+    connects: list[TopologyConnect] = []
+
+    class Spy:
+        @hookimpl
+        def pycluster_topology_connect(self, event: TopologyConnect) -> None:
+            connects.append(event)
+
+    epmd = {"strategy": "epmd", "config": {"hosts": [D, f"{E}:{PORT}"], "retry_interval": 50}}
+    d, e = topology_node(D, epmd, Spy()), make_node(E, port=PORT)
+    plans = record_plans(d)
+    async with e, d:
+        await eventually(lambda: d.nodes() == [E])
+        later = await more_rounds(plans)
+        assert [plan.connect for plan in later] == [frozenset()] * len(later)
+        assert d.supervisor.topologies["t"].listed == {E}
+        assert e.nodes() == [D]
+    assert connects == [TopologyConnect(D, "t", E)]
+    assert not [m for m in caplog.messages if "cannot connect" in m]
+
+
+async def test_a_node_listing_itself_with_its_port_does_not_dial_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="pycluster.topology")
+    epmd = {"strategy": "epmd", "config": {"hosts": [f"{D}:{PORT}", E], "retry_interval": 50}}
+    d, e = topology_node(D, epmd), make_node(E, port=PORT)
+    plans = record_plans(d)
+    async with e, d:
+        await eventually(lambda: d.nodes() == [E])
+        await more_rounds(plans)
+        assert d.supervisor.topologies["t"].listed == {E}
+    assert not [m for m in caplog.messages if "cannot connect" in m]
+
+
+async def test_hosts_file_leaving_out_a_node_written_with_the_cluster_port_drops_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listed as e@...:19100, then left out: e is disconnected and refused, as it is when
+    written e@... (it used to stay connected, and be let back in)."""
+    caplog.set_level(logging.DEBUG, logger="pycluster.node")
+    hosts = tmp_path / "hosts"
+    replace_file(hosts, f"{E}:{PORT}\n{F}\n")
+    config = {"path": str(hosts), "polling_interval": 20}
+    d = topology_node(D, {"strategy": "hosts_file", "config": config})
+    e, f = make_node(E, port=PORT), make_node(F, port=PORT)
+    async with e, f, d:
+        await eventually(lambda: d.nodes() == [E, F])
+        replace_file(hosts, f"{F}:{PORT}\n")
+        await eventually(lambda: d.nodes() == [F] and e.nodes() == [])
+        assert d.supervisor.refuses(E)
+        assert d.supervisor.refuses(f"{E}:{PORT}")
+        assert not await e.connect(D)
+        refusal = f"refused a connection from {E}: discovery on this node no longer lists you"
+        assert refusal in caplog.messages
+        assert d.nodes() == [F]
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Replace a file at once (a poll never reads it half-written)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pycluster import NodeName, NodeNameError, parse_node_name
-from tests.hyp import node_name_texts, node_names
+from tests.hyp import node_name_texts, node_names, ports, written_forms
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,51 @@ def test_is_ip_tells_literals_from_host_names() -> None:
     assert parse_node_name("a@127.0.0.2").is_ip
     assert parse_node_name("a@[::1]").is_ip
     assert not parse_node_name("a@example.internal").is_ip
+
+
+@pytest.mark.parametrize(
+    ("text", "default_port", "canonical", "full"),
+    [
+        ("app@10.0.0.5", 9100, "app@10.0.0.5", "app@10.0.0.5:9100"),
+        ("app@10.0.0.5:9100", 9100, "app@10.0.0.5", "app@10.0.0.5:9100"),
+        # A port is dropped only when it is the reader's default port.
+        ("app@10.0.0.5:9100", 19100, "app@10.0.0.5:9100", "app@10.0.0.5:9100"),
+        ("app@10.0.0.5", 19100, "app@10.0.0.5", "app@10.0.0.5:19100"),
+        # Host names are case-insensitive; the part before '@' is not.
+        ("APP@Pod-1.Svc.Example", 9100, "APP@pod-1.svc.example", "APP@pod-1.svc.example:9100"),
+        ("app@[0:0::1]", 9100, "app@[::1]", "app@[::1]:9100"),
+        ("app@[FD00:0000::0005]:9101", 9100, "app@[fd00::5]:9101", "app@[fd00::5]:9101"),
+    ],
+)
+def test_canonical_and_full_forms(text: str, default_port: int, canonical: str, full: str) -> None:
+    parsed = parse_node_name(text)
+    assert str(parsed.canonical(default_port)) == canonical
+    assert str(parsed.full(default_port)) == full
+
+
+def test_names_differing_before_the_at_sign_or_in_port_are_other_nodes() -> None:
+    def canonical(text: str) -> NodeName:
+        return parse_node_name(text).canonical(9100)
+
+    assert canonical("app@host.example") != canonical("App@host.example")
+    assert canonical("app@10.0.0.5:9101") != canonical("app@10.0.0.5")
+    assert canonical("app@[::1]") != canonical("app@[::2]")
+
+
+@given(st.data(), node_names(), ports, ports)
+def test_every_written_form_has_one_canonical_and_one_full_form(
+    data: st.DataObject, text: str, default_port: int, other_port: int
+) -> None:
+    parsed = parse_node_name(text)
+    canonical, full = parsed.canonical(default_port), parsed.full(default_port)
+    written = parse_node_name(data.draw(written_forms(text, default_port)))
+    assert written.canonical(default_port) == canonical
+    assert written.full(default_port) == full
+    # Both forms are names in their own form; a full form means the same to any reader.
+    assert parse_node_name(str(canonical)).canonical(default_port) == canonical
+    assert parse_node_name(str(full)).full(other_port) == full
+    assert parse_node_name(str(full)).canonical(default_port) == canonical
+    assert full.port is not None
 
 
 @settings(max_examples=3000)

@@ -3,6 +3,7 @@ and the node names strategies make of what discovery hands them (a file, the Kub
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -15,6 +16,7 @@ from pycluster import (
     Plugins,
     RestartPolicy,
     Supervisor,
+    Topology,
     TopologyConnect,
     TopologyDisconnect,
     hookimpl,
@@ -193,9 +195,7 @@ async def test_hosts_file_skips_and_counts_bad_lines_and_connects_the_others(
 def test_a_repeating_problem_is_logged_once_then_summarised(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asyncio
-
-    from pycluster import Topology, strategy
+    from pycluster import strategy
 
     topology = Topology(
         "t", "epmd", None, InMemoryNetwork().join(NAMES[0]), Plugins.load(), asyncio.Event()
@@ -292,3 +292,58 @@ async def test_kubernetes_skips_and_counts_addresses_that_make_no_name(
             assert (status.state, status.crashes) == ("running", 0)
             assert any("skipped 4 addresses that do not make" in m for m in caplog.messages)
         assert network.links(me) == [peer]
+
+
+async def test_a_topology_knows_each_node_by_its_canonical_name(
+    plugins: Plugins, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every written form of a node is that node: listed, connected, left out and refused
+    as one (here node.port is 19100); what is not a node name is skipped and counted."""
+    events: list[object] = []
+
+    class Spy:
+        @hookimpl
+        def pycluster_topology_connect(self, event: TopologyConnect) -> None:
+            events.append(event)
+
+        @hookimpl
+        def pycluster_topology_disconnect(self, event: TopologyDisconnect) -> None:
+            events.append(event)
+
+    plugins.manager.register(Spy())
+    network = InMemoryNetwork(plugins, port=19100)
+    me, b, c = "a@127.0.0.2", "b@127.0.0.3", "c@node-c.example"
+    network.join("b@127.0.0.3:19100")
+    network.join("c@Node-C.Example")
+    metrics = NodeMetrics()
+    topology = Topology(
+        "t", "epmd", None, network.join(f"{me}:19100"), plugins, asyncio.Event(), metrics
+    )
+    assert topology.self_name == me
+    first = await topology.apply(
+        [f"{me}:19100", "b@127.0.0.3:19100", "c@NODE-C.example", "not a name", "x@127.1"]
+    )
+    assert (first.listed, first.connect) == ({b, c}, {b, c})
+    assert network.links(me) == [b, c]
+    assert dropped(metrics, "bad_name") == 2
+    assert any("skipped 'not a name': not a node name" in m for m in caplog.messages)
+    # The same nodes written otherwise: nothing to do.
+    again = await topology.apply([b, "c@node-c.example:19100", me])
+    assert (again.connect, again.disconnect, again.listed) == (frozenset(), frozenset(), {b, c})
+    assert await topology.connect(["b@127.0.0.3:19100", f"{me}:19100"]) == [b]
+    # Left out in one form, refused in every form.
+    left_out = await topology.apply(["b@127.0.0.3:19100"])
+    assert left_out.disconnect == {c}
+    assert network.links(me) == [b]
+    assert topology.excluded == {c}
+    assert topology.refuses("c@NODE-C.EXAMPLE:19100")
+    assert not topology.refuses("c@node-c.example:9100")  # another port: another node
+    assert not topology.refuses("not a name")
+    assert await topology.disconnect(["b@127.0.0.3:19100", "still not a name"]) == [b]
+    assert dropped(metrics, "bad_name") == 3
+    assert events == [
+        TopologyConnect(me, "t", b),
+        TopologyConnect(me, "t", c),
+        TopologyDisconnect(me, "t", c),
+        TopologyDisconnect(me, "t", b),
+    ]

@@ -14,8 +14,8 @@ import attrs
 
 from pycluster.config import checks
 from pycluster.config.convert import setting
+from pycluster.nodename import DEFAULT_PORT
 
-DEFAULT_PORT = 9100
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 
 

@@ -8,9 +8,16 @@ Both sides prove they know the cluster's cookie without sending it, the dialer f
     acceptor -> dialer     welcome    proof_a (sent once the node admits the connection; it
                                       may instead reject a duplicate)
 
+Names cross the wire in their full form (:meth:`pycluster.nodename.NodeName.full`: the
+port written out, each side filling in its own ``node.port``), and each side compares full
+forms, so nodes with different ``node.port`` settings, or a client with another default
+port, agree on who is who. :attr:`Handshake.peer` is the peer's name in this side's
+canonical form.
+
 ``proof_x = HMAC-SHA256(key, transcript(x))`` over a transcript holding a role label, both
-fresh random nonces, both names, both incarnations (random per node process, so a
-restarted peer is told from a duplicate connection), the version and the hidden flag.
+fresh random nonces, both names (exactly as they crossed the wire), both incarnations
+(random per node process, so a restarted peer is told from a duplicate connection), the
+version and the hidden flag.
 ``key`` is derived from the cookie with scrypt (:func:`cookie_key`), so a proof that an
 impostor collects costs an offline guesser a memory-hard derivation per guess. Each side
 checks the other's proof in constant time.
@@ -35,6 +42,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgpack
+
+from pycluster.nodename import DEFAULT_PORT, NodeNameError, parse_node_name
 
 PROTOCOL_VERSION = 2
 """Version 2: the dialer proves first, keys derived with scrypt. Nodes of different
@@ -101,8 +110,8 @@ class Handshake:
     acceptor learns it from the hello. When :attr:`done` is True the peer is
     authenticated as :attr:`peer`, of incarnation :attr:`peer_incarnation` (an acceptor
     is done once the dialer's proof checks out; the node then sends :meth:`welcome`).
-    ``canonical`` maps a written node name to the form this node compares names in (e.g.
-    without the cluster's default port).
+    ``port`` is this side's ``node.port``: what a name without a port means to it. ``me``
+    and ``peer`` may be written in any form; :attr:`peer` is then the canonical one.
     """
 
     def __init__(
@@ -114,7 +123,7 @@ class Handshake:
         peer: str | None = None,
         hidden: bool = False,
         incarnation: bytes = b"\x00" * INCARNATION_SIZE,
-        canonical: Callable[[str], str] = str,
+        port: int = DEFAULT_PORT,
         nonce: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         if role == "dialer" and peer is None:
@@ -123,13 +132,20 @@ class Handshake:
             raise ValueError("a handshake needs at least one cookie key")
         self.role = role
         self.me = me
-        self.peer = peer
+        self.port = port
+        self._me_full = str(parse_node_name(me).full(port))
+        """This side's name as it sends it (and as it is in the transcript)."""
+        self._peer_full = "" if peer is None else str(parse_node_name(peer).full(port))
+        """The peer's name as this side expects it (the dialer: the name it dialled)."""
+        self._peer_sent = ""
+        """The peer's name exactly as it sent it (for the transcript)."""
+        self.peer = None if peer is None else self._canonical(peer)
+        """The peer's name, canonical for this side (the dialer: the one it dialled)."""
         self.hidden = hidden
         """Whether the dialer is a hidden node (a client such as ``pycluster status``)."""
         self.done = False
         self.incarnation = incarnation
         self.peer_incarnation = b""
-        self._canonical = canonical
         self._keys = tuple(keys)
         self._key = self._keys[0]
         """The key of this handshake: an acceptor's becomes the one the dialer used."""
@@ -145,8 +161,8 @@ class Handshake:
             {
                 "t": "hello",
                 "v": PROTOCOL_VERSION,
-                "name": self.me,
-                "to": self.peer,
+                "name": self._me_full,
+                "to": self._peer_full,
                 "inc": self.incarnation,
                 "nonce": self._nonce,
                 "hidden": self.hidden,
@@ -181,19 +197,21 @@ class Handshake:
         self._peer_nonce = _nonce_field(message)
         self.peer_incarnation = _incarnation_field(message)
         self.hidden = _field(message, "hidden", bool)
-        if _safe_canonical(self._canonical, to) != self.me:
+        if self._full(to) != self._me_full:
             raise HandshakeError(
-                f"dialled as {to[:200]!r}, but this node is {self.me!r}", kind="name"
+                f"dialled as {to[:200]!r}, but this node is {self._me_full!r}", kind="name"
             )
-        if _safe_canonical(self._canonical, name) == self.me:
+        self._peer_full = self._full(name)
+        if self._peer_full == self._me_full:
             raise HandshakeError("the peer claims this node's own name", kind="name")
-        self.peer = name
+        self._peer_sent = name
+        self.peer = self._canonical(name)
         self._expect = "proof"
         return [
             {
                 "t": "challenge",
                 "v": PROTOCOL_VERSION,
-                "name": self.me,
+                "name": self._me_full,
                 "inc": self.incarnation,
                 "nonce": self._nonce,
             }
@@ -202,10 +220,11 @@ class Handshake:
     def _on_challenge(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         _check_version(message)
         name = _field(message, "name", str)
-        if _safe_canonical(self._canonical, name) != self.peer:
+        if self._full(name) != self._peer_full:
             raise HandshakeError(
-                f"dialled {self.peer!r}, but the peer is {name[:200]!r}", kind="name"
+                f"dialled {self._peer_full!r}, but the peer is {name[:200]!r}", kind="name"
             )
+        self._peer_sent = name
         self._peer_nonce = _nonce_field(message)
         self.peer_incarnation = _incarnation_field(message)
         if self._peer_nonce == self._nonce:
@@ -240,10 +259,20 @@ class Handshake:
         self.done = True
         return []
 
+    def _full(self, name: str) -> str:
+        """A name the peer sent, in full form; HandshakeError if it is not a node name."""
+        try:
+            return str(parse_node_name(name).full(self.port))
+        except NodeNameError:
+            raise HandshakeError(f"{name[:200]!r} is not a node name", kind="name") from None
+
+    def _canonical(self, name: str) -> str:
+        return str(parse_node_name(name).canonical(self.port))
+
     def _transcript(self, label: str) -> bytes:
-        assert self.peer is not None
-        mine = (self.me, self.incarnation, self._nonce)
-        theirs = (self.peer, self.peer_incarnation, self._peer_nonce)
+        # The names as they crossed the wire: both sides hold the very same strings.
+        mine = (self._me_full, self.incarnation, self._nonce)
+        theirs = (self._peer_sent, self.peer_incarnation, self._peer_nonce)
         dialer, acceptor = (mine, theirs) if self.role == "dialer" else (theirs, mine)
         return _transcript(label, *dialer, *acceptor, self.hidden)
 
@@ -265,13 +294,6 @@ def _field(message: dict[str, Any], key: str, kind: type[Any]) -> Any:
             f"malformed handshake: {key!r} missing or of the wrong type", kind="malformed"
         )
     return value
-
-
-def _safe_canonical(canonical: Callable[[str], str], name: str) -> str:
-    try:
-        return canonical(name)
-    except ValueError:
-        raise HandshakeError(f"{name[:200]!r} is not a node name", kind="name") from None
 
 
 def _incarnation_field(message: dict[str, Any]) -> bytes:
