@@ -20,6 +20,7 @@ from pycluster.membership import InMemoryMembership, InMemoryNetwork, Membership
 from pycluster.node import Node
 from pycluster.nodename import NodeName, NodeNameError, parse_node_name
 from pycluster.plugins import PluginError, Plugins, hookimpl
+from pycluster.polling import PollSchedule, poll
 from pycluster.registry import (
     ActorRef,
     AlreadyRegistered,
@@ -58,6 +59,7 @@ __all__ = [
     "Plan",
     "PluginError",
     "Plugins",
+    "PollSchedule",
     "Registry",
     "RegistryBackend",
     "RemoteError",
@@ -74,5 +76,6 @@ __all__ = [
     "hookimpl",
     "load_config",
     "parse_node_name",
+    "poll",
     "setting",
 ]

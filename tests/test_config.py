@@ -3,12 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pycluster import ConfigError, Plugins, load_config
-from pycluster.config import NodeConfig, RegistryConfig, describe
+from pycluster.config import NodeConfig, RegistryConfig, describe, setting
+from pycluster.config.convert import shown, structure
+from pycluster.config.errors import ConfigIssue
 from pycluster.config.schema import DEFAULT_MAX_FRAME_SIZE
 from pycluster.registry.crdt import CrdtOptions
 from pycluster.strategies.epmd import EpmdConfig
@@ -84,7 +87,8 @@ def test_strategy_keys_are_checked_with_their_full_path() -> None:
         }
     )
     assert found == [
-        "topologies.files.config.polling_interval: expected a positive number of ms, got 'fast'"
+        "topologies.files.config.polling_interval: expected a duration (a number of ms, or "
+        "e.g. '500ms', '5s', '1m'), got 'fast'"
     ]
 
 
@@ -277,3 +281,158 @@ def test_describe_lists_every_key_with_type_and_default() -> None:
     assert rows["port"].default == "9100"
     assert rows["port"].type == "an integer"
     assert all(row.doc for row in rows.values())
+
+
+# -- durations ---------------------------------------------------------------------------------
+
+DURATION_MS = "a duration (a number of ms, or e.g. '500ms', '5s', '1m')"
+
+
+def hosts_file_interval(value: object, env: dict[str, str] | None = None) -> Any:
+    topology = {"strategy": "hosts_file", "config": {"path": "/h", "polling_interval": value}}
+    config = load_config(
+        {"node": {"name": "app@127.0.0.2"}, "topologies": {"t": topology}}, env=env or {}
+    )
+    return config.topologies["t"].config.polling_interval
+
+
+@pytest.mark.parametrize(
+    ("written", "ms"),
+    [
+        (250, 250),
+        (2.5, 2.5),
+        ("500ms", 500),
+        ("5s", 5000),
+        ("1.5s", 1500),
+        (".5s", 500),
+        ("1m", 60_000),
+        ("0.25m", 15_000),
+    ],
+)
+def test_a_duration_is_a_number_in_its_keys_unit_or_a_string_with_a_unit(
+    written: object, ms: float
+) -> None:
+    assert hosts_file_interval(written) == ms
+
+
+def test_interpolated_durations_take_a_unit_or_the_keys_own() -> None:
+    assert hosts_file_interval("${I}", env={"I": "750"}) == 750
+    assert hosts_file_interval("${I}", env={"I": "2s"}) == 2000
+
+
+@pytest.mark.parametrize(
+    "written", ["fast", "500", "5 s", "-5s", "5h", "1e3ms", "s", "", True, [1], {"s": 1}]
+)
+def test_what_is_no_duration_is_refused_with_the_keys_unit(written: object) -> None:
+    topology = {"strategy": "kubernetes", "config": {"selector": "a=b", "node_basename": "a"}}
+    topology["config"]["polling_interval"] = written  # type: ignore[index]
+    found = problems({"node": {"name": "app@127.0.0.2"}, "topologies": {"k8s": topology}})
+    assert found == [
+        f"topologies.k8s.config.polling_interval: expected {DURATION_MS}, got {shown(written)}"
+    ]
+
+
+def test_the_documented_duration_error() -> None:
+    topology = {"strategy": "kubernetes", "config": {"selector": "a=b", "node_basename": "a"}}
+    topology["config"]["polling_interval"] = "fast"  # type: ignore[index]
+    assert problems({"node": {"name": "app@127.0.0.2"}, "topologies": {"k8s": topology}}) == [
+        "topologies.k8s.config.polling_interval: expected a duration (a number of ms, or "
+        "e.g. '500ms', '5s', '1m'), got 'fast'"
+    ]
+
+
+@pytest.mark.parametrize("written", [0, "0s", -1, "0ms"])
+def test_a_duration_that_fails_its_check_says_so(written: object) -> None:
+    topology = {"strategy": "hosts_file", "config": {"path": "/h", "polling_interval": written}}
+    assert problems({"node": {"name": "app@127.0.0.2"}, "topologies": {"t": topology}}) == [
+        f"topologies.t.config.polling_interval: expected a positive duration, got {shown(written)}"
+    ]
+
+
+@given(st.integers(min_value=0, max_value=10**9), st.sampled_from(["ms", "s", "m"]))
+def test_whole_numbers_with_any_unit_convert_exactly(number: int, unit: str) -> None:
+    factor = {"ms": 1, "s": 1000, "m": 60_000}[unit]
+    assert hosts_file_interval(f"{number + 1}{unit}") == (number + 1) * factor
+
+
+def test_a_registry_backends_durations_are_in_seconds() -> None:
+    def ttl(value: object) -> Any:
+        source = {
+            "node": {"name": "app@127.0.0.2"},
+            "registry": {"options": {"reservation_ttl": value}},
+        }
+        return load_config(source, env={}).registry.options.reservation_ttl
+
+    assert (ttl(3), ttl("500ms"), ttl("1m")) == (3.0, 0.5, 60.0)
+    assert problems(
+        {"node": {"name": "app@127.0.0.2"}, "registry": {"options": {"reservation_ttl": "soon"}}}
+    ) == [
+        "registry.options.reservation_ttl: expected a duration (a number of seconds, or e.g. "
+        "'500ms', '5s', '1m'), got 'soon'"
+    ]
+
+
+@attrs.frozen(kw_only=True)
+class Timings:
+    """What ``node.net_tick_timeout`` becomes with ``unit="s"``, and a whole-seconds TTL."""
+
+    tick: float = setting(
+        default=3.0,
+        doc="Seconds of silence.",
+        unit="s",
+        expect="a number of seconds above 0 and at most 600",
+        check=lambda v: None if 0 < v <= 600 else "out of range",
+    )
+    ttl: int = setting(default=10, doc="Whole seconds.", unit="s")
+    wait: float | None = setting(default=None, doc="Optional.", unit="ms")
+
+
+def timings(data: dict[str, Any]) -> tuple[Any, list[str]]:
+    issues: list[ConfigIssue] = []
+    value = structure(Timings, data, "x", issues)
+    return value, [str(issue) for issue in issues]
+
+
+def test_seconds_keys_whole_keys_and_optional_keys_take_durations() -> None:
+    assert timings({"tick": "500ms", "ttl": "1m", "wait": "2s"}) == (
+        Timings(tick=0.5, ttl=60, wait=2000.0),
+        [],
+    )
+    assert timings({"tick": 2, "ttl": 5, "wait": None}) == (Timings(tick=2, ttl=5), [])
+    _, issues = timings({"tick": "fast", "ttl": "1500ms"})
+    assert issues == [
+        "x.tick: expected a duration (a number of seconds, or e.g. '500ms', '5s', '1m'), "
+        "got 'fast'",
+        "x.ttl: expected a duration (a whole number of seconds, or e.g. '30s', '1m'), got '1500ms'",
+    ]
+    # A check that fails speaks with the key's `expect`.
+    assert timings({"tick": "11m"})[1] == [
+        "x.tick: expected a number of seconds above 0 and at most 600, got '11m'"
+    ]
+
+
+def test_the_reference_states_the_unit_of_every_duration() -> None:
+    plugins = Plugins.load(entry_points=False)
+    classes = [
+        *((s.name, s.Config, "ms") for s in plugins.strategies().values()),
+        *((name, b.Options, "seconds") for name, b in plugins.registry_backends().items()),
+    ]
+    durations = set()
+    for name, cls, unit in classes:
+        for field in describe(cls):
+            if field.type.startswith("a duration"):
+                assert field.type == f"a duration (a number of {unit}, or e.g. '500ms', '5s', '1m')"
+                durations.add(f"{name}.{field.name}")
+    assert durations == {
+        "epmd.retry_interval",
+        "hosts_file.polling_interval",
+        "local_epmd.polling_interval",
+        "gossip.heartbeat_interval",
+        "kubernetes.polling_interval",
+        *(
+            f"{s}.{key}"
+            for s in ("dns_poll", "kubernetes.dns", "kubernetes.dnssrv")
+            for key in ("polling_interval", "timeout")
+        ),
+        "crdt.reservation_ttl",
+    }

@@ -217,10 +217,11 @@ def test_config_errors_name_their_key(plugins: Plugins) -> None:
         "separated by '.'), got 'app..example'",
         f"{path}.application_name: expected letters, digits, '_', '-' or '.', starting with "
         "a letter, digit or '_', got 'app@x'",
-        f"{path}.polling_interval: expected a positive number of ms, got 'fast'",
+        f"{path}.polling_interval: expected a duration (a number of ms, or e.g. '500ms', "
+        "'5s', '1m'), got 'fast'",
         f"{path}.nameservers[1]: expected an IP address, got 'dns.example'",
         f"{path}.port: expected a port number from 1 to 65535, got 70000",
-        f"{path}.timeout: expected a positive number of ms, got 0",
+        f"{path}.timeout: expected a positive duration, got 0",
     ]
     srv = {"service": "App", "application_name": "app", "namespace": "", "nameservers": []}
     assert config_errors({"strategy": "kubernetes.dnssrv", "config": srv}, plugins) == [

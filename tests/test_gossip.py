@@ -337,7 +337,7 @@ def test_config_errors_name_their_key() -> None:
         "got '10.0.0.1'",
         f"{path}.multicast_ttl: expected an integer from 0 to 255, got 256",
         f"{path}.broadcast_only: expected true or false, got 'yes'",
-        f"{path}.heartbeat_interval: expected a number of ms, at least 10, got 5",
+        f"{path}.heartbeat_interval: expected a duration of at least 10 ms, got 5",
         f"{path}.cluster_name: expected up to 128 letters, digits, '_', '-' or '.', not "
         "starting with '-' or '.', got '-x'",
     ]

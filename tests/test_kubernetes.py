@@ -285,7 +285,8 @@ def test_config_defaults() -> None:
         ),
         (
             {"selector": "a=b", "node_basename": "app", "polling_interval": "fast"},
-            "topologies.k.config.polling_interval: expected a positive number of ms, got 'fast'",
+            "topologies.k.config.polling_interval: expected a duration (a number of ms, or "
+            "e.g. '500ms', '5s', '1m'), got 'fast'",
         ),
         (
             {"selector": "a=b", "node_basename": "app", "api_server": "127.0.0.1:8001"},

@@ -331,12 +331,13 @@ def test_config_is_checked() -> None:
         "topologies.t.config.runtime_dir: expected an absolute path, got 'run'",
         "topologies.t.config.group: expected letters, digits, '_', '-' or '.', "
         "not starting with '.', got '../x'",
-        "topologies.t.config.polling_interval: expected a positive number of ms, got 'fast'",
+        "topologies.t.config.polling_interval: expected a duration (a number of ms, or "
+        "e.g. '500ms', '5s', '1m'), got 'fast'",
     ]
     assert problems({"group": ".hidden", "polling_interval": 0}) == [
         "topologies.t.config.group: expected letters, digits, '_', '-' or '.', "
         "not starting with '.', got '.hidden'",
-        "topologies.t.config.polling_interval: expected a positive number of ms, got 0",
+        "topologies.t.config.polling_interval: expected a positive duration, got 0",
     ]
     config = load_config(
         {"node": {"name": NAMES[0]}, "topologies": {"t": {"strategy": "local_epmd"}}}, env={}

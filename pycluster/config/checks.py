@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence, Sized
 
-from pycluster.config.convert import Check
+from pycluster.config.convert import Check, Unit
 from pycluster.nodename import NodeNameError, parse_node_name
 
 
@@ -20,6 +20,21 @@ def port(value: int) -> str | None:
 def positive(value: float) -> str | None:
     """A number above zero."""
     return None if value > 0 else "expected a positive number"
+
+
+def positive_duration(value: float) -> str | None:
+    """A duration above zero (for a key declared with ``setting(unit=...)``)."""
+    return None if value > 0 else "expected a positive duration"
+
+
+def duration_at_least(low: float, unit: Unit) -> Check:
+    """A duration of at least ``low``, in ``unit`` (the key's own)."""
+    words = "ms" if unit == "ms" else "seconds"
+
+    def check(value: float) -> str | None:
+        return None if value >= low else f"expected a duration of at least {low:g} {words}"
+
+    return check
 
 
 def between(low: float, high: float) -> Check:

@@ -9,6 +9,7 @@ backends describe their own ``config``/``options`` the same way.
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import math
 import re
@@ -30,6 +31,12 @@ INVALID: Any = attrs.make_class("Invalid", [], repr=False)()
 
 _INT = re.compile(r"[+-]?[0-9]+")
 
+Unit = Literal["ms", "s"]
+"""The unit of a plain number given for a duration key."""
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(ms|s|m)")
+_MS_PER = {"ms": 1, "s": 1000, "m": 60_000}
+_UNIT_WORDS = {"ms": "ms", "s": "seconds"}
+
 
 def setting(
     *,
@@ -40,6 +47,7 @@ def setting(
     check: Check | None = None,
     each: Check | None = None,
     secret: bool = False,
+    unit: Unit | None = None,
 ) -> Any:
     """Declare a config key.
 
@@ -47,8 +55,21 @@ def setting(
     description in errors ("expected a positive number of ms"); ``check`` validates the
     value once its type is right; ``each`` checks every item of a list; ``secret`` keeps
     the value out of errors and reprs.
+
+    ``unit`` (``"ms"`` or ``"s"``) makes a number key a duration: it takes a plain number
+    in ``unit``, or a string with a unit of its own (``"500ms"``, ``"1.5s"``, ``"1m"``),
+    and holds the number of ``unit`` either way. A value that is no duration is reported
+    as "expected a duration (a number of ms, or e.g. ...)"; ``expect`` then describes what
+    ``check`` wants.
     """
-    metadata = {"doc": doc, "expect": expect, "check": check, "each": each, "secret": secret}
+    metadata = {
+        "doc": doc,
+        "expect": expect,
+        "check": check,
+        "each": each,
+        "secret": secret,
+        "unit": unit,
+    }
     if factory is not None:
         return attrs.field(factory=factory, metadata=metadata, repr=not secret)
     return attrs.field(default=default, metadata=metadata, repr=not secret)
@@ -164,6 +185,13 @@ def _structure(
                 return value
         return wrong()
 
+    unit: Unit | None = meta.get("unit")
+    if unit is not None and tp in (int, float):
+        value = _duration(tp, data, unit)
+        if value is INVALID:
+            expected = f"expected {describe_duration(tp, unit)}"
+            issues.append(ConfigIssue(path, f"{expected}, got {shown(data, secret)}"))
+        return value
     if attrs.has(tp):
         if not isinstance(data, dict):
             return wrong()
@@ -231,6 +259,29 @@ def _scalar(tp: Any, data: object) -> Any:
             return float(data)
         return INVALID
     return INVALID
+
+
+def describe_duration(tp: Any, unit: Unit) -> str:
+    """How a duration key reads in errors and in the configuration reference."""
+    if tp is int:
+        return f"a duration (a whole number of {_UNIT_WORDS[unit]}, or e.g. '30s', '1m')"
+    return f"a duration (a number of {_UNIT_WORDS[unit]}, or e.g. '500ms', '5s', '1m')"
+
+
+def _duration(tp: Any, data: object, unit: Unit) -> Any:
+    """A duration as a number of ``unit``: a plain number is one already, a string says
+    its unit (``500ms``, ``1.5s``, ``1m``). An ``int`` key takes whole numbers only."""
+    text = data.strip() if isinstance(data, str) else None
+    match = _DURATION.fullmatch(text) if text is not None else None
+    if match is None:
+        # A plain number (or one from interpolation): the key's own unit.
+        return _scalar(tp, data)
+    number, given = match.groups()
+    amount = decimal.Decimal(number) * _MS_PER[given] / _MS_PER[unit]
+    if tp is int:
+        return int(amount) if amount == amount.to_integral_value() else INVALID
+    value = float(amount)
+    return value if math.isfinite(value) else INVALID
 
 
 def _structure_class(
@@ -313,6 +364,10 @@ def describe(cls: type[Any]) -> list[FieldDoc]:
             default = "(hidden)"
         else:
             default = "null" if field.default is None else repr(field.default)
-        expect = field.metadata.get("expect") or describe_type(hints[field.name])
+        unit = field.metadata.get("unit")
+        if unit is not None:
+            expect = describe_duration(hints[field.name], unit)
+        else:
+            expect = field.metadata.get("expect") or describe_type(hints[field.name])
         docs.append(FieldDoc(field.name, expect, default, field.metadata.get("doc", "")))
     return docs

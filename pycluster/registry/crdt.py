@@ -42,10 +42,10 @@ class CrdtOptions:
 
     reservation_ttl: float = setting(
         default=10.0,
-        doc="Seconds an arbiter keeps a granted claim while waiting to see the claimant "
+        doc="How long an arbiter keeps a granted claim while waiting to see the claimant "
         "register it (the claimant registers at once; this only bounds a lost message).",
-        expect="a positive number of seconds",
-        check=checks.positive,
+        unit="s",
+        check=checks.positive_duration,
     )
 
 

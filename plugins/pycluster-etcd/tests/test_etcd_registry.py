@@ -58,6 +58,15 @@ def backend(node: Node) -> EtcdRegistry:
             "registry.options.auth.password: expected a string, got a value (hidden)",
         ),
         ({"endpoints": ["10.0.0.1:2379"], "lease": 3}, "did you mean 'lease_ttl'?"),
+        (
+            {"endpoints": ["10.0.0.1:2379"], "lease_ttl": "2500ms"},
+            "registry.options.lease_ttl: expected a duration (a whole number of seconds, or "
+            "e.g. '30s', '1m'), got '2500ms'",
+        ),
+        (
+            {"endpoints": ["10.0.0.1:2379"], "timeout": "0s"},
+            "registry.options.timeout: expected a positive duration, got '0s'",
+        ),
     ],
 )
 def test_options_are_checked_before_anything_starts(options: dict[str, Any], message: str) -> None:
@@ -70,6 +79,18 @@ def test_options_are_checked_before_anything_starts(options: dict[str, Any], mes
             plugins=plugins(),
         )
     assert message in str(info.value)
+
+
+def test_timeouts_and_ttls_take_durations() -> None:
+    from conftest import plugins
+
+    options = {"endpoints": ["10.0.0.1:2379"], "timeout": "1500ms", "lease_ttl": "1m"}
+    config = load_config(
+        {"node": {"name": "a@127.0.5.2"}, "registry": {"backend": "etcd", "options": options}},
+        env={},
+        plugins=plugins(),
+    )
+    assert (config.registry.options.timeout, config.registry.options.lease_ttl) == (1.5, 60)
 
 
 # -- claims ------------------------------------------------------------------------------

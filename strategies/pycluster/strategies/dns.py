@@ -8,8 +8,8 @@ polling loop.
 
 A lookup that gives no nodes (failure, NXDOMAIN, empty answer) keeps the current ones, and
 the next lookup comes sooner: after 0.2 s, then twice as long each time, up to
-``polling_interval``. So do lookups while listed nodes are not connected yet, which lets
-pods started together find each other quickly.
+``polling_interval`` (:class:`~pycluster.PollSchedule`). So do lookups while listed nodes
+are not connected yet, which lets pods started together find each other quickly.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
-import random
 import re
 from typing import Any
 
@@ -32,6 +31,7 @@ import dns.resolver
 
 from pycluster.config import checks, setting
 from pycluster.nodename import NodeNameError, parse_node_name
+from pycluster.polling import PollSchedule, poll
 from pycluster.strategies.dns_answers import (
     Failed,
     Lookup,
@@ -47,11 +47,6 @@ from pycluster.strategies.dns_answers import (
     srv_query_name,
 )
 from pycluster.strategy import Strategy, Topology
-
-FIRST_RETRY = 0.2
-"""Seconds before the first quick retry after a lookup that gave no usable nodes."""
-JITTER = 0.2
-"""Each wait is cut by a random fraction up to this, so pods do not poll in step."""
 
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]{0,61}[A-Za-z0-9_])?")
 _KUBERNETES_NAME = re.compile(r"[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?")
@@ -92,10 +87,10 @@ def node_basename(value: str) -> str | None:
 def _polling_interval() -> Any:
     return setting(
         default=5000,
-        doc="How often the name is looked up, in ms. Also the longest wait between the "
+        doc="How often the name is looked up. Also the longest wait between the "
         "quicker retries that follow a lookup without usable nodes.",
-        expect="a positive number of ms",
-        check=checks.positive,
+        unit="ms",
+        check=checks.positive_duration,
     )
 
 
@@ -121,9 +116,9 @@ def _port() -> Any:
 def _timeout() -> Any:
     return setting(
         default=5000,
-        doc="How long one lookup may take, in ms, before it counts as failed.",
-        expect="a positive number of ms",
-        check=checks.positive,
+        doc="How long one lookup may take before it counts as failed.",
+        unit="ms",
+        check=checks.positive_duration,
     )
 
 
@@ -292,22 +287,17 @@ class _DnsPolling(Strategy):
 
     async def run(self, topology: Topology) -> None:
         config = topology.config
-        longest = config.polling_interval / 1000
-        retry = min(FIRST_RETRY, longest)
-        rng = random.Random()
-        while True:
+
+        async def attempt() -> bool:
             outcome = await self.discover(config)
             for _ in range(outcome.skipped):
                 topology.dropped("bad_record")
             topology.problem(outcome.problem)
             await topology.apply(outcome.answer)
             others = set(outcome.answer or ()) - {topology.self_name}
-            if others and not others - set(topology.list_nodes()):
-                wait, retry = longest, min(FIRST_RETRY, longest)
-            else:
-                wait, retry = retry, min(retry * 2, longest)
-            if not await topology.sleep(wait * (1 - rng.uniform(0, JITTER))):
-                return
+            return bool(others) and not others - set(topology.list_nodes())
+
+        await poll(topology, attempt, PollSchedule(config.polling_interval / 1000))
 
     @staticmethod
     async def addresses(config: Any, query: str, basename: str) -> Outcome:

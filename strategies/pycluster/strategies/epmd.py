@@ -5,9 +5,8 @@ from __future__ import annotations
 import attrs
 
 from pycluster.config import checks, setting
+from pycluster.polling import PollSchedule, poll
 from pycluster.strategy import Strategy, Topology
-
-FIRST_RETRY = 0.2
 
 
 @attrs.frozen(kw_only=True)
@@ -21,10 +20,10 @@ class EpmdConfig:
     )
     retry_interval: float = setting(
         default=5000,
-        doc="Longest wait, in ms, between attempts to reach listed nodes that are not "
+        doc="Longest wait between attempts to reach listed nodes that are not "
         "connected; the first retries come sooner.",
-        expect="a positive number of ms",
-        check=checks.positive,
+        unit="ms",
+        check=checks.positive_duration,
     )
 
 
@@ -32,7 +31,8 @@ class Epmd(Strategy):
     """Connects a fixed list of nodes and reconnects them when they come back.
 
     Unreachable nodes are retried with a backoff that starts at 0.2 s (so nodes started
-    together find each other quickly) and doubles up to ``retry_interval``.
+    together find each other quickly) and doubles up to ``retry_interval``
+    (:class:`~pycluster.PollSchedule`).
     """
 
     name = "epmd"
@@ -40,11 +40,9 @@ class Epmd(Strategy):
 
     async def run(self, topology: Topology) -> None:
         config: EpmdConfig = topology.config
-        longest = config.retry_interval / 1000
-        delay = min(FIRST_RETRY, longest)
-        while True:
+
+        async def attempt() -> bool:
             plan = await topology.apply(config.hosts)
-            missing = set(plan.listed) - set(topology.list_nodes())
-            delay = min(delay * 2, longest) if missing else longest
-            if not await topology.sleep(delay):
-                return
+            return set(plan.listed) <= set(topology.list_nodes())
+
+        await poll(topology, attempt, PollSchedule(config.retry_interval / 1000))

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import random
 import re
 import socket
 import struct
@@ -26,6 +25,7 @@ from typing import Any
 import attrs
 
 from pycluster.config import checks, setting
+from pycluster.polling import PollSchedule
 from pycluster.strategies.gossip_packet import Drop, Heard, HeartbeatCodec, Rejected
 from pycluster.strategy import Strategy, Topology
 from pycluster.throttle import Throttle
@@ -33,8 +33,6 @@ from pycluster.throttle import Throttle
 BROADCAST_ADDR = "255.255.255.255"
 FIRST_RETRY = 0.5
 """Seconds before retrying a socket that failed; doubles up to the heartbeat interval."""
-JITTER = 0.25
-"""Each heartbeat follows the previous one after (1 - JITTER) to 1 heartbeat interval."""
 DROP_LOG_INTERVAL = 60.0
 """Seconds between two log lines about dropped packets from one source."""
 DROP_LOG_BURST = 16
@@ -64,11 +62,6 @@ def cluster_name(value: str) -> str | None:
     if _CLUSTER_NAME.fullmatch(value):
         return None
     return "expected up to 128 letters, digits, '_', '-' or '.', not starting with '-' or '.'"
-
-
-def at_least_10(value: float) -> str | None:
-    """At least 10 (ms): shorter heartbeat intervals only load the network."""
-    return None if value >= 10 else "expected at least 10"
 
 
 def long_secret(value: str) -> str | None:
@@ -121,10 +114,11 @@ class GossipConfig:
     )
     heartbeat_interval: float = setting(
         default=5000,
-        doc="Longest time, in ms, between two heartbeats of this node. The first is sent at "
-        "once; each next one after a random 75-100% of this, so nodes drift out of step.",
-        expect="a number of ms, at least 10",
-        check=at_least_10,
+        doc="Longest time between two heartbeats of this node. The first is sent at "
+        "once; each next one after a random 80-100% of this, so nodes drift out of step.",
+        unit="ms",
+        # Shorter heartbeat intervals only load the network.
+        check=checks.duration_at_least(10, "ms"),
     )
     secret: str | None = setting(
         default=None,
@@ -374,7 +368,6 @@ class Gossip(Strategy):
         """The datagram protocol while the socket is open."""
         self._dials: dict[str, asyncio.Task[list[str]]] = {}
         self._drop_log = Throttle(DROP_LOG_INTERVAL, burst=DROP_LOG_BURST)
-        self._rng = random.Random()
 
     async def run(self, topology: Topology) -> None:
         config: GossipConfig = topology.config
@@ -384,7 +377,7 @@ class Gossip(Strategy):
                 "gossip heartbeats are not authenticated (no secret): anyone on the network "
                 "can make this node dial addresses of their choice"
             )
-        delay = FIRST_RETRY
+        reopen = PollSchedule(config.heartbeat_interval / 1000, first=FIRST_RETRY)
         try:
             while True:
                 try:
@@ -394,7 +387,7 @@ class Gossip(Strategy):
                     topology.problem(f"gossip socket: {reason}; retrying")
                 else:
                     self.protocol = protocol
-                    delay = FIRST_RETRY
+                    reopen.reset()
                     try:
                         stopping = await self._heartbeats(topology, config, codec, transport)
                     finally:
@@ -402,9 +395,8 @@ class Gossip(Strategy):
                         transport.close()
                     if stopping:
                         return
-                if not await topology.sleep(delay):
+                if not await topology.sleep(reopen.failed()):
                     return
-                delay = min(delay * 2, config.heartbeat_interval / 1000)
         finally:
             for task in self._dials.values():
                 task.cancel()
@@ -434,8 +426,7 @@ class Gossip(Strategy):
         """Send heartbeats until shutdown (True) or the socket closes (False)."""
         protocol = self.protocol
         assert protocol is not None
-        interval = config.heartbeat_interval / 1000
-        retry = FIRST_RETRY
+        schedule = PollSchedule(config.heartbeat_interval / 1000, first=FIRST_RETRY)
         while True:
             transport.sendto(codec.encode(topology.self_name, time.time()), config.destination)
             error = protocol.take_error()
@@ -444,8 +435,7 @@ class Gossip(Strategy):
                     f"cannot send heartbeats to {_where(*config.destination)} "
                     f"({describe_send_error(error, config)}); retrying"
                 )
-                wait = retry
-                retry = min(retry * 2, interval)
+                wait = schedule.failed()
             else:
                 if self.sent == 0:
                     topology.log.info(
@@ -457,8 +447,7 @@ class Gossip(Strategy):
                     )
                 self.sent += 1
                 topology.problem(None)
-                wait = interval * self._rng.uniform(1 - JITTER, 1)
-                retry = FIRST_RETRY
+                wait = schedule.succeeded()
             sleep = asyncio.ensure_future(topology.sleep(wait))
             try:
                 await asyncio.wait({sleep, protocol.lost}, return_when=asyncio.FIRST_COMPLETED)

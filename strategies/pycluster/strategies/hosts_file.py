@@ -9,6 +9,7 @@ import attrs
 
 from pycluster.config import checks, setting
 from pycluster.nodename import NodeNameError, parse_node_name
+from pycluster.polling import PollSchedule, poll
 from pycluster.strategy import Strategy, Topology
 
 
@@ -19,9 +20,9 @@ class HostsFileConfig:
     path: str = setting(doc="File listing node names, one per line.", check=checks.non_empty)
     polling_interval: float = setting(
         default=5000,
-        doc="How often the file is re-read, in ms.",
-        expect="a positive number of ms",
-        check=checks.positive,
+        doc="How often the file is re-read.",
+        unit="ms",
+        check=checks.positive_duration,
     )
 
 
@@ -60,7 +61,8 @@ class HostsFile(Strategy):
     async def run(self, topology: Topology) -> None:
         config: HostsFileConfig = topology.config
         path = Path(config.path)
-        while True:
+
+        async def attempt() -> bool:
             answer: list[str] | None = None
             try:
                 text = await asyncio.to_thread(path.read_text, encoding="utf-8")
@@ -78,5 +80,8 @@ class HostsFile(Strategy):
                 else:
                     topology.problem(None)
             await topology.apply(answer)
-            if not await topology.sleep(config.polling_interval / 1000):
-                return
+            # Every read counts as a success: reading sooner would not make whoever
+            # rewrites the file do it sooner.
+            return True
+
+        await poll(topology, attempt, PollSchedule(config.polling_interval / 1000))

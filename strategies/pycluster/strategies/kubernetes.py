@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import random
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ import attrs
 
 from pycluster.config import checks, setting
 from pycluster.nodename import NodeName, NodeNameError, parse_node_name
+from pycluster.polling import PollSchedule, poll
 from pycluster.strategies.kubernetes_api import (
     RESOURCES,
     Address,
@@ -40,8 +40,6 @@ NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 WATCH_TIMEOUT = 300
 """``timeoutSeconds`` of each watch; the strategy resumes when the server ends one."""
-FIRST_RETRY = 0.2
-"""Seconds before the first retry (of a failed call, or of listed nodes not reached yet)."""
 REAPPLY = 1.0
 """Longest time, in seconds, between two checks that every listed node is connected."""
 SHORTEST_WATCH = 1.0
@@ -105,9 +103,9 @@ class KubernetesConfig:
     polling_interval: float = setting(
         default=5000,
         doc="Time between lists when ``watch`` is false, longest wait between retries of a "
-        "failed call, and between attempts to reach listed nodes, in ms.",
-        expect="a positive number of ms",
-        check=checks.positive,
+        "failed call, and between attempts to reach listed nodes.",
+        unit="ms",
+        check=checks.positive_duration,
     )
     watch: bool = setting(
         default=True,
@@ -227,26 +225,6 @@ def all_addresses(objects: Objects) -> list[Address]:
     return [address for addresses in objects.values() for address in addresses]
 
 
-class Backoff:
-    """Jittered exponential delays from ``first`` up to ``longest`` seconds."""
-
-    def __init__(self, first: float, longest: float, rng: random.Random | None = None) -> None:
-        self._first = min(first, longest)
-        self._longest = longest
-        self._next = self._first
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        """The next delay (each up to twice the last, never above ``longest``)."""
-        delay = self._next * self._rng.uniform(0.5, 1.0)
-        self._next = min(self._next * 2, self._longest)
-        return delay
-
-    def reset(self) -> None:
-        """Start again from ``first`` (after a success)."""
-        self._next = self._first
-
-
 # -- the strategy ---------------------------------------------------------------------------
 
 
@@ -256,10 +234,10 @@ class Kubernetes(Strategy):
     Reads the EndpointSlices (default), Endpoints or Pods of one namespace that match
     ``selector``, and names each address as ``mode`` says. Terminating endpoints and pods
     do not count; not-ready ones do. A failed call (timeout, 5xx, 403, connection lost)
-    keeps the current nodes and is retried with a jittered backoff; an empty answer keeps
-    them too and is logged. Only a successful answer that leaves out a node listed before
-    disconnects it, and keeps it out while the API leaves it out. Addresses that make no
-    node name are reported, skipped, and counted as they arrive
+    keeps the current nodes and is retried with a backoff (:class:`~pycluster.PollSchedule`);
+    an empty answer keeps them too and is logged. Only a successful answer that leaves out
+    a node listed before disconnects it, and keeps it out while the API leaves it out.
+    Addresses that make no node name are reported, skipped, and counted as they arrive
     (``pycluster_discovery_dropped_total``, reason ``bad_address``). Needs the
     ``pycluster[kubernetes]`` extra, and RBAC ``list`` (and ``watch``) on the resource read.
     """
@@ -309,14 +287,15 @@ class _Discovery:
         self.naming = naming
         self.watching = config.watch
         self.interval = config.polling_interval / 1000
-        self.backoff = Backoff(FIRST_RETRY, self.interval)
+        self.calls = PollSchedule(self.interval)
+        """When to call the API again."""
         self.objects: dict[str, tuple[Address, ...]] | None = None
         """What the API last said (None before its first answer)."""
         self.api_problem: str | None = None
         self.changed = asyncio.Event()
 
     async def run(self) -> None:
-        discover = self.watch() if self.watching else self.poll()
+        discover = self.watch() if self.watching else self.list_repeatedly()
         tasks = [asyncio.create_task(discover), asyncio.create_task(self.keep_applying())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -329,19 +308,17 @@ class _Discovery:
 
     # -- reading the API ------------------------------------------------------------------
 
-    async def poll(self) -> None:
-        while True:
+    async def list_repeatedly(self) -> None:
+        async def attempt() -> bool:
             try:
                 listing = await self.api.list()
             except ApiFailure as exc:
                 self.failed(exc, "list")
-                delay = self.backoff.next()
-            else:
-                self.answered(listing.objects, all_addresses(listing.objects))
-                self.backoff.reset()
-                delay = self.interval
-            if not await self.topology.sleep(delay):
-                return
+                return False
+            self.answered(listing.objects, all_addresses(listing.objects))
+            return True
+
+        await poll(self.topology, attempt, self.calls)
 
     async def watch(self) -> None:
         since: str | None = None
@@ -358,7 +335,7 @@ class _Discovery:
                     self.succeeded()
                     async for event in events:
                         if not news:
-                            self.backoff.reset()  # a watch that delivers is healthy again
+                            self.calls.reset()  # a watch that delivers is healthy again
                         news = True
                         since = event.resource_version or since
                         if event.type != "BOOKMARK":
@@ -370,7 +347,7 @@ class _Discovery:
                     "watch of %s expired (410 Gone); listing again", self.api.resource.name
                 )
                 since = None
-                delay = self.backoff.next()
+                delay = self.calls.failed()
             except ApiFailure as exc:
                 lasted = None if established is None else time.monotonic() - established
                 if lasted is not None and lasted >= SHORTEST_WATCH:
@@ -381,14 +358,16 @@ class _Discovery:
                     delay = 0.0
                 else:
                     self.failed(exc, "list" if since is None else "watch")
-                    delay = self.backoff.next()
+                    delay = self.calls.failed()
             else:
                 # The server ended the watch (its timeout): resume where it stopped, unless
                 # it keeps ending them at once.
                 quick = established is None or time.monotonic() - established < SHORTEST_WATCH
-                delay = self.backoff.next() if quick and not news else 0.0
-                if delay == 0.0:
-                    self.backoff.reset()
+                if quick and not news:
+                    delay = self.calls.failed()
+                else:
+                    self.calls.reset()
+                    delay = 0.0
             if not await self.topology.sleep(delay):
                 return
 
@@ -451,21 +430,20 @@ class _Discovery:
         return names, None
 
     async def keep_applying(self) -> None:
-        delay = FIRST_RETRY
+        # Re-applying is local (no API call): done often enough that a listed peer whose
+        # connection dropped is redialled soon even when the API says nothing new.
+        dials = PollSchedule(min(self.interval, REAPPLY), longest=self.interval)
         while True:
             self.changed.clear()
             names, answer_problem = self.answer()
             self.topology.problem(self.api_problem or answer_problem)
             plan = await self.topology.apply(names)
             missing = plan.listed - set(self.topology.list_nodes())
-            # Re-applying is local (no API call): done often enough that a listed peer whose
-            # connection dropped is redialled soon even when the API says nothing new.
-            delay = min(delay * 2, self.interval) if missing else min(self.interval, REAPPLY)
-            woken = await self._wait(delay)
+            woken = await self._wait(dials.failed() if missing else dials.succeeded())
             if woken is None:
                 return
             if woken:
-                delay = FIRST_RETRY / 2  # news: unreached nodes are tried soon again
+                dials.reset()  # news: unreached nodes are tried soon again
 
     async def _wait(self, seconds: float) -> bool | None:
         """Wait for news (True), ``seconds`` (False) or shutdown (None)."""

@@ -19,6 +19,7 @@ import attrs
 
 from pycluster.config import checks, setting
 from pycluster.nodename import NodeNameError, parse_node_name
+from pycluster.polling import PollSchedule, poll
 from pycluster.strategy import Strategy, Topology
 
 ENTRY_SUFFIX = ".json"
@@ -63,9 +64,9 @@ class LocalEpmdConfig:
     )
     polling_interval: float = setting(
         default=500,
-        doc="How often the directory is read, in ms.",
-        expect="a positive number of ms",
-        check=checks.positive,
+        doc="How often the directory is read.",
+        unit="ms",
+        check=checks.positive_duration,
     )
 
 
@@ -258,47 +259,50 @@ class LocalEpmd(Strategy):
         me = Entry(topology.self_name, os.getpid())
         own = directory / entry_file_name(me.name)
         registered = False
-        try:
-            while True:
-                answer: list[str] | None = None
-                problems: list[str] = []
+
+        async def attempt() -> bool:
+            nonlocal registered
+            answer: list[str] | None = None
+            problems: list[str] = []
+            try:
+                make_directory(base, directory, must_own=must_own)
+            except OSError as exc:
+                problems.append(f"cannot use {directory} ({_reason(exc)})")
+            else:
                 try:
-                    make_directory(base, directory, must_own=must_own)
+                    # On the loop, not in a thread: the removal in `finally` must never
+                    # race a registration still being written.
+                    there = register(own, me)
                 except OSError as exc:
-                    problems.append(f"cannot use {directory} ({_reason(exc)})")
+                    problems.append(f"cannot register in {own} ({_reason(exc)})")
                 else:
-                    try:
-                        # On the loop, not in a thread: the removal in `finally` must never
-                        # race a registration still being written.
-                        there = register(own, me)
-                    except OSError as exc:
-                        problems.append(f"cannot register in {own} ({_reason(exc)})")
-                    else:
-                        if there is None:
-                            if registered:
-                                topology.log.info("%s had gone; registered again", own)
-                            else:
-                                topology.log.info("registered in %s", own)
-                            registered = True
-                        elif there.pid != me.pid:
-                            problems.append(
-                                f"{own} holds the entry of another live process (pid "
-                                f"{there.pid}) with this node's name; leaving it"
-                            )
-                    try:
-                        answer, bad = await asyncio.to_thread(scan, directory)
-                    except OSError as exc:
-                        problems.append(f"cannot read {directory} ({_reason(exc)})")
-                    else:
-                        for _ in bad:
-                            topology.dropped("bad_entry")
-                        if bad:
-                            problems.append(f"{directory}: skipped bad entries: " + "; ".join(bad))
-                if answer is None:
-                    problems.append("keeping current nodes")
-                topology.problem("; ".join(problems) or None)
-                await topology.apply(answer)
-                if not await topology.sleep(config.polling_interval / 1000):
-                    return
+                    if there is None:
+                        if registered:
+                            topology.log.info("%s had gone; registered again", own)
+                        else:
+                            topology.log.info("registered in %s", own)
+                        registered = True
+                    elif there.pid != me.pid:
+                        problems.append(
+                            f"{own} holds the entry of another live process (pid "
+                            f"{there.pid}) with this node's name; leaving it"
+                        )
+                try:
+                    answer, bad = await asyncio.to_thread(scan, directory)
+                except OSError as exc:
+                    problems.append(f"cannot read {directory} ({_reason(exc)})")
+                else:
+                    for _ in bad:
+                        topology.dropped("bad_entry")
+                    if bad:
+                        problems.append(f"{directory}: skipped bad entries: " + "; ".join(bad))
+            if answer is None:
+                problems.append("keeping current nodes")
+            topology.problem("; ".join(problems) or None)
+            await topology.apply(answer)
+            return True  # a steady pace: entries appear when nodes start, not sooner
+
+        try:
+            await poll(topology, attempt, PollSchedule(config.polling_interval / 1000))
         finally:
             unregister(own, me.pid)

@@ -111,14 +111,15 @@ class EtcdConnection:
     auth: EtcdAuth | None = setting(default=None, doc="User and password, when etcd has auth.")
     timeout: float = setting(
         default=5.0,
-        doc="Seconds an etcd request may take before it counts as failed.",
-        expect="a positive number of seconds",
-        check=checks.positive,
+        doc="How long an etcd request may take before it counts as failed.",
+        unit="s",
+        check=checks.positive_duration,
     )
     lease_ttl: int = setting(
         default=10,
-        doc="Seconds (whole, as etcd counts them) after which this node's keys expire "
-        "when it stops keeping its lease alive (dead, or cut off from etcd).",
+        doc="Time (whole seconds, as etcd counts them) after which this node's keys "
+        "expire when it stops keeping its lease alive (dead, or cut off from etcd).",
+        unit="s",
         expect=f"a whole number of seconds, at least {MIN_LEASE_TTL}",
         check=_lease_ttl,
     )
