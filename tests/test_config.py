@@ -105,8 +105,8 @@ def test_missing_required_keys_are_named() -> None:
         ({"port": "9100"}, "node.port: expected an integer, got '9100'"),
         ({"port": True}, "node.port: expected an integer, got true"),
         ({"port": 9100.0}, "node.port: expected an integer, got 9100.0"),
-        ({"net_tick_timeout": "3"}, "node.net_tick_timeout: expected a number of seconds"),
-        ({"net_tick_timeout": 3000}, "node.net_tick_timeout: expected a number of seconds"),
+        ({"net_tick_timeout": "3"}, "node.net_tick_timeout: expected a duration (a number of s"),
+        ({"net_tick_timeout": 3000}, "node.net_tick_timeout: expected a duration above 0"),
         ({"bind": "eth0"}, "node.bind: expected an IP address"),
         ({"max_frame_size": 10}, "node.max_frame_size: expected a size in bytes"),
         ({"http": {"port": 0}}, "node.http.port: expected a port number from 1 to 65535, got 0"),
@@ -436,3 +436,9 @@ def test_the_reference_states_the_unit_of_every_duration() -> None:
         ),
         "crdt.reservation_ttl",
     }
+
+
+def test_net_tick_timeout_takes_a_duration_or_seconds() -> None:
+    for value, seconds in (("1500ms", 1.5), ("2s", 2.0), ("1m", 60.0), (3, 3.0)):
+        config = load_config({"node": {"name": "a@127.0.0.2", "net_tick_timeout": value}}, env={})
+        assert config.node.net_tick_timeout == seconds

@@ -76,8 +76,9 @@ class NodeConfig:
     tls: TlsConfig | None = setting(default=None, doc="Optional mutual TLS between nodes.")
     net_tick_timeout: float = setting(
         default=3.0,
-        doc="Seconds of silence after which a peer is declared down.",
-        expect="a number of seconds above 0 and at most 600",
+        doc="Silence after which a peer is declared down.",
+        unit="s",
+        expect="a duration above 0 and at most 600 s",
         check=lambda v: None if 0 < v <= 600 else "out of range",
     )
     max_frame_size: int = setting(
