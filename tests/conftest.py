@@ -52,3 +52,25 @@ def plugins() -> Plugins:
 @pytest.fixture
 def network(plugins: Plugins) -> InMemoryNetwork:
     return InMemoryNetwork(plugins)
+
+
+@pytest.fixture
+def require_multicast() -> None:
+    """Gossip tests need a network namespace of their own (root, Linux, iproute2, which
+    .ci/setup installs): without one they fail, saying why, rather than skip."""
+    from tests.lab.multicast import multicast_available
+
+    reason = multicast_available()
+    if reason is not None:
+        pytest.fail(f"gossip tests cannot run here: {reason}")
+
+
+@pytest.fixture
+def require_firewall() -> None:
+    """Partition tests need iptables and root (.ci/setup installs iptables): without them
+    they fail, saying why, rather than skip."""
+    from tests.lab import firewall_available
+
+    reason = firewall_available()
+    if reason is not None:
+        pytest.fail(f"partition tests cannot run here: {reason}")

@@ -43,7 +43,7 @@ from pycluster.strategies.gossip_packet import (
 from pycluster.strategy import Topology, TopologyLog
 from tests.conftest import eventually
 from tests.hyp import node_name_texts, node_names
-from tests.lab.multicast import IPV6_INTERFACE, multicast_available
+from tests.lab.multicast import IPV6_INTERFACE
 from tests.lab.multicast import multicast_namespace as namespace
 
 SECRET = "correct horse battery staple"
@@ -370,9 +370,7 @@ def test_the_secret_is_never_echoed() -> None:
 
 # -- the strategy on real sockets --------------------------------------------------------------
 
-needs_namespace = pytest.mark.skipif(
-    multicast_available() is not None, reason=multicast_available() or ""
-)
+needs_namespace = pytest.mark.usefixtures("require_multicast")
 
 
 @pytest.fixture

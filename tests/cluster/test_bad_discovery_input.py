@@ -26,7 +26,7 @@ from pycluster.strategies.gossip_packet import HeartbeatCodec
 from tests.cluster.conftest import LAB
 from tests.cluster.test_gossip_cluster import declare as declare_gossip
 from tests.lab import Lab, LabNode
-from tests.lab.multicast import multicast_available, multicast_namespace
+from tests.lab.multicast import multicast_namespace
 
 GROUP, PORT = "233.252.1.32", 45892
 """The gossip strategy's default group and port, which the lab's gossip nodes use."""
@@ -71,9 +71,6 @@ async def wait_dropped(lab: Lab, node: LabNode, topology: str, reason: str, at_l
 @pytest.fixture
 async def gossip_lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Lab]:
     """The lab, inside a multicast-capable network namespace (left again afterwards)."""
-    reason = multicast_available()
-    if reason is not None:
-        pytest.skip(reason)
     with multicast_namespace():
         async with Lab.open(tmp_path / "lab") as opened:
             request.node.stash[LAB] = opened

@@ -25,11 +25,9 @@ import yaml
 
 from tests.cluster.conftest import LAB
 from tests.lab import Lab, LabNode
-from tests.lab.multicast import multicast_available, multicast_namespace
+from tests.lab.multicast import multicast_namespace
 
-pytestmark = pytest.mark.skipif(
-    multicast_available() is not None, reason=multicast_available() or ""
-)
+pytestmark = pytest.mark.usefixtures("require_multicast")
 
 INTERVAL = 1.0
 """Heartbeat interval of the lab's nodes, in seconds."""

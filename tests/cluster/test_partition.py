@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from tests.lab import Lab, firewall_available
+from tests.lab import Lab
 
 TICK_TIMEOUT = 1.0
 CUT_FOR = 3 * TICK_TIMEOUT
 """How long the partition lasts: past the tick timeout, with time to watch c and d."""
 
-pytestmark = pytest.mark.skipif(firewall_available() is not None, reason=firewall_available() or "")
+pytestmark = pytest.mark.usefixtures("require_firewall")
 
 
 async def test_a_partition_between_two_nodes_then_healing(lab: Lab) -> None:

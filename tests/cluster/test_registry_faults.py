@@ -12,7 +12,7 @@ import pytest
 
 from pycluster import ring
 from tests.cluster.registry_client import RegistryClient
-from tests.lab import Lab, LabNode, firewall_available
+from tests.lab import Lab, LabNode
 
 TICK_TIMEOUT = 1.0
 
@@ -91,7 +91,7 @@ async def test_a_frozen_nodes_names_go_within_detection_plus_a_second(
     lab.send_signal(victim, signal.SIGCONT)
 
 
-@pytest.mark.skipif(firewall_available() is not None, reason=firewall_available() or "")
+@pytest.mark.usefixtures("require_firewall")
 async def test_a_healed_partition_keeps_one_name_and_stops_the_other(
     lab: Lab, client: RegistryClient
 ) -> None:

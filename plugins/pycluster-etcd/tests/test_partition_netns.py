@@ -32,7 +32,15 @@ import yaml
 from etcd_lab import EtcdServer, launcher
 from netns_lab import Network, netns_available
 
-pytestmark = pytest.mark.skipif(netns_available() is not None, reason=netns_available() or "")
+
+@pytest.fixture(autouse=True)
+def require_netns() -> None:
+    """These tests need network namespaces (root, iproute2, iptables: .ci/setup installs
+    them); without, they fail saying why, rather than skip."""
+    reason = netns_available()
+    if reason is not None:
+        pytest.fail(f"cannot run here: {reason}")
+
 
 HERE = Path(__file__).resolve().parent
 LEASE_TTL = 3
