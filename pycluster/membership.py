@@ -7,6 +7,8 @@ applications (and for the demo until nodes talk over TCP).
 
 Names cross this boundary in canonical form (:meth:`Membership.canonical`): a topology puts
 every name discovery gives it in that form, so each written form of a node is that node.
+What a node tells others its name is (:attr:`Membership.full_name`) has its port written
+out, as a reader with another ``node.port`` would dial the wrong port otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ class Membership(Protocol):
     @property
     def self_name(self) -> str:
         """This node's name, canonical."""
+        ...
+
+    @property
+    def full_name(self) -> str:
+        """This node's name with its port written out (``NodeName.full`` with this node's
+        ``node.port``): the name it advertises, which means this node to every reader,
+        whatever the reader's ``node.port``."""
         ...
 
     def canonical(self, node: str) -> str:
@@ -130,6 +139,12 @@ class InMemoryMembership:
     def self_name(self) -> str:
         """This node's name, canonical."""
         return self._name
+
+    @property
+    def full_name(self) -> str:
+        """This node's name with its port written out (the network's ``port`` if it has
+        none)."""
+        return str(parse_node_name(self._name).full(self._network.port))
 
     def canonical(self, node: str) -> str:
         """``node`` in canonical form; raises NodeNameError if it is not a node name."""

@@ -151,6 +151,8 @@ class Node:
         self._canonical: dict[str, str] = {}
         own = parse_node_name(config.node.name)
         self.name = self.canonical(config.node.name)
+        self.full_name = str(own.full(self._port))
+        """This node's name with its port written out: what its strategies advertise."""
         self.listen_host: str | None = config.node.bind or (own.host if own.is_ip else None)
         self.listen_port = own.port or self._port
         self._tick_timeout = config.node.net_tick_timeout

@@ -102,6 +102,22 @@ class Topology:
         """This node's name, canonical (never connected to itself)."""
         return self._membership.self_name
 
+    @property
+    def full_name(self) -> str:
+        """This node's name with its port written out: what a strategy advertises (in a
+        heartbeat, a registration, an entry file) for other nodes to dial.
+
+        A peer reads a name without a port as its own ``node.port``, which need not be
+        this node's; compare what is heard or read with this node (or with
+        :meth:`list_nodes`) in canonical form (:meth:`canonical`), not with this.
+        """
+        return self._membership.full_name
+
+    def canonical(self, node: str) -> str:
+        """``node`` in canonical form, as :attr:`self_name` and :meth:`list_nodes` name
+        nodes; raises NodeNameError (a ValueError) for what is not a node name."""
+        return self._membership.canonical(node)
+
     def _canonical(self, nodes: Iterable[str]) -> set[str]:
         """The canonical forms of ``nodes``; what is not a node name is skipped and
         counted (``bad_name``), with a warning at most once a minute."""

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from pycluster import ConfigError, InMemoryNetwork, Plugins, TopologyConnect, hookimpl, load_config
 from pycluster.metrics import NodeMetrics
 from pycluster.nodename import NodeNameError, parse_node_name
-from pycluster.strategies.gossip import Gossip, GossipConfig, GossipProtocol
+from pycluster.strategies.gossip import Gossip, GossipConfig, GossipProtocol, open_socket
 from pycluster.strategies.gossip_packet import (
     MAGIC,
     MAX_PACKET_SIZE,
@@ -451,6 +451,62 @@ async def test_a_node_ignores_its_own_heartbeats(
         assert a.heard == 0
         assert a.dropped == {}
         assert network.links(A) == []
+
+
+def connects_in_metrics(metrics: NodeMetrics) -> float:
+    """``pycluster_topology_connects_total`` of topology ``lan``: connection attempts."""
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        if family.name == "pycluster_topology_connects"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["topology"] == "lan"
+    )
+
+
+@needs_namespace
+async def test_heartbeats_carry_the_full_name_and_known_nodes_are_not_dialled_again(
+    netns: None, network: InMemoryNetwork, plugins: Plugins
+) -> None:
+    """A heartbeat names its node with the port written out (a reader whose node.port
+    differs would dial its own port otherwise); the node that sent it, and a peer already
+    connected, are still recognised in that form: no dial, no TopologyConnect, per
+    heartbeat."""
+    connects: list[TopologyConnect] = []
+
+    class Spy:
+        @hookimpl
+        def pycluster_topology_connect(self, event: TopologyConnect) -> None:
+            connects.append(event)
+
+    plugins.manager.register(Spy())
+    heartbeats: list[bytes] = []
+    log = TopologyLog(logging.getLogger("pycluster.topology"), {"topology": "listener"})
+    listener, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: GossipProtocol(lambda data, addr: heartbeats.append(data), log),
+        sock=open_socket(gossip_config(C, multicast_if="127.0.0.4")),
+    )
+    a_metrics, b_metrics = NodeMetrics(), NodeMetrics()
+    try:
+        async with gossip(A, network, plugins, metrics=a_metrics) as (a, _):
+            # Its own heartbeats loop back to it: ignored, in their full form too.
+            await eventually(lambda: a.sent >= 3 and len(heartbeats) >= 3)
+            assert {plain().decode(h, time.time()) for h in heartbeats} == {Heard(f"{A}:9100")}
+            assert (a.heard, a.dropped, network.links(A)) == (0, {}, [])
+            assert connects_in_metrics(a_metrics) == 0
+            b_running = gossip(B, network, plugins, metrics=b_metrics, multicast_if="127.0.0.3")
+            async with b_running as (b, _):
+                await eventually(lambda: network.links(A) == [B])
+                heard = a.heard, b.heard
+                # Heartbeats of a connected peer: each heard, none dialled again.
+                await eventually(lambda: a.heard >= heard[0] + 5 and b.heard >= heard[1] + 5)
+                assert network.links(A) == [B]
+                assert connects_in_metrics(a_metrics) + connects_in_metrics(b_metrics) <= 2
+                assert Heard(f"{B}:9100") in {plain().decode(h, time.time()) for h in heartbeats}
+    finally:
+        listener.close()
+    assert len(connects) <= 2
+    assert {(e.node, e.peer) for e in connects} <= {(A, B), (B, A)}
 
 
 @needs_namespace

@@ -35,6 +35,11 @@ from tests.test_strategies import counting_supervisor, dropped, supervisor_for
 NAMES = [f"n{i}@127.0.0.{i + 2}" for i in range(4)]
 
 
+def full(name: str) -> str:
+    """What a node of ``node.port`` 9100 named ``name`` writes in its entry."""
+    return f"{name}:9100"
+
+
 def local(
     name: str,
     run_dir: Path,
@@ -47,7 +52,8 @@ def local(
 
 
 def entry_path(run_dir: Path, name: str, group: str = "default") -> Path:
-    return run_dir / group / entry_file_name(name)
+    """Where the node named ``name`` (``node.port`` 9100) registers."""
+    return run_dir / group / entry_file_name(full(name))
 
 
 def write_entry(run_dir: Path, file_name: str, content: object, group: str = "default") -> Path:
@@ -107,17 +113,40 @@ async def test_nodes_of_one_host_form_a_full_mesh_and_unregister_on_stop(
         await eventually(lambda: mesh(network, NAMES))
         for name in NAMES:
             assert json.loads(entry_path(run_dir, name).read_text()) == {
-                "name": name,
+                "name": full(name),
                 "pid": os.getpid(),
             }
         await nodes[0].stop()
         assert not entry_path(run_dir, NAMES[0]).exists()
-        assert entries(run_dir) == sorted(entry_file_name(n) for n in NAMES[1:])
+        assert entries(run_dir) == sorted(entry_file_name(full(n)) for n in NAMES[1:])
     finally:
         for node in nodes:
             await node.stop()
     assert entries(run_dir) == []
     assert all(s.state == "stopped" for node in nodes for s in node.status().values())
+
+
+async def test_an_entry_holds_the_full_name_a_node_of_any_node_port_dials(
+    run_dir: Path, plugins: Plugins
+) -> None:
+    """Here node.port is 19100: an entry saying ``n0@127.0.0.2`` would send a reader whose
+    node.port is 9100 to port 9100, so the port is written out; the nodes still know
+    each other (and themselves) by their canonical names."""
+    network = InMemoryNetwork(plugins, port=19100)
+    nodes = [local(name, run_dir, network, plugins) for name in NAMES[:2]]
+    async with nodes[0], nodes[1]:
+        await eventually(lambda: mesh(network, NAMES[:2]))
+        for name in NAMES[:2]:
+            written = run_dir / "default" / entry_file_name(f"{name}:19100")
+            assert json.loads(written.read_text()) == {"name": f"{name}:19100", "pid": os.getpid()}
+        assert entries(run_dir) == sorted(entry_file_name(f"{n}:19100") for n in NAMES[:2])
+        # Its own entry is itself, not a node to list.
+        await eventually(
+            lambda: (
+                nodes[0].topologies["t"].listed == {NAMES[1]}
+                and nodes[1].topologies["t"].listed == {NAMES[0]}
+            )
+        )
 
 
 async def test_directories_and_entries_are_private(
@@ -228,8 +257,8 @@ async def test_groups_stay_apart(run_dir: Path, network: InMemoryNetwork, plugin
                 for name, node in nodes.items()
             )
         )
-        assert entries(run_dir, "a") == sorted(entry_file_name(n) for n in NAMES[0::2])
-        assert entries(run_dir, "b") == sorted(entry_file_name(n) for n in NAMES[1::2])
+        assert entries(run_dir, "a") == sorted(entry_file_name(full(n)) for n in NAMES[0::2])
+        assert entries(run_dir, "b") == sorted(entry_file_name(full(n)) for n in NAMES[1::2])
     finally:
         for node in nodes.values():
             await node.stop()
@@ -283,13 +312,15 @@ async def test_an_entry_another_live_process_holds_is_left_alone(
     dead_pid: int,
 ) -> None:
     # A node restarted after kill -9 takes over its stale entry.
-    own = write_entry(run_dir, entry_file_name(NAMES[0]), {"name": NAMES[0], "pid": dead_pid})
+    own = write_entry(
+        run_dir, entry_file_name(full(NAMES[0])), {"name": full(NAMES[0]), "pid": dead_pid}
+    )
     async with local(NAMES[0], run_dir, network, plugins):
         await eventually(lambda: json.loads(own.read_text())["pid"] == os.getpid())
         # Another process with the same node name replaces it: reported, not fought over.
-        write_entry(run_dir, own.name, {"name": NAMES[0], "pid": live_pid})
+        write_entry(run_dir, own.name, {"name": full(NAMES[0]), "pid": live_pid})
         await eventually(lambda: any(f"(pid {live_pid})" in m for m in warnings(caplog)))
-    assert json.loads(own.read_text()) == {"name": NAMES[0], "pid": live_pid}
+    assert json.loads(own.read_text()) == {"name": full(NAMES[0]), "pid": live_pid}
 
 
 async def test_an_unreadable_directory_changes_nothing_and_recovery_is_logged(
@@ -307,7 +338,7 @@ async def test_an_unreadable_directory_changes_nothing_and_recovery_is_logged(
         assert network.links(NAMES[0]) == [NAMES[1]]
         os.remove(run_dir)
         await eventually(lambda: any("discovery recovered" in m for m in caplog.messages))
-        assert entries(run_dir) == [entry_file_name(NAMES[0])]
+        assert entries(run_dir) == [entry_file_name(full(NAMES[0]))]
         assert network.links(NAMES[0]) == [NAMES[1]]
     assert sum("cannot use" in m for m in warnings(caplog)) == 1
 

@@ -357,6 +357,21 @@ async def test_a_name_that_is_not_the_peers_own_is_refused() -> None:
         assert a.nodes() == [B]
 
 
+def test_a_node_is_named_canonically_and_advertises_its_full_name() -> None:
+    """``name`` drops the port equal to ``node.port``; ``full_name`` (what strategies
+    advertise) always writes it out, so readers with another ``node.port`` dial it."""
+    cases = [
+        (A, {}, A, f"{A}:9100"),
+        ("a@127.0.1.2:19100", {"port": 19100}, A, "a@127.0.1.2:19100"),
+        ("a@127.0.1.2", {"port": 19100}, A, "a@127.0.1.2:19100"),
+        ("a@Pod-1.Example:9100", {"port": 19100}, "a@pod-1.example:9100", "a@pod-1.example:9100"),
+        ("a@[0:0::1]", {"port": 19100}, "a@[::1]", "a@[::1]:19100"),
+    ]
+    for written, node, name, full in cases:
+        made = make_node(written, **node)
+        assert (made.name, made.self_name, made.full_name) == (name, name, full), written
+
+
 async def test_hidden_client_is_not_a_member(pair: tuple[Node, Node]) -> None:
     a, _b = pair
     config = load_config({"node": {"name": "cli@127.0.1.10"}}, env={})

@@ -320,6 +320,8 @@ async def test_a_topology_knows_each_node_by_its_canonical_name(
         "t", "epmd", None, network.join(f"{me}:19100"), plugins, asyncio.Event(), metrics
     )
     assert topology.self_name == me
+    assert topology.full_name == f"{me}:19100"  # what strategies advertise
+    assert topology.canonical("a@127.0.0.2:19100") == topology.canonical(me) == me
     first = await topology.apply(
         [f"{me}:19100", "b@127.0.0.3:19100", "c@NODE-C.example", "not a name", "x@127.1"]
     )

@@ -46,9 +46,11 @@ def make_node(
     lease_ttl: int = LEASE_TTL,
     backend: str = "etcd",
     topologies: dict[str, Any] | None = None,
+    port: int | None = None,
     **options: Any,
 ) -> Node:
-    """Node ``e{index}@127.0.5.{index + 2}`` with the etcd backend under ``prefix``."""
+    """Node ``e{index}@127.0.5.{index + 2}`` with the etcd backend under ``prefix`` (and
+    ``node.port`` ``port``, when given)."""
     registry: dict[str, Any] = {"backend": backend}
     if backend == "etcd":
         registry["options"] = {
@@ -59,9 +61,12 @@ def make_node(
             **options,
         }
     loaded = plugins()
+    node: dict[str, Any] = {"name": f"e{index}@127.0.5.{index + 2}", "net_tick_timeout": 1.0}
+    if port is not None:
+        node["port"] = port
     config = load_config(
         {
-            "node": {"name": f"e{index}@127.0.5.{index + 2}", "net_tick_timeout": 1.0},
+            "node": node,
             "registry": registry,
             "topologies": topologies or {},
         },

@@ -18,24 +18,36 @@ from pycluster_etcd.strategy import listed_nodes
 from pycluster.node import Node
 
 
-def discovering(index: int, endpoint: str, prefix: str, **config: Any) -> Node:
+def discovering(
+    index: int, endpoint: str, prefix: str, *, port: int | None = None, **config: Any
+) -> Node:
     """A node whose only topology is the etcd strategy (and whose registry is crdt)."""
     topology = {
         "strategy": "etcd",
         "config": {"endpoints": [endpoint], "prefix": prefix, "lease_ttl": LEASE_TTL, **config},
     }
-    return make_node(index, [], prefix, backend="crdt", topologies={"etcd": topology})
+    return make_node(index, [], prefix, backend="crdt", topologies={"etcd": topology}, port=port)
 
 
 async def registered(etcd: EtcdServer, prefix: str) -> list[str]:
-    """The node names under ``prefix``, read from etcd directly."""
+    """The node names under ``prefix``, read from etcd directly (each key is the prefix
+    and the name its value holds)."""
     client = EtcdClient(EtcdConnection(endpoints=(etcd.endpoint,)))
     await client.open()
     try:
         response = await client.kv.get(prefix, prefix_range_end(prefix), timeout=5)
-        return sorted(bytes(kv.value).decode() for kv in response.kvs)
+        names = sorted(bytes(kv.value).decode() for kv in response.kvs)
+        assert sorted(bytes(kv.key).decode() for kv in response.kvs) == [
+            prefix + name for name in names
+        ]
+        return names
     finally:
         await client.close()
+
+
+def full_names(nodes: list[Node]) -> list[str]:
+    """What the nodes register: their names with the port written out."""
+    return sorted(n.full_name for n in nodes)
 
 
 def peers(node: Node) -> list[str]:
@@ -56,13 +68,13 @@ async def test_nodes_find_each_other_and_a_leaving_node_is_dropped_at_once(
     try:
         names = sorted(n.name for n in nodes)
         await eventually(lambda: all(peers(n) == sorted(set(names) - {n.name}) for n in nodes))
-        assert await registered(etcd, prefix) == names
+        assert await registered(etcd, prefix) == full_names(nodes)
         # A newcomer appears everywhere as soon as it registers.
         late = discovering(3, etcd.endpoint, prefix)
         async with late:
             await eventually(lambda: all(late.name in peers(n) for n in nodes))
         # Its graceful stop deleted its key.
-        assert await registered(etcd, prefix) == names
+        assert await registered(etcd, prefix) == full_names(nodes)
         await eventually(lambda: all(late.name not in peers(n) for n in nodes))
         statuses = [n.status()["topologies"]["etcd"] for n in nodes]
         assert all(s["strategy"] == "etcd" and s["state"] == "running" for s in statuses)
@@ -70,6 +82,26 @@ async def test_nodes_find_each_other_and_a_leaving_node_is_dropped_at_once(
         for node in nodes:
             await node.stop()
     assert await registered(etcd, prefix) == []
+
+
+async def test_nodes_with_different_node_ports_register_names_each_other_dials(
+    etcd: EtcdServer, prefix: str
+) -> None:
+    """A node registers its name with the port written out: ``e1@127.0.5.3`` alone would
+    send e0 (node.port 9100) to port 9100 while e1 listens on 19100, and e0's bare name
+    would send e1 to 19100."""
+    a = discovering(0, etcd.endpoint, prefix)
+    b = discovering(1, etcd.endpoint, prefix, port=19100)
+    async with a, b:
+        assert (a.full_name, b.full_name) == ("e0@127.0.5.2:9100", "e1@127.0.5.3:19100")
+        assert b.name == "e1@127.0.5.3"  # canonical: its own node.port left out
+        # Each names the other canonically with its own node.port: the port stays written.
+        await eventually(
+            lambda: peers(a) == ["e1@127.0.5.3:19100"] and peers(b) == ["e0@127.0.5.2:9100"]
+        )
+        assert await registered(etcd, prefix) == ["e0@127.0.5.2:9100", "e1@127.0.5.3:19100"]
+        statuses = [n.status()["topologies"]["etcd"] for n in (a, b)]
+        assert all(s["state"] == "running" and s["crashes"] == 0 for s in statuses)
 
 
 async def test_a_node_cut_off_from_etcd_is_dropped_when_its_lease_expires(
@@ -98,7 +130,7 @@ async def test_a_node_cut_off_from_etcd_is_dropped_when_its_lease_expires(
         gate.heal()
         # It registers again, and is connected again.
         await eventually(lambda: all(len(peers(n)) == 2 for n in nodes), timeout=10)
-        assert await registered(etcd, prefix) == sorted(n.name for n in nodes)
+        assert await registered(etcd, prefix) == full_names(nodes)
     finally:
         for node in nodes:
             await node.stop()
@@ -118,7 +150,7 @@ async def test_while_etcd_is_down_nobody_is_disconnected(own_etcd: EtcdServer, p
         own_etcd.signal(signal.SIGCONT)
         # Every entry may have expired meanwhile; every node registers again, and the mesh
         # holds all along (peers get a lease_ttl to come back before they are dropped).
-        names = sorted(n.name for n in nodes)
+        names = full_names(nodes)
         deadline = time.monotonic() + 15
         while await registered(own_etcd, prefix) != names:
             assert all(len(peers(n)) == 2 for n in nodes)

@@ -428,7 +428,8 @@ class Gossip(Strategy):
         assert protocol is not None
         schedule = PollSchedule(config.heartbeat_interval / 1000, first=FIRST_RETRY)
         while True:
-            transport.sendto(codec.encode(topology.self_name, time.time()), config.destination)
+            # The full name: a peer with another node.port would read a bare one wrongly.
+            transport.sendto(codec.encode(topology.full_name, time.time()), config.destination)
             error = protocol.take_error()
             if error is not None:
                 topology.problem(
@@ -441,7 +442,7 @@ class Gossip(Strategy):
                     topology.log.info(
                         "sent the first heartbeat to %s as %s (cluster %s, %s)",
                         _where(*config.destination),
-                        topology.self_name,
+                        topology.full_name,
                         config.cluster_name,
                         "encrypted" if codec.sealed else "not encrypted",
                     )
@@ -468,7 +469,9 @@ class Gossip(Strategy):
             self._dropped(topology, verdict, str(addr[0]))
             return
         assert isinstance(verdict, Heard)
-        node = verdict.node
+        # Heartbeats carry full names (port written out); this node, its peers and the
+        # pending dials are known by their canonical ones. The name parsed already.
+        node = topology.canonical(verdict.node)
         if node == topology.self_name:
             return  # our own heartbeat, looped back
         self.heard += 1

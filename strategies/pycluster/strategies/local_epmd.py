@@ -256,7 +256,8 @@ class LocalEpmd(Strategy):
         config: LocalEpmdConfig = topology.config
         base, must_own = runtime_dir(config.runtime_dir, os.environ)
         directory = base / config.group
-        me = Entry(topology.self_name, os.getpid())
+        # The full name: a node with another node.port reads a bare one as its own port.
+        me = Entry(topology.full_name, os.getpid())
         own = directory / entry_file_name(me.name)
         registered = False
 

@@ -1,13 +1,15 @@
 """The ``etcd`` strategy: nodes register under a prefix with their lease; all watch it.
 
 Each node puts ``PREFIX + its name`` (value: its name, the address peers dial) attached to
-its own lease, and watches the prefix. A node appears on every peer as soon as its key is
-written, and is disconnected when its key goes: deleted when it stops gracefully (its lease
-is revoked), or expired ``lease_ttl`` seconds after it stopped keeping its lease alive
-(dead, or cut off from etcd). While etcd is unreachable, discovery keeps the current nodes
-(design.md's rule: a failed lookup disconnects nobody), and once it answers again, a node
-missing from it is given one ``lease_ttl`` to register again before it is dropped: after
-a long etcd outage every entry may have expired, and all come back within that time.
+its own lease, and watches the prefix. The name is its full one (``Topology.full_name``,
+port written out), so peers with another ``node.port`` dial the right port. A node appears
+on every peer as soon as its key is written, and is disconnected when its key goes: deleted
+when it stops gracefully (its lease is revoked), or expired ``lease_ttl`` seconds after it
+stopped keeping its lease alive (dead, or cut off from etcd). While etcd is unreachable,
+discovery keeps the current nodes (design.md's rule: a failed lookup disconnects nobody),
+and once it answers again, a node missing from it is given one ``lease_ttl`` to register
+again before it is dropped: after a long etcd outage every entry may have expired, and all
+come back within that time.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class EtcdStrategy(Strategy):
 
     async def run(self, topology: Topology) -> None:
         config: EtcdStrategyConfig = topology.config
-        me = topology.self_name
+        # The full name: a node with another node.port reads a bare one as its own port.
+        me = topology.full_name
         key = config.prefix.encode() + me.encode()
         what = f"[pycluster:{topology.name}] {me}"
         changed = asyncio.Event()
