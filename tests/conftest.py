@@ -1,10 +1,14 @@
-"""Shared fixtures: plugins, an in-memory network, and a polling helper for deadlines."""
+"""Shared fixtures: plugins, an in-memory network, a polling helper for deadlines, and the
+``pycluster`` command run as users run it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -74,3 +78,27 @@ def require_firewall() -> None:
     reason = firewall_available()
     if reason is not None:
         pytest.fail(f"partition tests cannot run here: {reason}")
+
+
+def run_cli(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    without: tuple[str, ...] = (),
+    timeout: float = 60.0,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pycluster ARGS`` as a real process and return what it did.
+
+    ``env`` is added to this process's environment, from which ``without`` is removed.
+    """
+    environment = {k: v for k, v in os.environ.items() if k not in without}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pycluster", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=environment,
+        preexec_fn=preexec_fn,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -15,15 +14,7 @@ from pathlib import Path
 
 import pytest
 
-
-def pycluster(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pycluster", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+from tests.conftest import run_cli
 
 
 def test_check_accepts_a_valid_config(tmp_path: Path) -> None:
@@ -33,7 +24,7 @@ def test_check_accepts_a_valid_config(tmp_path: Path) -> None:
         "topologies:\n"
         "  static: {strategy: epmd, config: {hosts: [app@127.0.0.3]}}\n"
     )
-    result = pycluster("check", str(path))
+    result = run_cli("check", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         f"{path}: ok: node app@127.0.0.2 (port 9100), registry crdt, 1 topology: static (epmd)"
@@ -54,7 +45,7 @@ def test_check_prints_all_five_mistakes_and_exits_2(tmp_path: Path) -> None:
         "    strategy: hosts_file\n"
         "    config: {path: /etc/nodes, polling_interval: fast}\n"
     )
-    result = pycluster("check", str(path))
+    result = run_cli("check", str(path))
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -82,14 +73,14 @@ def test_check_fails_cleanly(tmp_path: Path, content: str | None, message: str) 
     path = tmp_path / "config.yaml"
     if content is not None:
         path.write_text(content)
-    result = pycluster("check", str(path))
+    result = run_cli("check", str(path))
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_demo_forms_the_cluster_and_exits_0() -> None:
-    result = pycluster("demo", "--nodes", "4")
+    result = run_cli("demo", "--nodes", "4")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cluster formed in" in result.stdout
     names = re.findall(r"^  (demo\d@127\.0\.0\.1:\d+) \(pid (\d+)\)$", result.stdout, re.M)
@@ -110,7 +101,7 @@ def test_demo_forms_the_cluster_and_exits_0() -> None:
 
 
 def test_demo_rejects_a_bad_node_count() -> None:
-    result = pycluster("demo", "--nodes", "0")
+    result = run_cli("demo", "--nodes", "0")
     assert result.returncode == 2
     assert "expected a number of nodes from 1 to 20" in result.stderr
 
@@ -119,14 +110,7 @@ def test_demo_rejects_a_bad_node_count() -> None:
     "example", sorted(Path(__file__).parent.parent.joinpath("examples").glob("*.yaml"))
 )
 def test_shipped_example_configs_are_valid(example: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pycluster", "check", str(example)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env={**os.environ, "PYCLUSTER_COOKIE": "an-example-cookie-0123"},
-    )
+    result = run_cli("check", str(example), env={"PYCLUSTER_COOKIE": "an-example-cookie-0123"})
     assert result.returncode == 0, result.stderr
 
 
@@ -150,7 +134,7 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 20
         while True:
-            status = pycluster(
+            status = run_cli(
                 "status", "--node", name, "--cookie", "s3cret-cookie-for-tests", "--json"
             )
             if status.returncode == 0 or time.monotonic() > deadline:
@@ -166,11 +150,11 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
         }
         with urllib.request.urlopen("http://127.0.1.20:9201/status", timeout=5) as response:
             assert json.load(response) == view
-        wrong = pycluster("status", "--node", name, "--cookie", "wrong-cookie-for-tests")
+        wrong = run_cli("status", "--node", name, "--cookie", "wrong-cookie-for-tests")
         assert wrong.returncode == 1
         assert "cookie mismatch" in wrong.stderr
         assert "s3cret" not in wrong.stderr
-        human = pycluster("status", "--node", name, "--cookie", "s3cret-cookie-for-tests")
+        human = run_cli("status", "--node", name, "--cookie", "s3cret-cookie-for-tests")
         assert human.stdout.splitlines() == [
             f"{name} sees 0 node(s)",
             "registry: crdt, 0 name(s), synced",
@@ -185,15 +169,7 @@ def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
 
 def test_run_without_a_cookie_exits_2(tmp_path: Path) -> None:
     config = write_config(tmp_path, "solo@127.0.1.21")
-    env = {k: v for k, v in os.environ.items() if k != "PYCLUSTER_COOKIE"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pycluster", "run", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=env,
-    )
+    result = run_cli("run", str(config), without=("PYCLUSTER_COOKIE",))
     assert result.returncode == 2
     assert "node.cookie: a cookie is required" in result.stderr
 
@@ -203,13 +179,7 @@ def test_run_on_an_address_in_use_exits_1(tmp_path: Path) -> None:
         taken.bind(("127.0.1.22", 9100))
         taken.listen()
         config = write_config(tmp_path, "solo@127.0.1.22")
-        result = subprocess.run(
-            [sys.executable, "-m", "pycluster", "run", str(config), "--cookie", "c" * 16],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        result = run_cli("run", str(config), "--cookie", "c" * 16)
     assert result.returncode == 1
     assert "cannot listen as solo@127.0.1.22" in result.stderr
     assert "Traceback" not in result.stderr
@@ -221,20 +191,12 @@ def test_a_short_cookie_is_refused_from_every_source(tmp_path: Path, command: st
     short_file = tmp_path / "short"
     short_file.write_text("  fifteen-chars!!\n")  # 16 with its padding, 15 without
     target = [str(config)] if command == "run" else ["--node", "solo@127.0.1.23"]
-    env = {k: v for k, v in os.environ.items() if k != "PYCLUSTER_COOKIE"}
     for flags, extra_env, source in (
         (["--cookie", "short"], {}, "--cookie"),
         (["--cookie-file", str(short_file)], {}, "--cookie-file"),
         ([], {"PYCLUSTER_COOKIE": " a "}, "PYCLUSTER_COOKIE"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "pycluster", command, *target, *flags],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-            env={**env, **extra_env},
-        )
+        result = run_cli(command, *target, *flags, env=extra_env, without=("PYCLUSTER_COOKIE",))
         assert result.returncode == 2, (source, result.stderr)
         assert f"{source}: the cookie has" in result.stderr
         assert "fewer than 16" in result.stderr
@@ -246,7 +208,7 @@ def test_check_reports_a_short_cookie_at_its_path(tmp_path: Path) -> None:
     config = tmp_path / "node.yaml"
     for cookie in ("xyzzy", "[a-long-enough-cookie, qwq]", "'               '"):
         config.write_text(f"node:\n  name: solo@127.0.1.24\n  cookie: {cookie}\n")
-        result = pycluster("check", str(config))
+        result = run_cli("check", str(config))
         assert result.returncode == 2, cookie
         assert "node.cookie: expected a cookie of at least 16 characters" in result.stderr
         assert "qwq" not in result.stderr
@@ -254,4 +216,4 @@ def test_check_reports_a_short_cookie_at_its_path(tmp_path: Path) -> None:
     config.write_text(
         "node:\n  name: solo@127.0.1.24\n  cookie: [new-cookie-0123456, old-cookie-0123456]\n"
     )
-    assert pycluster("check", str(config)).returncode == 0
+    assert run_cli("check", str(config)).returncode == 0

@@ -3,14 +3,13 @@ at once with exit 2 and the problem, in bounded memory, never with a traceback."
 
 from __future__ import annotations
 
-import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_cli
 
 SECONDS = 10  # generous for a loaded CI machine: each takes well under a second
 MEMORY = 2**30  # address space; the billion laughs took 1.2 GB of memory before the limits
@@ -57,16 +56,9 @@ def test_check_refuses_the_bomb_at_once(tmp_path: Path, bomb: str) -> None:
     text, problem = BOMBS[bomb]
     path = tmp_path / f"{bomb}.yaml"
     path.write_text(text)
-    env = {k: v for k, v in os.environ.items() if k not in ("A", "B")}
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "pycluster", "check", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=SECONDS,
-        env=env,
-        preexec_fn=_limit_memory,
+    result = run_cli(
+        "check", str(path), without=("A", "B"), timeout=SECONDS, preexec_fn=_limit_memory
     )
     assert time.monotonic() - started < SECONDS
     assert "Traceback" not in result.stderr

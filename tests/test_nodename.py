@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pycluster import NodeName, NodeNameError, parse_node_name
+from tests.conftest import run_cli
 from tests.hyp import node_name_texts, node_names, ports, written_forms
 
 
@@ -162,13 +161,7 @@ def test_check_refuses_a_bad_name_with_its_path_and_exit_2(
         f"topologies:\n  static: {{strategy: epmd, config: {{hosts: [{entries}]}}}}\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pycluster", "check", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_cli("check", str(path))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"{where}: expected name@host or name@host:port (" in result.stderr, result.stderr

@@ -27,6 +27,7 @@ from pycluster import (
 from pycluster.hookspecs import pycluster_register_strategies
 from pycluster.registry import RegistryBackend
 from pycluster.registry.crdt import CrdtRegistry
+from tests.conftest import run_cli
 
 
 @attrs.frozen
@@ -383,13 +384,7 @@ def test_a_pip_installed_plugin_is_found_through_its_entry_point(tmp_path: Path)
         "    config: {peers: [a@127.0.0.3, b@127.0.0.4]}\n"
     )
     installed = {**os.environ, "PYTHONPATH": str(target)}
-    check = subprocess.run(
-        [sys.executable, "-m", "pycluster", "check", str(config)],
-        env=installed,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    check = run_cli("check", str(config), env={"PYTHONPATH": str(target)})
     assert check.returncode == 0, check.stderr
     assert "third (thirdparty.reverse)" in check.stdout
     runner = tmp_path / "runner.py"
@@ -407,12 +402,7 @@ def test_a_pip_installed_plugin_is_found_through_its_entry_point(tmp_path: Path)
     assert result["status"]["third"]["strategy"] == "thirdparty.reverse"
     assert result["status"]["third"]["state"] == "running"
     # Without the distribution, the same config names an unknown strategy.
-    gone = subprocess.run(
-        [sys.executable, "-m", "pycluster", "check", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    gone = run_cli("check", str(config))
     assert gone.returncode == 2
     known = ", ".join(sorted(Plugins.load().strategies()))
     assert (
