@@ -146,3 +146,16 @@ def written_forms(draw: st.DrawFn, text: str, default_port: int) -> str:
     if port in (None, default_port):
         port = draw(st.sampled_from([None, default_port]))
     return f"{name}@{host}" if port is None else f"{name}@{host}:{port}"
+
+
+# Names that attacks announced: '²' passes str.isdigit() but not int(), int() reads '٩١٠٠'
+# as 9100, and the C library reads the next three as addresses (a node would dial them).
+BAD_NODE_NAMES = [
+    "x@h:\u00b2",
+    "x@h:\u0669\u0661\u0660\u0660",
+    "x@127.1",
+    "x@0x7f.1",
+    "x@999.999.999.999",
+    "x@h:+80",
+    "no at sign",
+]

@@ -20,6 +20,20 @@ async def lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[L
         yield opened
 
 
+@pytest.fixture
+async def gossip_lab(
+    request: pytest.FixtureRequest, tmp_path: Path, require_multicast: None
+) -> AsyncIterator[Lab]:
+    """A lab inside a multicast-capable network namespace of its own (left again
+    afterwards), for gossip between node processes."""
+    from tests.lab.multicast import multicast_namespace
+
+    with multicast_namespace():
+        async with Lab.open(tmp_path / "lab") as opened:
+            request.node.stash[LAB] = opened
+            yield opened
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

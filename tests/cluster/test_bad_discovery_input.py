@@ -15,28 +15,17 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from pycluster.strategies.gossip_packet import HeartbeatCodec
-from tests.cluster.conftest import LAB
 from tests.cluster.test_gossip_cluster import declare as declare_gossip
+from tests.hyp import BAD_NODE_NAMES
 from tests.lab import Lab, LabNode
-from tests.lab.multicast import multicast_namespace
 
 GROUP, PORT = "233.252.1.32", 45892
 """The gossip strategy's default group and port, which the lab's gossip nodes use."""
-BAD_NAMES = [
-    "x@h:\u00b2",
-    "x@h:\u0669\u0661\u0660\u0660",
-    "x@127.1",
-    "x@0x7f.1",
-    "x@999.999.999.999",
-]
 BATCH = 100
 """Datagrams sent before waiting for the node to count them: well within a socket's
 receive buffer, so none is lost and the count is exact."""
@@ -68,15 +57,6 @@ async def wait_dropped(lab: Lab, node: LabNode, topology: str, reason: str, at_l
     return seen[0]
 
 
-@pytest.fixture
-async def gossip_lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Lab]:
-    """The lab, inside a multicast-capable network namespace (left again afterwards)."""
-    with multicast_namespace():
-        async with Lab.open(tmp_path / "lab") as opened:
-            request.node.stash[LAB] = opened
-            yield opened
-
-
 async def test_a_flood_of_bad_names_is_counted_and_a_valid_heartbeat_still_connects(
     gossip_lab: Lab,
 ) -> None:
@@ -90,7 +70,7 @@ async def test_a_flood_of_bad_names_is_counted_and_a_valid_heartbeat_still_conne
         stranger.bind((source, 0))
         for batch in range(1, BATCHES + 1):
             for i in range(BATCH):
-                packet = codec.encode(BAD_NAMES[i % len(BAD_NAMES)], time.time())
+                packet = codec.encode(BAD_NODE_NAMES[i % len(BAD_NODE_NAMES)], time.time())
                 stranger.sendto(packet, (GROUP, PORT))
             await wait_dropped(lab, a, "lan", "bad_name", batch * BATCH)
     assert dropped(await lab.metrics(a), "lan", "bad_name") == BATCHES * BATCH

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.cluster.conftest import LAB
 from tests.lab import Lab, LabNode
-from tests.lab.multicast import multicast_namespace
 
 pytestmark = pytest.mark.usefixtures("require_multicast")
 
@@ -38,12 +34,9 @@ _STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
 
 
 @pytest.fixture
-async def lab(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Lab]:
-    """The lab, inside a multicast-capable network namespace (left again afterwards)."""
-    with multicast_namespace():
-        async with Lab.open(tmp_path / "lab") as opened:
-            request.node.stash[LAB] = opened
-            yield opened
+def lab(gossip_lab: Lab) -> Lab:
+    """Every test here runs in the lab of its own network namespace."""
+    return gossip_lab
 
 
 def declare(
