@@ -8,11 +8,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from pycluster import Node
 
 from pycluster import InMemoryNetwork, Plugins, RestartPolicy, Supervisor, load_config
 
@@ -102,3 +106,22 @@ def run_cli(
         env=environment,
         preexec_fn=preexec_fn,
     )
+
+
+async def mesh(nodes: Sequence[Node]) -> None:
+    """Connect every pair of ``nodes``; return once each sees all others and is ready."""
+    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
+    await eventually(lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes))
+
+
+@asynccontextmanager
+async def meshed(nodes: list[Node]) -> AsyncIterator[list[Node]]:
+    """Start ``nodes``, mesh them, and stop them all at the end."""
+    try:
+        for node in nodes:
+            await node.start()
+        await mesh(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.stop()

@@ -15,7 +15,7 @@ from pycluster.demo import Counter
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, LocalRegistry, RegistryBackend
 from pycluster.registry.placement import ABSENT_GRACE, Spec
-from tests.conftest import eventually
+from tests.conftest import eventually, mesh, meshed
 
 COOKIE = "placement-test-cookie"
 NAMES = [f"counter-{i}" for i in range(24)]
@@ -26,11 +26,6 @@ def make_node(index: int) -> Node:
         {"node": {"name": f"p{index}@127.0.6.{index + 2}", "net_tick_timeout": 1.0}}, env={}
     )
     return Node(config, cookie=COOKIE)
-
-
-async def mesh(nodes: list[Node]) -> None:
-    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
-    await eventually(lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes))
 
 
 def where(nodes: list[Node], name: str) -> set[str | None]:
@@ -46,15 +41,8 @@ def settled(nodes: list[Node]) -> bool:
 
 @pytest.fixture
 async def three() -> AsyncIterator[list[Node]]:
-    nodes = [make_node(i) for i in range(3)]
-    try:
-        for node in nodes:
-            await node.start()
-        await mesh(nodes)
+    async with meshed([make_node(i) for i in range(3)]) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            await node.stop()
 
 
 async def test_a_ring_actor_runs_on_its_owner_whoever_spawns_it(three: list[Node]) -> None:

@@ -15,7 +15,7 @@ from pycluster.errors import RemoteError
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, Entry
 from pycluster.testing import ContractCounter
-from tests.conftest import eventually
+from tests.conftest import eventually, mesh, meshed
 
 COOKIE = "registry-test-cookie"
 
@@ -35,22 +35,10 @@ def make_node(index: int, backend: str = "crdt", plugins: Plugins | None = None)
     return Node(config, cookie=COOKIE, plugins=plugins)
 
 
-async def mesh(nodes: list[Node]) -> None:
-    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
-    await eventually(lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes))
-
-
 @pytest.fixture
 async def cluster() -> AsyncIterator[list[Node]]:
-    nodes = [make_node(i) for i in range(3)]
-    for node in nodes:
-        await node.start()
-    try:
-        await mesh(nodes)
+    async with meshed([make_node(i) for i in range(3)]) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            await node.stop()
 
 
 # -- crdt across nodes --------------------------------------------------------------------

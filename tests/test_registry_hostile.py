@@ -4,7 +4,6 @@ in one process; the forger is a real node sending what its registry never would)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from pycluster.node import Node
 from pycluster.registry.placement import Spec
 from pycluster.registry.replica import CLOCK_JUMP
 from pycluster.testing import ContractCounter as Counter
-from tests.conftest import eventually
+from tests.conftest import eventually, mesh, meshed
 
 COOKIE = "hostile-registry-test-cookie"
 TOP = 2**64 - 1
@@ -31,11 +30,6 @@ def make_node(index: int, *, hidden: bool = False) -> Node:
     return Node(config, cookie=COOKIE, hidden=hidden)
 
 
-async def mesh(nodes: list[Node]) -> None:
-    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
-    await eventually(lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes))
-
-
 def rejected(node: Node, reason: str) -> float:
     value = node.metrics.registry.get_sample_value(
         "pycluster_registry_rejected_total", {"reason": reason}
@@ -46,15 +40,8 @@ def rejected(node: Node, reason: str) -> float:
 @pytest.fixture
 async def trio() -> AsyncIterator[list[Node]]:
     """A victim, an honest peer and a forger, meshed."""
-    nodes = [make_node(i) for i in range(3)]
-    try:
-        for node in nodes:
-            await node.start()
-        await mesh(nodes)
+    async with meshed([make_node(i) for i in range(3)]) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            await node.stop()
 
 
 FORGED_CLOCKS = {
