@@ -200,8 +200,10 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
         message = str(context.get("message", ""))
         if not message.startswith("socket.accept() out of system resource"):
             loop.default_exception_handler(context)
-        elif throttle.admit("accept") is not None:
-            log.warning(
+        else:
+            throttle.warn(
+                log,
+                "accept",
                 "the cluster port cannot accept connections (%s); retrying every second",
                 context.get("exception"),
             )

@@ -269,11 +269,7 @@ class HttpEndpoints:
     def _warn(self, key: tuple[str, ...], message: str, *args: object) -> None:
         """Log a warning once a minute per ``key`` at most; repeats are not even logged at
         debug level, since an attacker sets their pace."""
-        repeats = self._repeats.admit(key)
-        if repeats is not None:
-            if repeats:
-                message += f" ({repeats} more since the last report)"
-            log.warning(message, *args)
+        self._repeats.warn(log, key, message, *args)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         # Answering at all proves the event loop runs.

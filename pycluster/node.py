@@ -855,13 +855,7 @@ class Node:
 
     def _warn_once(self, key: tuple[str, ...], message: str, *args: object) -> None:
         """Log a warning, then the same one at debug level for a minute (no spam)."""
-        repeats = self._repeats.admit(key)
-        if repeats is None:
-            log.debug(message, *args)
-            return
-        if repeats:
-            message += f" ({repeats} more since the last report)"
-        log.warning(message, *args)
+        self._repeats.warn(log, key, message, *args, quiet=logging.DEBUG)
 
 
 async def _exchange(handshake: Handshake, link: Link) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Hashable
 
@@ -46,6 +47,26 @@ class Throttle:
         if len(self._seen) > self.size:
             self._seen.popitem(last=False)
         return repeats
+
+    def warn(
+        self,
+        logger: logging.Logger,
+        key: Hashable,
+        message: str,
+        *args: object,
+        quiet: int | None = None,
+    ) -> None:
+        """Log ``message`` as a warning if ``key`` is admitted, saying how many repeats it
+        stands for; else at level ``quiet`` (None: not at all, when strangers set the pace
+        of the repeats)."""
+        repeats = self.admit(key)
+        if repeats is None:
+            if quiet is not None:
+                logger.log(quiet, message, *args)
+            return
+        if repeats:
+            message += f" ({repeats} more since the last report)"
+        logger.warning(message, *args)
 
     def __len__(self) -> int:
         """Keys remembered (at most ``size``)."""

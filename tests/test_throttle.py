@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,3 +44,25 @@ def test_at_most_burst_admissions_per_interval(events: list[tuple[int, float]]) 
             admitted.append(now)
     for i, at in enumerate(admitted):
         assert len([t for t in admitted[i:] if t - at < 10]) <= 3 * 2  # two windows at most
+
+
+def test_warn_logs_an_admitted_key_with_its_repeats_and_the_rest_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "t")
+    logger = logging.getLogger("t")
+    throttle = Throttle(60)
+    for _ in range(3):
+        throttle.warn(logger, "k", "trouble from %s", "x", quiet=logging.DEBUG)
+    throttle.warn(logger, "other", "silent %s", "y")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "trouble from x"),
+        (logging.DEBUG, "trouble from x"),
+        (logging.DEBUG, "trouble from x"),
+        (logging.WARNING, "silent y"),
+    ]
+    caplog.clear()
+    quiet = Throttle(60)
+    quiet.warn(logger, "k", "once")
+    quiet.warn(logger, "k", "once")  # not logged at all without a quiet level
+    assert len(caplog.records) == 1
