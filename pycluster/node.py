@@ -156,6 +156,8 @@ class Node:
         self.listen_host: str | None = config.node.bind or (own.host if own.is_ip else None)
         self.listen_port = own.port or self._port
         self._tick_timeout = config.node.net_tick_timeout
+        self._limits = FrameLimits.authenticated(config.node.max_frame_size)
+        """What an authenticated peer's frames may hold."""
         self._handshake_timeout = handshake_timeout
         self._server_ssl, self._client_ssl = _tls_contexts(config)
         self._connections: dict[str, Connection] = {}
@@ -783,7 +785,7 @@ class Node:
             incarnation=handshake.peer_incarnation,
             hidden=handshake.hidden or self.hidden,
             link=link,
-            limits=FrameLimits.authenticated(self.config.node.max_frame_size),
+            limits=self._limits,
             tick_interval=self._tick_timeout / 3,
             tick_timeout=self._tick_timeout,
             metrics=self.metrics,
