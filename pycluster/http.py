@@ -18,15 +18,13 @@ import asyncio
 import collections
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from pycluster.metrics import NodeMetrics
 from pycluster.throttle import Throttle
-
-if TYPE_CHECKING:
-    from pycluster.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +168,26 @@ async def _clocked(request: web.Request, handler: Handler) -> web.StreamResponse
         connection.request_finished()
 
 
+class Observed(Protocol):
+    """What the endpoints show of a node (:class:`~pycluster.Node` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def metrics(self) -> NodeMetrics: ...
+
+    def ready(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class HttpEndpoints:
     """The HTTP server of one node."""
 
     def __init__(
         self,
-        node: Node,
+        node: Observed,
         host: str | None,
         port: int,
         *,

@@ -47,7 +47,7 @@ def actors() -> Actors:
     config = load_config({"node": {"name": "a@127.0.1.40"}}, env={})
     node = Node(config, cookie="actors-test-cookie")
     node.unregister_mailbox("$actor")  # replaced by a runtime with a small mailbox
-    return Actors(node, mailbox_size=10)
+    return Actors(node.transport, host=node, mailbox_size=10)
 
 
 async def test_messages_are_handled_one_at_a_time_in_order(actors: Actors) -> None:

@@ -15,8 +15,9 @@ import pytest
 from pycluster import Plan, Plugins, TopologyConnect, hookimpl, load_config
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
-from pycluster.node import LEFT_QUIET, Node
+from pycluster.node import Node
 from pycluster.transport import FrameDecoder, FrameLimits, Handshake, cookie_key, encode_frame
+from pycluster.transport.endpoint import LEFT_QUIET
 from pycluster.transport.link import JOIN_LIMIT, WRITE_HIGH_WATER
 from tests.conftest import eventually
 
@@ -92,7 +93,7 @@ async def test_simultaneous_dials_end_with_one_connection() -> None:
             assert results == [True, True]
             await eventually(lambda a=a, b=b: a.nodes() == [B] and b.nodes() == [A])
             # Both ends hold the same socket: A's local address is B's remote one.
-            conn_a, conn_b = a._connections[B], b._connections[A]
+            conn_a, conn_b = a.transport._connections[B], b.transport._connections[A]
             assert conn_a.extra_info("sockname") == conn_b.extra_info("peername")
             assert await asyncio.wait_for(anext(ups_a), 5) == NodeUp(A, B)
             assert await asyncio.wait_for(anext(ups_b), 5) == NodeUp(B, A)
@@ -132,7 +133,7 @@ async def test_call_send_and_remote_errors(pair: tuple[Node, Node]) -> None:
         await a.call(B, "nobody", None)
     with pytest.raises(TimeoutError):
         await a.call(B, "slow", 0.5, timeout=0.05)
-    assert a._calls == {}  # a timed-out call leaves nothing behind
+    assert a.transport._calls == {}  # a timed-out call leaves nothing behind
     assert await a.call(B, "slow", 0.01) == "late"
     with pytest.raises(NotConnected):
         await a.call(C, "echo", None)
@@ -369,7 +370,7 @@ def test_a_node_is_named_canonically_and_advertises_its_full_name() -> None:
     ]
     for written, node, name, full in cases:
         made = make_node(written, **node)
-        assert (made.name, made.self_name, made.full_name) == (name, name, full), written
+        assert (made.name, made.transport.self_name, made.full_name) == (name, name, full), written
 
 
 async def test_hidden_client_is_not_a_member(pair: tuple[Node, Node]) -> None:
@@ -397,11 +398,11 @@ async def test_an_idle_hidden_client_with_a_longer_tick_timeout_stays_connected(
     config = load_config({"node": {"name": "cli@127.0.1.11", "net_tick_timeout": 30}}, env={})
     async with Node(config, cookie=COOKIE, hidden=True) as client:
         assert await client.connect(A)
-        (first,) = client._hidden_connections
+        (first,) = client.transport._hidden_connections
         await asyncio.sleep(2.5)  # the duration under test: well past A's tick timeout
         assert not first.closed, first.close_reason
         assert await client.connect(A)  # reused, not dialled again
-        assert client._hidden_connections == {first}
+        assert client.transport._hidden_connections == {first}
         assert (await client.call(A, "$status", None))["node"] == A
 
 
@@ -410,7 +411,7 @@ async def test_backpressure_bounds_what_is_queued_for_a_slow_peer() -> None:
     async with a:
         reader, writer, _ = await raw_peer(A, "127.0.1.2")
         await eventually(lambda: "raw@127.0.1.9" in a.nodes())
-        connection = a._connections["raw@127.0.1.9"]
+        connection = a.transport._connections["raw@127.0.1.9"]
         chunk = b"x" * 65536
 
         async def keep_ticking() -> None:  # alive, but reads nothing
@@ -431,7 +432,7 @@ async def test_backpressure_bounds_what_is_queued_for_a_slow_peer() -> None:
         with pytest.raises(TimeoutError):
             await a.call("raw@127.0.1.9", "sink", chunk, timeout=0.3)
         assert asyncio.get_running_loop().time() - started < 1.0
-        assert a._calls == {}
+        assert a.transport._calls == {}
         # A waiting sender goes on once the peer reads.
         waiting = asyncio.create_task(a.send("raw@127.0.1.9", "sink", chunk))
         await asyncio.sleep(0.1)
@@ -503,7 +504,7 @@ async def test_unauthenticated_connections_are_capped_per_source_and_in_all() ->
         idle = []
         for source in ("127.0.1.40", "127.0.1.40", "127.0.1.40", "127.0.1.40", "127.0.1.41"):
             idle.append(await asyncio.open_connection("127.0.1.3", 9100, local_addr=(source, 0)))
-        await eventually(lambda: sum(b._unauthenticated.values()) == 5)
+        await eventually(lambda: sum(b.transport._unauthenticated.values()) == 5)
         # A fifth from the same source is closed at once, before the handshake timeout.
         reader, writer = await asyncio.open_connection(
             "127.0.1.3", 9100, local_addr=("127.0.1.40", 0)
@@ -513,7 +514,7 @@ async def test_unauthenticated_connections_are_capped_per_source_and_in_all() ->
         assert sample(b, "pycluster_connections_refused_total", reason="per_source") == 1
         # One more from elsewhere fills the total; the next, from anywhere, is refused.
         idle.append(await asyncio.open_connection("127.0.1.3", 9100, local_addr=("127.0.1.42", 0)))
-        await eventually(lambda: sum(b._unauthenticated.values()) == 6)
+        await eventually(lambda: sum(b.transport._unauthenticated.values()) == 6)
         reader, writer = await asyncio.open_connection(
             "127.0.1.3", 9100, local_addr=("127.0.1.43", 0)
         )
@@ -523,7 +524,7 @@ async def test_unauthenticated_connections_are_capped_per_source_and_in_all() ->
         # Authenticated peers are not counted: once the strangers go, a node connects.
         for _, idle_writer in idle:
             idle_writer.close()
-        await eventually(lambda: sum(b._unauthenticated.values()) == 0)
+        await eventually(lambda: sum(b.transport._unauthenticated.values()) == 0)
         assert await a.connect(B)
 
 

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
+    from pycluster.actors.ref import ActorRef
     from pycluster.actors.runtime import Actors
-    from pycluster.node import Node
-    from pycluster.registry.refs import ActorRef
 
 Restart = Literal["permanent", "transient", "temporary"]
+
+
+class ActorHost(Protocol):
+    """What an actor sees of its node (a :class:`pycluster.Node`)."""
+
+    @property
+    def name(self) -> str:
+        """The node's name."""
+        ...
+
+    @property
+    def actors(self) -> Actors:
+        """The node's actors: ``call``, ``cast``, ``stop``, ``wait`` by ref."""
+        ...
+
+    @property
+    def registry(self) -> Any:
+        """The node's :class:`pycluster.Registry` (names and groups)."""
+        ...
+
+    def nodes(self) -> list[str]:
+        """The node's connected peers."""
+        ...
 
 
 class ActorCrashed(Exception):
@@ -47,8 +69,8 @@ class Actor:
 
     ref: ActorRef
     """This actor's reference (set before :meth:`started`)."""
-    node: Node
-    """The node the actor runs on."""
+    node: ActorHost
+    """The node the actor runs on (a :class:`pycluster.Node`)."""
     name: str | None = None
     """The registered name, if any."""
     _runtime: Actors

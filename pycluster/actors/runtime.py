@@ -8,16 +8,14 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from pycluster.actors.actor import Actor, ActorCrashed, RestartPolicy
+from pycluster.actors.actor import Actor, ActorCrashed, ActorHost, RestartPolicy
+from pycluster.actors.ref import ActorRef
 from pycluster.errors import NotConnected, RemoteError
-from pycluster.registry.refs import ActorRef
-
-if TYPE_CHECKING:
-    from pycluster.node import Node
+from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.actors")
 
@@ -66,10 +64,18 @@ class _Running:
 
 
 class Actors:
-    """The actors of one node. ``node.actors``; refs work from any node."""
+    """The actors of one node (``node.actors``), over its transport; refs work from any
+    node."""
 
-    def __init__(self, node: Node, *, mailbox_size: int = DEFAULT_MAILBOX_SIZE) -> None:
+    def __init__(
+        self,
+        node: Transport,
+        *,
+        host: ActorHost,
+        mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+    ) -> None:
         self._node = node
+        self._host = host
         self._mailbox_size = mailbox_size
         self._running: dict[str, _Running] = {}
         # Why recently ended actors ended, so wait() on one that just ended still answers.
@@ -276,7 +282,7 @@ class Actors:
         if not isinstance(instance, Actor):
             raise TypeError(f"{type(instance).__name__} is not an Actor")
         instance.ref = running.ref
-        instance.node = self._node
+        instance.node = self._host
         instance.name = running.name
         instance._runtime = self
         return instance

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from pycluster.registry.refs import ActorRef, Entry
-
-if TYPE_CHECKING:
-    from pycluster.node import Node
+from pycluster.actors.ref import ActorRef
+from pycluster.registry.refs import Entry
+from pycluster.transport.waist import Transport
 
 
 class ClaimFailed(RuntimeError):
@@ -56,8 +55,9 @@ class RegistryBackend(abc.ABC):
     true in a change it reports or on a node event. Ring placement polls the registry of
     a backend that does not, every 0.1 s, however idle the cluster."""
 
-    def __init__(self, node: Node, options: Any, resolve: Resolve) -> None:
+    def __init__(self, node: Transport, options: Any, resolve: Resolve) -> None:
         self.node = node
+        """The node's transport waist: its name, peers, mailboxes and node events."""
         self.options = options
         self.resolve = resolve
         self.on_lost: LostCallback = lambda name, ref, reason: None

@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from pycluster import ring
+from pycluster.actors.ref import ActorRef
 from pycluster.config import checks, setting
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.registry.backend import ClaimFailed, RegistryBackend, Resolve
-from pycluster.registry.refs import ActorRef
 from pycluster.registry.refusals import Refusals
 from pycluster.registry.replica import ClockRejected, Replica
-
-if TYPE_CHECKING:
-    from pycluster.node import Node
+from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.registry")
 
@@ -63,7 +61,7 @@ class CrdtRegistry(RegistryBackend):
     forget_after = 1.0
     reports_changes = True
 
-    def __init__(self, node: Node, options: CrdtOptions, resolve: Resolve) -> None:
+    def __init__(self, node: Transport, options: CrdtOptions, resolve: Resolve) -> None:
         super().__init__(node, options, resolve)
         self.replica = Replica(node.name, resolve)
         self._awaiting: set[str] = set()
@@ -71,7 +69,7 @@ class CrdtRegistry(RegistryBackend):
         self._pruned = 0.0
         self._refusals = Refusals(node)
         node.register_mailbox(REGISTRY_MAILBOX, self._on_message)
-        node.add_listener(self._on_event)
+        node.subscribe(self._on_event)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -102,7 +100,7 @@ class CrdtRegistry(RegistryBackend):
         else:
             try:
                 answer = await self.node.call(
-                    arbiter, REGISTRY_MAILBOX, ["claim", name, [ref.node, ref.id]], timeout
+                    arbiter, REGISTRY_MAILBOX, ["claim", name, ref.to_wire()], timeout
                 )
             except (TimeoutError, NotConnected, RemoteError) as exc:
                 raise ClaimFailed(f"claim of {name!r} via {arbiter} failed: {exc}") from None
@@ -143,7 +141,7 @@ class CrdtRegistry(RegistryBackend):
         except (TypeError, ValueError, OverflowError) as exc:
             # Our slice holds only what replica checks let in, so this is a bug; the peer
             # would miss this and every later change: it must resynchronise from scratch.
-            self.node.close_connection(peer, f"registry {what} cannot be sent ({exc})")
+            self.node.drop(peer, f"registry {what} cannot be sent ({exc})")
             return False
         return True
 
@@ -222,7 +220,7 @@ class CrdtRegistry(RegistryBackend):
         try:
             if not (len(body) == 3 and isinstance(body[1], str)):
                 raise ValueError("a claim is ['claim', name, ref]")
-            ref = _ref(body[2])
+            ref = ActorRef.from_wire(body[2])
         except ValueError as exc:
             self._refusals.refuse(sender, "malformed", str(exc))
             raise  # a claim is a call: the caller is told, rather than granted by a None
@@ -250,11 +248,5 @@ class CrdtRegistry(RegistryBackend):
             self.on_changed([entry.name])
 
 
-def _ref(value: object) -> ActorRef:
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
-        raise ValueError("a ref is [node, id]")
-    return ActorRef(value[0], value[1])
-
-
 def _ref_or_none(value: object) -> ActorRef | None:
-    return None if value is None else _ref(value)
+    return None if value is None else ActorRef.from_wire(value)

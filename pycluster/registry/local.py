@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from pycluster.actors.ref import ActorRef
 from pycluster.registry.backend import RegistryBackend
-from pycluster.registry.refs import ActorRef
 
 
 @attrs.frozen

@@ -34,21 +34,18 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
 from pycluster import ring
-from pycluster.actors import Actor, RestartPolicy
+from pycluster.actors import Actor, Actors, RestartPolicy
+from pycluster.actors.ref import ActorRef
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
-from pycluster.registry.backend import ClaimFailed
-from pycluster.registry.refs import ActorRef
+from pycluster.registry.backend import ClaimFailed, RegistryBackend
 from pycluster.registry.refusals import Refusals
-
-if TYPE_CHECKING:
-    from pycluster.node import Node
-    from pycluster.registry.registry import Registry
+from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.registry")
 
@@ -119,11 +116,34 @@ class Spec:
         )
 
 
+class Names(Protocol):
+    """What ring placement uses of the registry: its backend, lookups, and starting a named
+    actor on this node (:meth:`pycluster.Registry.spawn_here`)."""
+
+    backend: RegistryBackend
+
+    def whereis(self, name: str) -> ActorRef | None: ...
+
+    async def spawn_here(
+        self,
+        name: str,
+        cls: type[Actor],
+        args: tuple[Any, ...] | list[Any],
+        kwargs: dict[str, Any],
+        policy: RestartPolicy | None,
+        timeout: float,
+        state: tuple[Any, ...] = (),
+    ) -> ActorRef: ...
+
+
 class RingPlacement:
     """Keeps ring-placed actors on their owners; one per node (``node.registry.ring``)."""
 
-    def __init__(self, node: Node, registry: Registry, refusals: Refusals) -> None:
+    def __init__(
+        self, node: Transport, actors: Actors, registry: Names, refusals: Refusals
+    ) -> None:
         self._node = node
+        self._actors = actors
         self._registry = registry
         self.specs: dict[str, Spec] = {}
         self._forgotten: dict[str, float] = {}
@@ -153,7 +173,7 @@ class RingPlacement:
         self._refusals = refusals
         self.checks = 0
         """Ring actors looked at so far, by all rounds (an idle node adds none)."""
-        node.add_listener(self._on_event)
+        node.subscribe(self._on_event)
 
     # -- the ring ---------------------------------------------------------------------------
 
@@ -250,7 +270,7 @@ class RingPlacement:
             # Changes seen while it was busy were skipped; and a claim that failed is
             # tried again from there.
             self._check_later(spec.name, SWEEP_INTERVAL)
-        self._node.actors.on_end(ref, lambda reason: self._ended(spec, reason))
+        self._actors.on_end(ref, lambda reason: self._ended(spec, reason))
         self._hosts[spec.name] = self._node.name
         self._tell_all(["ring-specs", [[spec.to_wire(), self._node.name]]])
         return ref
@@ -515,7 +535,7 @@ class RingPlacement:
         self._busy.add(name)
         try:
             try:
-                state = await self._node.actors.handoff(ref, timeout)
+                state = await self._actors.handoff(ref, timeout)
             except (LookupError, TimeoutError):
                 return  # it ended meanwhile; its end decides what happens next
             await self._registry.backend.release(name, ref)

@@ -1,23 +1,10 @@
-"""Actor references and registry entries: plain, comparable data."""
+"""Registry entries: plain, comparable data."""
 
 from __future__ import annotations
 
 import attrs
 
-
-@attrs.frozen(order=True)
-class ActorRef:
-    """Where an actor lives: its node and an id unique to that node's incarnation.
-
-    A ref works from any node; a ref of a previous life of a node (before a restart)
-    names no actor any more.
-    """
-
-    node: str
-    id: str
-
-    def __str__(self) -> str:
-        return f"<{self.node}/{self.id}>"
+from pycluster.actors.ref import ActorRef
 
 
 @attrs.frozen
@@ -38,11 +25,12 @@ class Entry:
         if not isinstance(data, list) or len(data) != 4:
             raise ValueError("an entry is [name, node, id, lamport]")
         name, node, actor, lamport = data
-        if not (isinstance(name, str) and isinstance(node, str) and isinstance(actor, str)):
-            raise ValueError("entry name, node and id must be strings")
+        if not isinstance(name, str):
+            raise ValueError("entry name must be a string")
+        ref = ActorRef.from_wire([node, actor])
         if not isinstance(lamport, int) or isinstance(lamport, bool) or lamport < 0:
             raise ValueError("entry lamport time must be a non-negative integer")
-        return cls(name, ActorRef(node, actor), lamport)
+        return cls(name, ref, lamport)
 
 
 def first_claim_wins(a: Entry, b: Entry) -> Entry:

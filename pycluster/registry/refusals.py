@@ -10,12 +10,9 @@ connection is a fresh snapshot.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from pycluster.events import NodeDown, NodeUp
-
-if TYPE_CHECKING:
-    from pycluster.node import Node
+from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.registry")
 
@@ -23,11 +20,11 @@ log = logging.getLogger("pycluster.registry")
 class Refusals:
     """Refuses registry messages for one node: counts each, closes the connection once."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Transport) -> None:
         self._node = node
         self._closing: set[str] = set()
         """Peers whose connection is being closed (until they are seen down or back)."""
-        node.add_listener(self._on_event)
+        node.subscribe(self._on_event)
 
     def refuse(self, peer: str, reason: str, detail: str) -> None:
         """Count a message from ``peer`` as refused and close its connection.
@@ -45,7 +42,7 @@ class Refusals:
             return
         self._closing.add(peer)
         # The fixed part, before " (", is what the nodedown metric is labelled with.
-        self._node.close_connection(peer, f"refused a registry message ({reason}: {detail})")
+        self._node.drop(peer, f"refused a registry message ({reason}: {detail})")
 
     def closing(self, peer: str) -> bool:
         """Whether ``peer``'s connection is being closed for a refused message: what it

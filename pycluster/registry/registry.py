@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pycluster.actors import Actor, RestartPolicy
+from pycluster.actors import Actor, Actors, RestartPolicy
+from pycluster.actors.ref import ActorRef
 from pycluster.registry.backend import RegistryBackend
 from pycluster.registry.placement import RingPlacement
-from pycluster.registry.refs import ActorRef
 from pycluster.registry.refusals import Refusals
-
-if TYPE_CHECKING:
-    from pycluster.node import Node
+from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.registry")
 
@@ -52,15 +51,40 @@ class Registry:
     silently when the claim cannot complete).
     """
 
-    def __init__(self, node: Node, backend: RegistryBackend) -> None:
+    def __init__(self, node: Transport, actors: Actors, backend: RegistryBackend) -> None:
         self._node = node
+        self._actors = actors
         self.backend = backend
         backend.on_lost = self._lost
         self._refusals = Refusals(node)
-        self.ring = RingPlacement(node, self, self._refusals)
+        self.ring = RingPlacement(node, actors, self, self._refusals)
         """Ring-placed actors (``spawn(..., placement="ring")``)."""
         backend.on_changed = self.ring.registry_changed
         node.register_mailbox(NAMES_MAILBOX, self._on_request)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start replicating and placing ring actors (the transport is started)."""
+        await self.backend.start()
+        self.ring.start_sweeping()
+
+    async def drain(self, timeout: float) -> None:
+        """Tell peers this node leaves and move its ring actors away, within ``timeout``."""
+        with contextlib.suppress(TimeoutError):
+            await self.ring.drain(timeout)
+
+    async def stop(self) -> None:
+        """Stop the backend: this node's names are released."""
+        await self.backend.stop()
+
+    def ready(self) -> bool:
+        """Whether this node has merged the registry of every peer connected now."""
+        return self.backend.synced()
+
+    def status(self) -> dict[str, Any]:
+        """The ``registry`` object of ``/status``."""
+        return self.backend.status()
 
     async def spawn(
         self,
@@ -107,7 +131,7 @@ class Registry:
     ) -> ActorRef:
         """Claim ``name`` and start the actor on this node (``state``: a one-element tuple
         holding what ``handoff()`` returned elsewhere, to ``resume`` from)."""
-        actors = self._node.actors
+        actors = self._actors
         ref = actors.allocate()
         holder = await self.backend.claim(name, ref, timeout)
         if holder is not None:
@@ -155,11 +179,11 @@ class Registry:
 
     async def call(self, target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
         """Call the actor registered as ``target`` (or the ref ``target``)."""
-        return await self._node.actors.call(self._resolve(target), message, timeout)
+        return await self._actors.call(self._resolve(target), message, timeout)
 
     async def cast(self, target: str | ActorRef, message: Any) -> None:
         """Cast to the actor registered as ``target`` (or the ref ``target``)."""
-        await self._node.actors.cast(self._resolve(target), message)
+        await self._actors.cast(self._resolve(target), message)
 
     async def call_via(self, node: str, name: str, message: Any, timeout: float = 5.0) -> Any:
         """Have ``node`` call the actor registered as ``name`` (for hidden clients, which
@@ -199,7 +223,7 @@ class Registry:
         if body[0] == "registered":
             return self.registered()
         if body[0] == "running":
-            return self._node.actors.names()
+            return self._actors.names()
         if body[0] == "call" and len(body) == 4:
             _, name, message, timeout = body
             return self.call(str(name), message, float(timeout))
@@ -241,7 +265,7 @@ class Registry:
     def _lost(self, name: str, ref: ActorRef, reason: str) -> None:
         if ref.node != self._node.name:
             return
-        task = asyncio.ensure_future(self._node.actors.stop(ref, reason))
+        task = asyncio.ensure_future(self._actors.stop(ref, reason))
         task.add_done_callback(_log_failure)
 
 

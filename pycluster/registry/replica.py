@@ -23,7 +23,8 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
+from pycluster.actors.ref import ActorRef
+from pycluster.registry.refs import Entry, first_claim_wins
 
 Resolve = Callable[[Entry, Entry], Entry]
 
@@ -123,7 +124,7 @@ class Replica:
         if ref in members:
             return None
         members.add(ref)
-        return {"op": "join", "g": group, "r": [ref.node, ref.id]}
+        return {"op": "join", "g": group, "r": ref.to_wire()}
 
     def leave(self, group: str, ref: ActorRef) -> dict[str, Any] | None:
         """Remove ``ref`` from ``group``; None if it was not a member."""
@@ -133,7 +134,7 @@ class Replica:
         members.discard(ref)
         if not members:
             del self._own_groups[group]
-        return {"op": "leave", "g": group, "r": [ref.node, ref.id]}
+        return {"op": "leave", "g": group, "r": ref.to_wire()}
 
     def snapshot(self) -> dict[str, Any]:
         """This node's whole slice, sent to a peer when they connect."""
@@ -141,7 +142,7 @@ class Replica:
             "lamport": self.lamport,
             "entries": [entry.to_wire() for entry in self._own.values()],
             "groups": {
-                group: [[ref.node, ref.id] for ref in sorted(refs)]
+                group: [ref.to_wire() for ref in sorted(refs)]
                 for group, refs in self._own_groups.items()
             },
         }
@@ -157,7 +158,7 @@ class Replica:
         if not isinstance(groups_data, dict):
             raise ValueError("snapshot groups must be a map")
         groups = {
-            _string(group): {_ref(item) for item in _list(refs)}
+            _string(group): {ActorRef.from_wire(item) for item in _list(refs)}
             for group, refs in groups_data.items()
         }
         lamport = self._clock(snapshot.get("lamport"))
@@ -198,7 +199,7 @@ class Replica:
                 self._remove(old)
                 return old.name
         elif kind in ("join", "leave"):
-            group, ref = _string(op.get("g")), _ref(op.get("r"))
+            group, ref = _string(op.get("g")), ActorRef.from_wire(op.get("r"))
             members = self._peer_groups[peer].setdefault(group, set())
             if kind == "join":
                 members.add(ref)
@@ -276,9 +277,3 @@ def _string(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
     return value
-
-
-def _ref(value: object) -> ActorRef:
-    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
-        raise ValueError("a ref is [node, id]")
-    return ActorRef(value[0], value[1])

@@ -1,0 +1,55 @@
+"""Actor references: where an actor lives, and their one wire form."""
+
+from __future__ import annotations
+
+import attrs
+
+from pycluster.codec import Codec
+from pycluster.transport.frames import PLAIN
+
+ACTOR_REF_CODE = 1
+"""msgpack extension code of ActorRef (codes below 16 belong to pycluster)."""
+
+
+@attrs.frozen(order=True)
+class ActorRef:
+    """Where an actor lives: its node and an id unique to that node's incarnation.
+
+    A ref works from any node; a ref of a previous life of a node (before a restart)
+    names no actor any more.
+    """
+
+    node: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"<{self.node}/{self.id}>"
+
+    def to_wire(self) -> list[str]:
+        """The ref as plain msgpack values: ``[node, id]``."""
+        return [self.node, self.id]
+
+    @classmethod
+    def from_wire(cls, data: object) -> ActorRef:
+        """A ref from its wire form; ValueError when ``data`` is not one."""
+        if not (
+            isinstance(data, list | tuple)
+            and len(data) == 2
+            and isinstance(data[0], str)
+            and isinstance(data[1], str)
+        ):
+            raise ValueError("an actor ref is [node, id]")
+        return cls(data[0], data[1])
+
+
+def register_ref(codec: Codec) -> None:
+    """Teach ``codec`` ActorRef, as msgpack extension :data:`ACTOR_REF_CODE`."""
+    codec.register(ActorRef, ACTOR_REF_CODE, _pack, _unpack, builtin=True)
+
+
+def _pack(ref: ActorRef) -> bytes:
+    return PLAIN.pack(ref.to_wire())
+
+
+def _unpack(data: bytes) -> ActorRef:
+    return ActorRef.from_wire(PLAIN.unpack(data))
