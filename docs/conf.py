@@ -34,13 +34,16 @@ autodoc_typehints_format = "short"
 # No intersphinx inventories can be fetched offline, so standard-library names in
 # signatures have nothing to link to; builtins and typing names are already ignored.
 nitpick_ignore = [
+    ("py:class", "collections.abc.AsyncIterator"),
     ("py:class", "collections.abc.Awaitable"),
     ("py:class", "collections.abc.Callable"),
     ("py:class", "collections.abc.Collection"),
     ("py:class", "collections.abc.Iterable"),
+    ("py:class", "collections.abc.Mapping"),
     ("py:class", "collections.abc.Sequence"),
     ("py:class", "collections.abc.Sized"),
     ("py:class", "random.Random"),
+    ("py:class", "pycluster.codec.T"),
 ]
 
 html_theme = "furo"

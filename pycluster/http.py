@@ -169,7 +169,7 @@ async def _clocked(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 class Observed(Protocol):
-    """What the endpoints show of a node (:class:`~pycluster.Node` is one)."""
+    """What the endpoints show of a node (:class:`~pycluster.node.Node` is one)."""
 
     @property
     def name(self) -> str: ...

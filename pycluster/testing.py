@@ -1,4 +1,11 @@
-"""The registry contract, as checks any backend's test suite can run.
+"""Testing your cluster code: in-memory clusters, and the registry contract.
+
+:func:`cluster` starts nodes in one process over the in-memory transport, meshed and with
+their registries synced, and does to them what the lab does to real processes: partition
+and heal, kill, pause and resume. The docs page "Testing your cluster code" walks through
+it.
+
+The registry contract, as checks any backend's test suite can run:
 
 Every registry backend, built-in or from a plugin, is held to the same behaviour. A
 backend's tests parametrize over :data:`CONTRACT`; for each :class:`ContractCheck` they
@@ -13,19 +20,25 @@ Checks poll with deadlines instead of sleeping, and hold a backend to its declar
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 
 from pycluster.actors import Actor
+from pycluster.config import load_config
+from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyRegistered, AlreadyStarted, NotRegistered
+from pycluster.transport.memory import MemoryNetwork
 
-if TYPE_CHECKING:
-    from pycluster.node import Node
+__all__ = ["CONTRACT", "Cluster", "ContractCheck", "ContractCounter", "cluster", "until"]
 
-__all__ = ["CONTRACT", "ContractCheck", "ContractCounter", "until"]
+FORM_TIMEOUT = 10.0
+"""Seconds a cluster has to mesh and sync (on entering, and in heal())."""
 
 
 class ContractCounter(Actor):
@@ -62,6 +75,129 @@ async def _refused(
     except kind as exc:
         return exc
     raise AssertionError(what)
+
+
+class Cluster:
+    """Nodes in one process over an in-memory network (see :func:`cluster`)."""
+
+    def __init__(self, nodes: list[Node], network: MemoryNetwork) -> None:
+        self.nodes = nodes
+        """The nodes, in the order of their names (``node1@memory``, ``node2@memory``, ...)."""
+        self.network = network
+        """The in-memory network between them."""
+        self._down: set[str] = set()
+
+    def alive(self) -> list[Node]:
+        """The nodes neither killed nor stopped."""
+        return [n for n in self.nodes if n.started and n.name not in self._down]
+
+    async def wait_meshed(self, timeout: float = FORM_TIMEOUT) -> None:
+        """Return once every node that is alive and not paused is connected to every other
+        such node and its registry is synced (AssertionError after ``timeout``)."""
+        live = [n for n in self.alive() if not self.network.paused(n.name)]
+        names = {n.name for n in live}
+        await until(
+            lambda: all(set(n.nodes()) >= names - {n.name} and n.ready() for n in live),
+            timeout,
+            "a full, synced mesh",
+        )
+
+    async def partition(self, *sides: Iterable[Node]) -> None:
+        """Cut every link between nodes of different ``sides``; returns once both ends of
+        every cut link have seen the other down. Cut pairs stay apart until :meth:`heal`."""
+        groups = [[n.name for n in side] for side in sides]
+        self.network.partition(*groups)
+        cut = [
+            (a, b)
+            for i, side in enumerate(groups)
+            for other in groups[i + 1 :]
+            for a in side
+            for b in other
+        ]
+        by_name = {n.name: n for n in self.nodes}
+        await until(
+            lambda: all(
+                b not in by_name[a].nodes() and a not in by_name[b].nodes() for a, b in cut
+            ),
+            FORM_TIMEOUT,
+            "both sides of the partition see each other down",
+        )
+
+    async def heal(self) -> None:
+        """Undo every partition, reconnect each pair that was cut, and return once the
+        mesh of live nodes is whole and synced."""
+        by_name = {n.name: n for n in self.alive()}
+        for a, b in self.network.heal():
+            if a in by_name and b in by_name:
+                await by_name[a].connect(b)
+        await self.wait_meshed()
+
+    async def kill(self, node: Node) -> None:
+        """Kill ``node`` abruptly, as ``kill -9``: its peers see it down at once and it
+        says nothing to anyone; its actors end with it."""
+        self._down.add(node.name)
+        self.network.kill(node.name)
+        await node.stop()
+
+    async def pause(self, node: Node) -> None:
+        """Freeze ``node``'s links, as ``SIGSTOP``: nothing it sends or is sent arrives,
+        and each peer sees it down after its net tick timeout. (Its own code keeps
+        running: it is in this process.)"""
+        self.network.pause(node.name)
+
+    async def resume(self, node: Node) -> None:
+        """Thaw ``node``: links its peers have not given up on deliver what was held; on
+        the others it finds the connection closed. Reconnecting is discovery's business
+        (or :meth:`heal`'s, or ``node.connect``)."""
+        self.network.resume(node.name)
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    n: int = 3,
+    *,
+    config: Mapping[str, Any] | None = None,
+    cookie: str | None = None,
+    **node_options: Any,
+) -> AsyncIterator[Cluster]:
+    """Start ``n`` nodes over an in-memory network, connected in a full mesh with their
+    registries synced; stop them on leaving::
+
+        async with pycluster.testing.cluster(3) as c:
+            a, b, c3 = c.nodes
+            await a.registry.spawn("counter", Counter)
+            await c.partition([a], [b, c3])
+
+    ``config`` is a config mapping as in YAML (its ``node.name`` is set per node, e.g.
+    ``{"node": {"net_tick_timeout": 1}, "registry": {"backend": "crdt"}}``); topologies are
+    dropped (the cluster connects its nodes itself). ``node_options`` go to each
+    :class:`~pycluster.node.Node` (``plugins``, ``policy``, ...).
+    """
+    if n < 1:
+        raise ValueError(f"a cluster has at least one node, not {n}")
+    base = copy.deepcopy(dict(config or {}))
+    base.pop("topologies", None)
+    node_section = dict(base.get("node") or {})
+    network = MemoryNetwork(port=int(node_section.get("port", 9100)))
+    secret = cookie or secrets.token_urlsafe(24)
+    nodes = []
+    for index in range(1, n + 1):
+        mapping = {**base, "node": {**node_section, "name": f"node{index}@memory"}}
+        nodes.append(
+            Node(load_config(mapping, env={}), cookie=secret, network=network, **node_options)
+        )
+    made = Cluster(nodes, network)
+    try:
+        for node in nodes:
+            await node.start()
+        for i, a in enumerate(nodes):
+            for b in nodes[i + 1 :]:
+                await a.connect(b.name)
+        await made.wait_meshed()
+        yield made
+    finally:
+        for node in nodes:
+            await node.stop()
 
 
 def _replication_timeout(node: Node) -> float:

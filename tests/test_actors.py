@@ -10,6 +10,7 @@ import pytest
 from pycluster import load_config
 from pycluster.actors import Actor, ActorCrashed, Actors, NoSuchActor, RestartPolicy
 from pycluster.node import Node
+from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually
 
 
@@ -45,7 +46,7 @@ class Counter(Actor):
 @pytest.fixture
 def actors() -> Actors:
     config = load_config({"node": {"name": "a@127.0.1.40"}}, env={})
-    node = Node(config, cookie="actors-test-cookie")
+    node = Node(config, cookie="actors-test-cookie", network=MemoryNetwork())
     node.unregister_mailbox("$actor")  # replaced by a runtime with a small mailbox
     return Actors(node.transport, host=node, mailbox_size=10)
 

@@ -15,7 +15,21 @@ from pycluster.demo import Counter
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, LocalRegistry, RegistryBackend
 from pycluster.registry.placement import ABSENT_GRACE, Spec
+from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually, mesh, meshed
+
+
+class NETWORK:
+    """The in-memory network of the running test: these tests need no sockets."""
+
+    current = MemoryNetwork()
+
+
+@pytest.fixture(autouse=True)
+def network() -> MemoryNetwork:
+    NETWORK.current = MemoryNetwork()
+    return NETWORK.current
+
 
 COOKIE = "placement-test-cookie"
 NAMES = [f"counter-{i}" for i in range(24)]
@@ -25,7 +39,7 @@ def make_node(index: int) -> Node:
     config = load_config(
         {"node": {"name": f"p{index}@127.0.6.{index + 2}", "net_tick_timeout": 1.0}}, env={}
     )
-    return Node(config, cookie=COOKIE)
+    return Node(config, cookie=COOKIE, network=NETWORK.current)
 
 
 def where(nodes: list[Node], name: str) -> set[str | None]:
@@ -246,7 +260,7 @@ async def test_a_backend_that_reports_no_changes_is_polled() -> None:
         env={},
         plugins=plugins,
     )
-    async with Node(config, cookie=COOKIE, plugins=plugins) as node:
+    async with Node(config, cookie=COOKIE, plugins=plugins, network=NETWORK.current) as node:
         await node.registry.spawn("polled", Counter, placement="ring")
         checks = node.registry.ring.checks
         await eventually(lambda: node.registry.ring.checks >= checks + 5)

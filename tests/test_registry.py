@@ -15,7 +15,21 @@ from pycluster.errors import RemoteError
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, Entry
 from pycluster.testing import ContractCounter
+from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually, mesh, meshed
+
+
+class NETWORK:
+    """The in-memory network of the running test: these tests need no sockets."""
+
+    current = MemoryNetwork()
+
+
+@pytest.fixture(autouse=True)
+def network() -> MemoryNetwork:
+    NETWORK.current = MemoryNetwork()
+    return NETWORK.current
+
 
 COOKIE = "registry-test-cookie"
 
@@ -32,7 +46,7 @@ def make_node(index: int, backend: str = "crdt", plugins: Plugins | None = None)
         },
         env={},
     )
-    return Node(config, cookie=COOKIE, plugins=plugins)
+    return Node(config, cookie=COOKIE, plugins=plugins, network=NETWORK.current)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Every built-in registry backend passes the registry contract (pycluster.testing)."""
+"""Every built-in registry backend passes the registry contract (pycluster.testing), over
+both transports: the TCP mesh and the in-memory network."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from pycluster import load_config
 from pycluster.node import Node
 from pycluster.testing import CONTRACT, ContractCheck, until
+from pycluster.transport.memory import MemoryNetwork
 
 COOKIE = "contract-test-cookie"
 # The most nodes a backend can serve: `local` is a cluster of one.
@@ -21,7 +23,7 @@ CASES = [
 ]
 
 
-def make_node(index: int, backend: str) -> Node:
+def make_node(index: int, backend: str, network: MemoryNetwork | None) -> Node:
     config = load_config(
         {
             "node": {"name": f"c{index}@127.0.4.{index + 2}", "net_tick_timeout": 1.0},
@@ -29,12 +31,14 @@ def make_node(index: int, backend: str) -> Node:
         },
         env={},
     )
-    return Node(config, cookie=COOKIE)
+    return Node(config, cookie=COOKIE, network=network)
 
 
+@pytest.mark.parametrize("transport", ["tcp", "memory"])
 @pytest.mark.parametrize(("backend", "check"), CASES)
-async def test_contract(backend: str, check: ContractCheck) -> None:
-    nodes = [make_node(i, backend) for i in range(check.nodes)]
+async def test_contract(transport: str, backend: str, check: ContractCheck) -> None:
+    network = MemoryNetwork() if transport == "memory" else None
+    nodes = [make_node(i, backend, network) for i in range(check.nodes)]
     try:
         for node in nodes:
             await node.start()

@@ -14,7 +14,7 @@ Restart = Literal["permanent", "transient", "temporary"]
 
 
 class ActorHost(Protocol):
-    """What an actor sees of its node (a :class:`pycluster.Node`)."""
+    """What an actor sees of its node (a :class:`pycluster.node.Node`)."""
 
     @property
     def name(self) -> str:
@@ -28,7 +28,7 @@ class ActorHost(Protocol):
 
     @property
     def registry(self) -> Any:
-        """The node's :class:`pycluster.Registry` (names and groups)."""
+        """The node's :class:`~pycluster.registry.Registry` (names and groups)."""
         ...
 
     def nodes(self) -> list[str]:
@@ -70,7 +70,7 @@ class Actor:
     ref: ActorRef
     """This actor's reference (set before :meth:`started`)."""
     node: ActorHost
-    """The node the actor runs on (a :class:`pycluster.Node`)."""
+    """The node the actor runs on (a :class:`pycluster.node.Node`)."""
     name: str | None = None
     """The registered name, if any."""
     _runtime: Actors

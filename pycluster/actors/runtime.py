@@ -102,8 +102,9 @@ class Actors:
     ) -> ActorRef:
         """Start an actor on this node now; return its ref. ``cls(*args, **kwargs)`` runs
         here, so an exception in ``__init__`` reaches the caller. With ``state`` (what
-        :meth:`handoff` returned on another node), ``resume(state)`` runs before
-        ``started()``; a restart after a crash starts afresh."""
+        :meth:`~pycluster.actors.Actor.handoff` returned on another node),
+        ``resume(state)`` runs before ``started()``; a restart after a crash starts
+        afresh."""
         ref = ref or self.allocate()
         running = _Running(
             ref=ref,

@@ -102,10 +102,10 @@ class MemoryNetwork:
         node = self._nodes.pop(name, None)
         if node is None:
             return
+        node.killed = True
         for channel in list(node.channels()):
             channel.other.finish(KILLED)
-            channel.finish(KILLED, notify=False)
-        node.killed = True
+            channel.finish("killed")
 
     def pause(self, name: str, tick_timeout: float | None = None) -> None:
         """Stop delivering ``name``'s messages and those sent to it; after each peer's net
@@ -326,17 +326,15 @@ class MemoryChannel:
             for frame in held:
                 self.other._receive(frame)
 
-    def finish(self, reason: str, *, notify: bool = True) -> None:
-        """Close this end with ``reason`` (the owner hears of it unless ``notify`` is
-        False, as for a node killed in the middle of everything)."""
+    def finish(self, reason: str) -> None:
+        """Close this end with ``reason``; the owner hears of it."""
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
         self._inbox.clear()
         self._held.clear()
-        if notify:
-            self.owner._on_closed(self, reason)
+        self.owner._on_closed(self, reason)
 
     def _receive(self, frame: bytes) -> None:
         if self.closed:
