@@ -85,6 +85,12 @@ class NodeMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.messages_ignored = Counter(
+            "pycluster_messages_ignored",
+            "Messages from an authenticated peer that are no message of the wire vocabulary "
+            "(dropped; the connection stays up).",
+            registry=self.registry,
+        )
         self.loop_lag = Gauge(
             "pycluster_event_loop_lag_seconds",
             "How late the event loop ran a timer, last probe. A blocked loop stops ticks: "

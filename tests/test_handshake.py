@@ -247,13 +247,51 @@ def test_version_mismatch_is_named_and_the_version_is_2() -> None:
     assert PROTOCOL_VERSION == 2
     dialer, _acceptor = pair()
     hello = dialer.start()[0]
-    assert hello["v"] == 2
-    for version in (1, 99):
-        with pytest.raises(
-            HandshakeError, match=f"protocol version {version} is not supported"
-        ) as info:
-            pair()[1].receive(dict(hello, v=version))
+    assert (hello["vmin"], hello["v"]) == (2, 2)
+    offers = ((1, 1, "version 1"), (99, 99, "version 99"), (3, 5, "versions 3-5"))
+    for low, high, offer in offers:
+        refused = rf"protocol {offer} is not supported \(this node speaks version 2\)"
+        with pytest.raises(HandshakeError, match=refused) as info:
+            pair()[1].receive(dict(hello, vmin=low, v=high))
         assert info.value.kind == "version"
+    for bad in ({"v": "2"}, {"v": True}, {"vmin": 3, "v": 2}, {"v": None}):
+        with pytest.raises(HandshakeError, match="malformed version offer") as info:
+            pair()[1].receive({**hello, **bad})
+        assert info.value.kind == "version"
+
+
+@pytest.mark.parametrize(
+    ("dialer_speaks", "acceptor_speaks", "chosen"),
+    [((2, 2), (2, 2), 2), ((2, 3), (2, 2), 2), ((2, 2), (2, 3), 2), ((2, 4), (3, 5), 4)],
+)
+def test_the_highest_version_both_speak_is_chosen(
+    dialer_speaks: tuple[int, int], acceptor_speaks: tuple[int, int], chosen: int
+) -> None:
+    """A later release speaking a newer version alongside this one rolls through a live
+    cluster: each connection speaks the highest version its two ends share."""
+    dialer = Handshake(role="dialer", me=A, peer=B, keys=[KEY], versions=dialer_speaks)
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], versions=acceptor_speaks)
+    run(dialer, acceptor)
+    assert dialer.version == acceptor.version == chosen
+
+
+def test_a_version_offer_rewritten_on_the_way_breaks_the_proofs() -> None:
+    """A man in the middle cannot talk two nodes down to an older version."""
+    dialer = Handshake(role="dialer", me=A, peer=B, keys=[KEY], versions=(2, 3))
+    acceptor = Handshake(role="acceptor", me=B, keys=[KEY], versions=(2, 3))
+    hello = dialer.start()[0]
+    challenge = acceptor.receive(dict(hello, v=2))[0]  # the offer cut down to version 2
+    assert challenge["v"] == 2
+    with pytest.raises(HandshakeError, match="cookie mismatch"):
+        acceptor.receive(dialer.receive(challenge)[0])
+
+
+def test_a_dialer_refuses_a_version_it_does_not_speak() -> None:
+    dialer, acceptor = pair()
+    challenge = acceptor.receive(dialer.start()[0])[0]
+    with pytest.raises(HandshakeError, match="chose protocol version 7") as info:
+        dialer.receive(dict(challenge, v=7))
+    assert info.value.kind == "version"
 
 
 def test_hidden_flag_is_authenticated() -> None:

@@ -11,11 +11,26 @@ from typing import Any
 
 from pycluster.codec import Codec
 from pycluster.metrics import NodeMetrics
+from pycluster.throttle import Throttle
 from pycluster.transport.frames import FrameError, FrameLimits, encode_frame
+from pycluster.transport.handshake import PROTOCOL_VERSION
 from pycluster.transport.link import WRITE_HIGH_WATER, ConnectionClosed, Link
+from pycluster.transport.wire import (
+    LEAVE,
+    TICK,
+    TOCK,
+    Leave,
+    Message,
+    Tick,
+    Tock,
+    WireError,
+    decode,
+)
 
 log = logging.getLogger("pycluster.transport")
 
+_MALFORMED = Throttle(60.0)
+"""One warning a minute per peer about messages outside the wire vocabulary."""
 CLOSE_GRACE = 1.0
 """Seconds a closing connection gets to send what it queued before it is cut."""
 
@@ -40,19 +55,24 @@ class Connection:
         incarnation: bytes,
         hidden: bool,
         link: Link,
+        version: int = PROTOCOL_VERSION,
         limits: FrameLimits,
         tick_interval: float,
         tick_timeout: float,
         metrics: NodeMetrics,
         codec: Codec,
-        on_message: Callable[[Connection, dict[str, Any]], None],
+        on_message: Callable[[Connection, Message], None],
         on_closed: Callable[[Connection, str], None],
     ) -> None:
         self.peer = peer
         self.incarnation = incarnation
         self.hidden = hidden
+        self.version = version
+        """The protocol version negotiated in the handshake (what this connection speaks)."""
         self.closed = False
         self.close_reason: str | None = None
+        self.ignored = 0
+        """Messages from the peer that were no message of the wire vocabulary."""
         self._link = link
         self._limits = limits
         self._tick_interval = tick_interval
@@ -86,7 +106,7 @@ class Connection:
         """The transport's extra info ``name`` (``peername``, ``sockname``, ``peercert``)."""
         return self._link.extra_info(name)
 
-    def send_nowait(self, message: dict[str, Any]) -> None:
+    def send_nowait(self, message: Message) -> None:
         """Queue one message (FIFO with every other send on this connection).
 
         Raises ConnectionClosed if the connection is closed, TypeError if ``message``
@@ -95,7 +115,7 @@ class Connection:
         if self.closed:
             raise ConnectionClosed(f"connection to {self.peer} is closed")
         try:
-            self._link.write(encode_frame(message, self._codec))
+            self._link.write(encode_frame(message.to_wire(), self._codec))
         except ConnectionClosed:
             raise ConnectionClosed(f"connection to {self.peer} is closed") from None
         self._last_sent = time.monotonic()
@@ -114,7 +134,7 @@ class Connection:
             return
         if leave:
             with contextlib.suppress(ConnectionClosed, TimeoutError):
-                self.send_nowait({"t": "leave"})
+                self.send_nowait(LEAVE)
                 if self._link.paused:  # else no yield: "left" is this side's reason
                     await asyncio.wait_for(self._link.drain(), timeout=CLOSE_GRACE)
         self._finish(reason)
@@ -136,17 +156,30 @@ class Connection:
             for message in messages:
                 if self.closed:
                     return
-                kind = message["t"]
-                if kind == "tick":
+                try:
+                    received = decode(message)
+                except WireError as exc:
+                    self.ignored += 1
+                    self._metrics.messages_ignored.inc()
+                    _MALFORMED.warn(
+                        log,
+                        self.peer,
+                        "ignored a %s from %s",
+                        exc,
+                        self.peer,
+                        quiet=logging.DEBUG,
+                    )
+                    continue
+                if type(received) is Tick:
                     # Answered, so a peer with a shorter tick timeout than ours (a hidden
                     # client with the default, a node configured apart) hears from us
                     # often enough.
                     with contextlib.suppress(ConnectionClosed):
-                        self.send_nowait({"t": "tock"})
-                elif kind == "leave":
+                        self.send_nowait(TOCK)
+                elif type(received) is Leave:
                     self._finish("left")
-                elif kind != "tock":
-                    self._on_message(self, message)
+                elif type(received) is not Tock:
+                    self._on_message(self, received)
         except Exception as exc:
             # A bug in a handler: the messages behind it would be lost in silence, so the
             # connection ends here (the peer reconnects and resynchronises).
@@ -182,4 +215,4 @@ class Connection:
                 return
             if now - self._last_sent >= self._tick_interval:
                 with contextlib.suppress(ConnectionClosed):
-                    self.send_nowait({"t": "tick"})
+                    self.send_nowait(TICK)

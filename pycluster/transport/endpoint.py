@@ -28,6 +28,7 @@ from pycluster.throttle import Throttle
 from pycluster.transport.deadlines import Deadlines
 from pycluster.transport.link import ConnectionClosed
 from pycluster.transport.waist import Listener, Mailbox, NodeEvent
+from pycluster.transport.wire import Call, Message, Msg, Reply
 
 log = logging.getLogger("pycluster.node")
 
@@ -58,7 +59,7 @@ class Channel(Protocol):
 
     def start(self) -> None: ...
 
-    def send_nowait(self, message: dict[str, Any]) -> None: ...
+    def send_nowait(self, message: Message) -> None: ...
 
     async def drain(self) -> None: ...
 
@@ -223,7 +224,7 @@ class Endpoint:
             return
         try:
             channel = self._channel(peer)
-            channel.send_nowait({"t": "msg", "to": mailbox, "body": message})
+            channel.send_nowait(Msg(mailbox, message))
             if channel.congested:
                 await channel.drain()
         except ConnectionClosed as exc:
@@ -236,7 +237,7 @@ class Endpoint:
             self._deliver(self.name, mailbox, message, None, None)
             return
         try:
-            self._channel(peer).send_nowait({"t": "msg", "to": mailbox, "body": message})
+            self._channel(peer).send_nowait(Msg(mailbox, message))
         except ConnectionClosed as exc:
             raise NotConnected(str(exc)) from None
 
@@ -260,7 +261,7 @@ class Endpoint:
                 # Not send(): waiting for room in a full send buffer would bound nothing
                 # (the request is queued either way) and the reply cannot come before it.
                 channel = call.channel = self._channel(peer)
-                channel.send_nowait({"t": "call", "id": call_id, "to": mailbox, "body": message})
+                channel.send_nowait(Call(call_id, mailbox, message))
             return await future
         except ConnectionClosed as exc:
             raise NotConnected(str(exc)) from None
@@ -345,50 +346,34 @@ class Endpoint:
         value: Any = None,
         error: tuple[str, str] | None = None,
     ) -> None:
-        if error is None:
-            message = {"t": "reply", "id": call_id, "ok": True, "body": value}
-        else:
-            message = {"t": "reply", "id": call_id, "ok": False, "error": list(error)}
+        reply = Reply(call_id, value, error)
         if via is None:
-            self._on_reply(self.name, message)
+            self._on_reply(self.name, reply)
             return
         try:
-            via.send_nowait(message)
+            via.send_nowait(reply)
         except TypeError as exc:
             # The handler returned something msgpack cannot carry: tell the caller.
             self._reply(via, call_id, error=("TypeError", f"reply cannot be encoded: {exc}"))
         except ConnectionClosed:
             pass
 
-    def _on_reply(self, sender: str, message: dict[str, Any]) -> None:
-        call = self._calls.get(message.get("id"))  # type: ignore[arg-type]
+    def _on_reply(self, sender: str, reply: Reply) -> None:
+        call = self._calls.get(reply.id)
         if call is None or call.peer != sender or call.future.done():
             return  # a late reply to a call that timed out: nothing waits for it
-        if message.get("ok") is True:
-            call.future.set_result(message.get("body"))
-            return
-        error = message.get("error")
-        kind, text = ("Error", "malformed error reply")
-        if isinstance(error, list) and len(error) == 2:
-            kind, text = str(error[0])[:200], str(error[1])[:2000]
-        call.future.set_exception(RemoteError(sender, kind, text))
-
-    def _on_message(self, channel: Channel, message: dict[str, Any]) -> None:
-        kind = message["t"]
-        sender = channel.peer
-        if kind == "msg" and isinstance(message.get("to"), str):
-            self._deliver(sender, message["to"], message.get("body"), None, channel)
-        elif kind == "call" and isinstance(message.get("to"), str) and _is_id(message.get("id")):
-            self._deliver(sender, message["to"], message.get("body"), message["id"], channel)
-        elif kind == "reply":
-            self._on_reply(sender, message)
+        if reply.error is None:
+            call.future.set_result(reply.body)
         else:
-            self._warn_once(
-                ("message", sender),
-                "ignored a malformed or unknown %r message from %s",
-                str(kind)[:40],
-                sender,
-            )
+            call.future.set_exception(RemoteError(sender, *reply.error))
+
+    def _on_message(self, channel: Channel, message: Message) -> None:
+        if isinstance(message, Msg):
+            self._deliver(channel.peer, message.to, message.body, None, channel)
+        elif isinstance(message, Call):
+            self._deliver(channel.peer, message.to, message.body, message.id, channel)
+        elif isinstance(message, Reply):
+            self._on_reply(channel.peer, message)
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -441,7 +426,3 @@ class Endpoint:
     def _warn_once(self, key: tuple[str, ...], message: str, *args: object) -> None:
         """Log a warning, then the same one at debug level for a minute (no spam)."""
         self._repeats.warn(log, key, message, *args, quiet=logging.DEBUG)
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

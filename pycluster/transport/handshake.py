@@ -2,8 +2,9 @@
 
 Both sides prove they know the cluster's cookie without sending it, the dialer first::
 
-    dialer   -> acceptor   hello      v, name, to (the name it dialled), inc_d, nonce_d, hidden
-    acceptor -> dialer     challenge  v, name, inc_a, nonce_a
+    dialer   -> acceptor   hello      vmin, v, name, to (the name it dialled), inc_d, nonce_d,
+                                      hidden
+    acceptor -> dialer     challenge  v (the version chosen), name, inc_a, nonce_a
     dialer   -> acceptor   proof      proof_d
     acceptor -> dialer     welcome    proof_a (sent once the node admits the connection; it
                                       may instead reject a duplicate)
@@ -17,7 +18,7 @@ canonical form.
 ``proof_x = HMAC-SHA256(key, transcript(x))`` over a transcript holding a role label, both
 fresh random nonces, both names (exactly as they crossed the wire), both incarnations
 (random per node process, so a restarted peer is told from a duplicate connection), the
-version and the hidden flag.
+versions offered and chosen, and the hidden flag.
 ``key`` is derived from the cookie with scrypt (:func:`cookie_key`), so a proof that an
 impostor collects costs an offline guesser a memory-hard derivation per guess. Each side
 checks the other's proof in constant time.
@@ -30,6 +31,12 @@ addressed to its own name, and the dialer only accepts the name it dialled. An a
 may know several cookies (rotation): it accepts a proof made with any of them and answers
 with that one; a dialer proves with its first. A side that detects a problem sends
 ``reject`` with a reason before closing, so both ends can log one clear line.
+
+Versions are negotiated: the hello offers the range of protocol versions the dialer speaks
+(``vmin`` to ``v``), the acceptor chooses the highest one both speak (or rejects with code
+``version``), and the connection speaks it (:attr:`Handshake.version`). The offer is in the
+transcript, so a man in the middle cannot talk two nodes down to an older version without
+breaking the proofs.
 """
 
 from __future__ import annotations
@@ -46,8 +53,12 @@ import msgpack
 from pycluster.nodename import DEFAULT_PORT, NodeNameError, parse_node_name
 
 PROTOCOL_VERSION = 2
-"""Version 2: the dialer proves first, keys derived with scrypt. Nodes of different
-versions refuse each other (see docs/deploying.md for upgrading)."""
+"""The highest protocol version this release speaks. Version 2: the dialer proves first,
+keys derived with scrypt, versions negotiated."""
+PROTOCOL_VERSIONS = (2, PROTOCOL_VERSION)
+"""The lowest and highest versions this release speaks. A release that changes the
+protocol keeps speaking the previous version, so it can roll through a live cluster (see
+docs/deploying.md)."""
 NONCE_SIZE = 32
 INCARNATION_SIZE = 16
 
@@ -125,6 +136,7 @@ class Handshake:
         incarnation: bytes = b"\x00" * INCARNATION_SIZE,
         port: int = DEFAULT_PORT,
         nonce: Callable[[int], bytes] = secrets.token_bytes,
+        versions: tuple[int, int] = PROTOCOL_VERSIONS,
     ) -> None:
         if role == "dialer" and peer is None:
             raise ValueError("a dialer must know the name it dials")
@@ -152,6 +164,12 @@ class Handshake:
         self._nonce = nonce(NONCE_SIZE)
         self._peer_nonce = b""
         self._expect = "hello" if role == "acceptor" else "challenge"
+        self._versions = versions
+        """The versions this side speaks, lowest and highest."""
+        self._offer = versions if role == "dialer" else (0, 0)
+        """The versions the dialer offered (as they crossed the wire)."""
+        self.version = 0
+        """The protocol version of the connection, once chosen."""
 
     def start(self) -> list[dict[str, Any]]:
         """Messages to send first: the dialer's hello, nothing for the acceptor."""
@@ -160,7 +178,8 @@ class Handshake:
         return [
             {
                 "t": "hello",
-                "v": PROTOCOL_VERSION,
+                "vmin": self._versions[0],
+                "v": self._versions[1],
                 "name": self._me_full,
                 "to": self._peer_full,
                 "inc": self.incarnation,
@@ -192,7 +211,8 @@ class Handshake:
         return self._on_welcome(message)
 
     def _on_hello(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        _check_version(message)
+        self._offer = _offer(message)
+        self.version = _choose(self._offer, self._versions)
         name, to = _field(message, "name", str), _field(message, "to", str)
         self._peer_nonce = _nonce_field(message)
         self.peer_incarnation = _incarnation_field(message)
@@ -210,7 +230,7 @@ class Handshake:
         return [
             {
                 "t": "challenge",
-                "v": PROTOCOL_VERSION,
+                "v": self.version,
                 "name": self._me_full,
                 "inc": self.incarnation,
                 "nonce": self._nonce,
@@ -218,7 +238,14 @@ class Handshake:
         ]
 
     def _on_challenge(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        _check_version(message)
+        chosen = message.get("v")
+        low, high = self._versions
+        if not (isinstance(chosen, int) and _is_version(chosen) and low <= chosen <= high):
+            raise HandshakeError(
+                f"the peer chose protocol version {str(chosen)[:20]}, not one of {low}-{high}",
+                kind="version",
+            )
+        self.version = chosen
         name = _field(message, "name", str)
         if self._full(name) != self._peer_full:
             raise HandshakeError(
@@ -274,17 +301,41 @@ class Handshake:
         mine = (self._me_full, self.incarnation, self._nonce)
         theirs = (self._peer_sent, self.peer_incarnation, self._peer_nonce)
         dialer, acceptor = (mine, theirs) if self.role == "dialer" else (theirs, mine)
-        return _transcript(label, *dialer, *acceptor, self.hidden)
+        offer = (*self._offer, self.version)
+        return _transcript(label, *dialer, *acceptor, self.hidden, *offer)
 
 
-def _check_version(message: dict[str, Any]) -> None:
-    version = message.get("v")
-    if version != PROTOCOL_VERSION:
+def _is_version(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**16
+
+
+def _offer(hello: dict[str, Any]) -> tuple[int, int]:
+    """The versions a hello offers, lowest and highest (``vmin`` defaults to ``v``)."""
+    high = hello.get("v")
+    low = hello.get("vmin", high)
+    if not (isinstance(low, int) and isinstance(high, int)):
+        low = high = None
+    if low is None or high is None or not (_is_version(low) and _is_version(high)):
+        raise HandshakeError(f"malformed version offer {str(hello.get('v'))[:20]}", kind="version")
+    if low > high:
+        raise HandshakeError(f"malformed version offer {low}-{high}", kind="version")
+    return low, high
+
+
+def _choose(offer: tuple[int, int], mine: tuple[int, int]) -> int:
+    """The highest version in both ranges; HandshakeError (``version``) if there is none."""
+    chosen = min(offer[1], mine[1])
+    if chosen < max(offer[0], mine[0]):
         raise HandshakeError(
-            f"protocol version {str(version)[:20]} is not supported (this node speaks "
-            f"{PROTOCOL_VERSION})",
+            f"protocol {_versions(offer)} is not supported (this node speaks {_versions(mine)})",
             kind="version",
         )
+    return chosen
+
+
+def _versions(span: tuple[int, int]) -> str:
+    low, high = span
+    return f"version {low}" if low == high else f"versions {low}-{high}"
 
 
 def _field(message: dict[str, Any], key: str, kind: type[Any]) -> Any:

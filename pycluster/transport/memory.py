@@ -26,6 +26,7 @@ from pycluster.nodename import DEFAULT_PORT, parse_node_name
 from pycluster.transport.endpoint import Endpoint
 from pycluster.transport.frames import FrameDecoder, FrameError, FrameLimits, encode_frame
 from pycluster.transport.link import ConnectionClosed
+from pycluster.transport.wire import Leave, Message, Tick, Tock, WireError, decode
 
 log = logging.getLogger("pycluster.transport")
 
@@ -295,11 +296,11 @@ class MemoryChannel:
         if self._inbox:
             self._schedule()
 
-    def send_nowait(self, message: dict[str, Any]) -> None:
+    def send_nowait(self, message: Message) -> None:
         """Queue ``message`` for the peer (ConnectionClosed, TypeError as over TCP)."""
         if self.closed:
             raise ConnectionClosed(f"connection to {self.peer} is closed")
-        frame = encode_frame(message, self.owner.codec)
+        frame = encode_frame(message.to_wire(), self.owner.codec)
         if self.owner.network._held(self):
             self._held.append(frame)
         else:
@@ -367,7 +368,18 @@ class MemoryChannel:
                 self.finish(f"bad frame: {exc}")
                 return
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def _handle(self, frame: dict[str, Any]) -> None:
+        try:
+            message = decode(frame)
+        except WireError as exc:
+            log.debug("ignored a message from %s: %s", self.peer, exc)
+            self.owner.metrics.messages_ignored.inc()
+            return
+        if isinstance(message, Tick | Tock):
+            return
+        if isinstance(message, Leave):
+            self.finish("left")
+            return
         try:
             self.owner._on_message(self, message)
         except Exception as exc:

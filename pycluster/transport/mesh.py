@@ -409,6 +409,7 @@ class TcpMesh(Endpoint):
                 incarnation=handshake.peer_incarnation,
                 hidden=handshake.hidden or self.hidden,
                 link=link,
+                version=handshake.version,
                 limits=self._limits,
                 tick_interval=self._tick_timeout / 3,
                 tick_timeout=self._tick_timeout,

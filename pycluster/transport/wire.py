@@ -1,0 +1,136 @@
+"""The wire vocabulary after the handshake: every message two nodes exchange, one class each.
+
+A connection carries these, each framed as one msgpack map whose ``t`` names its kind (the
+handshake's own messages are in ``pycluster.transport.handshake``):
+
+=========  =========================  ==============================================
+kind       fields                     meaning
+=========  =========================  ==============================================
+``msg``    ``to``, ``body``           a message to a mailbox; no reply
+``call``   ``id``, ``to``, ``body``   a request to a mailbox; the reply carries ``id``
+``reply``  ``id``, ``ok``, ``body``   the handler's return value (``ok`` true) ...
+           or ``error``               ... or ``[type, message]`` of what it raised
+``tick``                              "I am alive" after a quiet spell; answered by
+``tock``                              ... a tock
+``leave``                             the sender leaves the cluster (not a failure)
+=========  =========================  ==============================================
+
+``to_wire()`` gives a message's one encoding, :func:`decode` the message of a decoded
+frame; a frame that is none of these is a :class:`WireError`, never a guess. Decisions are
+taken on these types and their fields, never on text meant for people.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+MAX_ERROR_TYPE = 200
+"""Characters of a remote exception's type name kept from a reply."""
+MAX_ERROR_TEXT = 2000
+"""Characters of a remote exception's message kept from a reply."""
+
+
+class WireError(ValueError):
+    """A decoded frame that is no message of this vocabulary."""
+
+
+@attrs.frozen(slots=True)
+class Msg:
+    """A message to mailbox ``to``; no reply."""
+
+    to: str
+    body: Any
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": "msg", "to": self.to, "body": self.body}
+
+
+@attrs.frozen(slots=True)
+class Call:
+    """A request to mailbox ``to``; the :class:`Reply` carries the same ``id``."""
+
+    id: int
+    to: str
+    body: Any
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": "call", "id": self.id, "to": self.to, "body": self.body}
+
+
+@attrs.frozen(slots=True)
+class Reply:
+    """The answer to call ``id``: ``body`` if ``error`` is None, else ``(type, message)``
+    of what the handler raised."""
+
+    id: int
+    body: Any = None
+    error: tuple[str, str] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.error is None:
+            return {"t": "reply", "id": self.id, "ok": True, "body": self.body}
+        return {"t": "reply", "id": self.id, "ok": False, "error": list(self.error)}
+
+
+@attrs.frozen(slots=True)
+class Tick:
+    """Sent after a quiet spell so the peer knows this node is alive."""
+
+    WIRE: ClassVar[dict[str, Any]] = {"t": "tick"}
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.WIRE
+
+
+@attrs.frozen(slots=True)
+class Tock:
+    """The answer to a :class:`Tick`."""
+
+    WIRE: ClassVar[dict[str, Any]] = {"t": "tock"}
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.WIRE
+
+
+@attrs.frozen(slots=True)
+class Leave:
+    """The sender leaves the cluster: a graceful goodbye, not a failure."""
+
+    WIRE: ClassVar[dict[str, Any]] = {"t": "leave"}
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.WIRE
+
+
+Message = Msg | Call | Reply | Tick | Tock | Leave
+TICK, TOCK, LEAVE = Tick(), Tock(), Leave()
+
+
+def decode(frame: dict[str, Any]) -> Message:
+    """The message a decoded frame holds; WireError if it holds none."""
+    kind = frame.get("t")
+    to = frame.get("to")
+    if kind == "msg" and type(to) is str:
+        return Msg(to, frame.get("body"))
+    call_id = frame.get("id")
+    if type(call_id) is not int:
+        call_id = None
+    if kind == "call" and type(to) is str and call_id is not None:
+        return Call(call_id, to, frame.get("body"))
+    if kind == "reply" and call_id is not None:
+        if frame.get("ok") is True:
+            return Reply(call_id, frame.get("body"))
+        error = frame.get("error")
+        if isinstance(error, list) and len(error) == 2:
+            kind_, text = str(error[0])[:MAX_ERROR_TYPE], str(error[1])[:MAX_ERROR_TEXT]
+            return Reply(call_id, error=(kind_, text))
+        return Reply(call_id, error=("Error", "malformed error reply"))
+    if kind == "tick":
+        return TICK
+    if kind == "tock":
+        return TOCK
+    if kind == "leave":
+        return LEAVE
+    raise WireError(f"malformed or unknown {str(kind)[:40]!r} message")
