@@ -145,3 +145,20 @@ async def test_partition_kill_and_pause() -> None:
     finally:
         for node in (a, b, c):
             await node.stop()
+
+
+async def test_a_hidden_client_calls_without_becoming_a_member() -> None:
+    network = MemoryNetwork()
+    a = make(network, "a@mem")
+    client_config = load_config({"node": {"name": "client@mem"}}, env={})
+    client = Node(client_config, cookie=COOKIE, network=network, hidden=True)
+    await started(a, client)
+    try:
+        assert await client.connect("a@mem")
+        assert a.nodes() == []  # a hidden client is no member
+        status = await client.call("a@mem", "$status", None)
+        assert status["node"] == "a@mem"
+        assert status["nodes"] == []
+    finally:
+        await client.stop()
+        await a.stop()
