@@ -32,17 +32,23 @@ from pathlib import Path
 import aiohttp
 import msgpack
 from lab import (
-    NodeProcess,
-    NodeProcesses,
+    LabNode,
+    NodeEvent,
     OtherLoad,
+    add_node,
     goal,
+    launcher,
+    log_peers,
     machine,
     median,
     node_config,
+    node_lab,
     percentile,
     plan_nodes,
     run,
     table,
+    until,
+    wait_listening,
 )
 
 PROBE_SOURCE = "127.0.3.1"
@@ -65,7 +71,7 @@ def maximal_hello() -> bytes:
     return struct.pack(">I", len(payload)) + payload
 
 
-def rss(node: NodeProcess) -> int:
+def rss(node: LabNode) -> int:
     for line in Path(f"/proc/{node.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
@@ -75,7 +81,7 @@ def rss(node: NodeProcess) -> int:
 class Watch:
     """Probes and samples both nodes while a scenario runs."""
 
-    def __init__(self, nodes: list[NodeProcess]) -> None:
+    def __init__(self, nodes: list[LabNode]) -> None:
         self.nodes = nodes
         self.latency: dict[str, list[float]] = {n.name: [] for n in nodes}
         self.failures: dict[str, int] = {n.name: 0 for n in nodes}
@@ -94,8 +100,8 @@ class Watch:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _probe(self, session: aiohttp.ClientSession, node: NodeProcess) -> None:
-        url = f"http://{node.host}:{node.http_port}/healthz"
+    async def _probe(self, session: aiohttp.ClientSession, node: LabNode) -> None:
+        url = node.url("/healthz")
         while not self._stop.is_set():
             began = time.monotonic()
             try:
@@ -110,8 +116,8 @@ class Watch:
                 self.failures[node.name] += 1
             await asyncio.sleep(0.02)
 
-    async def _sample(self, session: aiohttp.ClientSession, node: NodeProcess) -> None:
-        url = f"http://{node.host}:{node.http_port}/metrics"
+    async def _sample(self, session: aiohttp.ClientSession, node: LabNode) -> None:
+        url = node.url("/metrics")
         while not self._stop.is_set():
             self.rss[node.name].append(rss(node))
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
@@ -122,9 +128,7 @@ class Watch:
             await asyncio.sleep(0.25)
 
 
-async def preauth_flood(
-    a: NodeProcess, port: int, count: int, whole: bool, stop: asyncio.Event
-) -> int:
+async def preauth_flood(host: str, port: int, count: int, whole: bool, stop: asyncio.Event) -> int:
     """``count`` connections sending a maximal pre-authentication frame, reconnecting as
     the node closes them; returns how many connections were made."""
     frame = maximal_hello()
@@ -135,7 +139,7 @@ async def preauth_flood(
         nonlocal made
         while not stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection(a.host, port, local_addr=(source, 0))
+                reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
@@ -157,7 +161,7 @@ async def preauth_flood(
     return made
 
 
-async def http_flood(a: NodeProcess, count: int, stop: asyncio.Event) -> int:
+async def http_flood(host: str, port: int, count: int, stop: asyncio.Event) -> int:
     """``count`` idle HTTP connections attempted and held; returns how many the node kept
     open until the end."""
     held: list[asyncio.StreamWriter] = []
@@ -166,7 +170,7 @@ async def http_flood(a: NodeProcess, count: int, stop: asyncio.Event) -> int:
     for i in range(count):
         with contextlib.suppress(OSError):
             reader, writer = await asyncio.open_connection(
-                a.host, a.http_port, local_addr=(addresses[i // 50], 0)
+                host, port, local_addr=(addresses[i // 50], 0)
             )
             held.append(writer)
             readers.append(reader)
@@ -182,18 +186,16 @@ async def attacker(kind: str, host: str, port: int, count: int, seconds: float) 
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(seconds, stop.set)
     if kind == "http":
-        target = NodeProcess("target@" + host, host, port)
-        return await http_flood(target, count, stop)
-    target = NodeProcess("target@" + host, host, None)
-    return await preauth_flood(target, port, count, kind == "whole", stop)
+        return await http_flood(host, port, count, stop)
+    return await preauth_flood(host, port, count, kind == "whole", stop)
 
 
 async def scenario(
-    nodes: list[NodeProcess], seconds: float, attack: list[str] | None
-) -> tuple[Watch, int, list[tuple[float, str, str]]]:
+    nodes: list[LabNode], seconds: float, attack: list[str] | None
+) -> tuple[Watch, int, list[NodeEvent]]:
     """Watch ``nodes`` for ``seconds`` while a separate process runs ``attack`` (so the
     attacker's own event loop does not slow the probes down)."""
-    downs_before = [len(n.downs) for n in nodes]
+    downs_before = [len(_downs(n)) for n in nodes]
     watch = Watch(nodes)
     watching = asyncio.create_task(watch.run())
     made = 0
@@ -201,19 +203,19 @@ async def scenario(
         await asyncio.sleep(seconds)
     else:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--attacker",
-            *attack,
-            str(seconds),
+            *launcher(sys.executable, __file__, "--attacker", *attack, str(seconds)),
             stdout=subprocess.PIPE,
         )
         output, _ = await process.communicate()
         made = int(output.decode().strip() or 0)
     watch.stop()
     await watching
-    downs = [d for n, before in zip(nodes, downs_before, strict=True) for d in n.downs[before:]]
+    downs = [d for n, before in zip(nodes, downs_before, strict=True) for d in _downs(n)[before:]]
     return watch, made, downs
+
+
+def _downs(node: LabNode) -> list[NodeEvent]:
+    return [event for event in node.events() if event.kind == "down"]
 
 
 def mib(value: float) -> str:
@@ -234,15 +236,24 @@ async def main() -> None:
         print(await attacker(kind, host, int(port), int(count), float(seconds)))
         return
     load = OtherLoad()
-    async with NodeProcesses() as processes:
-        a, b = plan_nodes(2, 60, "atk")
-        names = [a.name, b.name]
+    async with node_lab() as lab:
+        planned = plan_nodes(2, 60, "atk")
+        names = [node.name for node in planned]
+        a, b = [
+            add_node(
+                lab, node, node_config(node, names, retry_interval_ms=200, net_tick_timeout=1.0)
+            )
+            for node in planned
+        ]
         for node in (a, b):
-            config = node_config(node, names, retry_interval_ms=200, net_tick_timeout=1.0)
-            await processes.start(node, config)
-        await processes.wait_listening([a, b], timeout=20)
-        while a.peers != {b.name} or b.peers != {a.name}:
-            await a.changed(0.1)
+            node.spawn()
+        await wait_listening([a, b], timeout=20)
+        await until(
+            lambda: log_peers(a) == {b.name} and log_peers(b) == {a.name},
+            timeout=20,
+            interval=0.1,
+            what="a and b connected",
+        )
         await asyncio.sleep(2)  # settle
         port = a.name.rsplit(":", 1)[1]
         http = str(a.http_port)
@@ -251,15 +262,15 @@ async def main() -> None:
             ("idle", None),
             (
                 f"{args.connections:,} unauthenticated connections, 4 KiB frame each, reconnecting",
-                ["whole", a.host, port, count],
+                ["whole", a.address, port, count],
             ),
             (
                 f"{args.connections:,} unauthenticated connections, 4 KiB frame held incomplete",
-                ["held", a.host, port, count],
+                ["held", a.address, port, count],
             ),
             (
                 f"{args.http_connections:,} idle HTTP connections attempted",
-                ["http", a.host, http, http_count],
+                ["http", a.address, http, http_count],
             ),
         ]
         rows = []

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -44,13 +43,8 @@ from typing import Any, Protocol
 
 import attrs
 import lab
-import yaml
 
-import pycluster
-
-# bench/ runs as scripts (their folder is on sys.path, for `import lab`); the lab's dnsmasq
-# and fake Kubernetes API server live in tests/lab, importable from the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# (importing lab made the repository root importable)
 from tests.lab.dnsmasq import Dnsmasq
 from tests.lab.kube_api import KubeApi, endpoint_slice, slice_endpoint
 
@@ -88,7 +82,7 @@ class Discovery(Protocol):
     async def publish(self, hosts: Sequence[str]) -> None:
         """List exactly ``hosts`` (returns once the change is live)."""
 
-    async def settled(self, nodes: Sequence[lab.NodeProcess], interval: float) -> None:
+    async def settled(self, nodes: Sequence[lab.LabNode], interval: float) -> None:
         """Return once every node's discovery has answered since the mesh formed (a node
         must have listed X before it drops X when X is removed)."""
 
@@ -115,7 +109,7 @@ class DnsRecords:
     async def publish(self, hosts: Sequence[str]) -> None:
         await self.dns.set_hosts({SERVICE: hosts})
 
-    async def settled(self, nodes: Sequence[lab.NodeProcess], interval: float) -> None:
+    async def settled(self, nodes: Sequence[lab.LabNode], interval: float) -> None:
         # Lookups carry no sign of who asked: two intervals cover every node's next one.
         await asyncio.sleep(2 * interval)
 
@@ -146,24 +140,19 @@ class ApiEndpoints:
         ]
         self.kube.put(endpoint_slice(SLICE, endpoints, namespace=NAMESPACE, labels=LABELS))
 
-    async def settled(self, nodes: Sequence[lab.NodeProcess], interval: float) -> None:
+    async def settled(self, nodes: Sequence[lab.LabNode], interval: float) -> None:
         if not self.watch:
             await asyncio.sleep(2 * interval)  # as for DNS: lists do not say who asked
             return
-        deadline = time.monotonic() + FORM_TIMEOUT
-        while self.kube.watch_count() < len(nodes):  # each watches from its own list
-            if time.monotonic() > deadline:
-                raise RuntimeError("the nodes do not all watch the API")
-            await asyncio.sleep(POLL_INTERVAL)
-
-
-def common_port(hosts: Sequence[str]) -> int:
-    """A port free on every host: the cluster's ``node.port`` (names carry no port)."""
-    for _ in range(100):
-        port = lab.free_port(hosts[0])
-        if all(_free(host, port) for host in hosts[1:]):
-            return port
-    raise RuntimeError(f"no port free on all of {', '.join(hosts)}")
+        try:  # each watches from its own list
+            await lab.until(
+                lambda: self.kube.watch_count() >= len(nodes),
+                timeout=FORM_TIMEOUT,
+                interval=POLL_INTERVAL,
+                what="every node watching",
+            )
+        except lab.NotWithin:
+            raise RuntimeError("the nodes do not all watch the API") from None
 
 
 def _http_port(host: str, node_port: int) -> int:
@@ -173,40 +162,31 @@ def _http_port(host: str, node_port: int) -> int:
     return port
 
 
-def _free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 async def measure(
     discovery: Discovery, hosts: Sequence[str], changes: int, interval_ms: float, seed: int
 ) -> list[Change]:
     """Start the nodes on ``discovery``, form the cluster, make ``changes`` changes."""
     interval = interval_ms / 1000
     rng = random.Random(seed)
-    port = common_port(hosts)
-    nodes = [lab.NodeProcess(f"app@{host}", host, _http_port(host, port)) for host in hosts]
-    names = {node.name for node in nodes}
-    full = {node.name: names - {node.name} for node in nodes}
+    # The cluster's node.port, free on every host (names carry no port).
+    port = lab.free_port(hosts[0], also=hosts[1:])
+    planned = [lab.Planned(f"app@{host}", host, port, _http_port(host, port)) for host in hosts]
+    names = {node.name for node in planned}
+    full = {node.name: names - {node.name} for node in planned}
     results = []
-    async with lab.NodeProcesses() as processes, lab.StatusPoller() as poller:
+    async with lab.node_lab() as node_lab, lab.StatusPoller() as poller:
         await discovery.publish(hosts)
-        for index, node in enumerate(nodes):
+        nodes = []
+        for index, plan in enumerate(planned):
             config = {
-                "node": {"name": node.name, "port": port, "http": {"port": node.http_port}},
+                "node": {"name": plan.name, "port": port, "http": {"port": plan.http_port}},
                 "topologies": {"bench": discovery.topology(interval_ms)},
             }
-            # Every name is app@ADDRESS, so each config is a file of its own here (the
-            # lab's write_config names files by what comes before "@").
-            pycluster.load_config(config, env={})  # errors name their key here, not in a child
-            path = processes.dir / f"app-{index + 1}.yaml"
-            path.write_text(yaml.safe_dump(config))
-            await processes.spawn(node, path)
-        await processes.wait_listening(nodes, START_TIMEOUT)
+            # Every name is app@ADDRESS: each node's files get a name of their own.
+            nodes.append(lab.add_node(node_lab, plan, config, stem=f"app-{index + 1}"))
+        for node in nodes:
+            node.spawn()
+        await lab.wait_listening(nodes, START_TIMEOUT)
         await poller.until(
             nodes,
             lambda node, peers: peers == full[node.name],
@@ -219,7 +199,7 @@ async def measure(
             out = nodes[index % len(nodes)]
             await asyncio.sleep(rng.uniform(0, interval))
             removing = time.time()
-            await discovery.publish([host for host in hosts if host != out.host])
+            await discovery.publish([host for host in hosts if host != out.address])
             gone = await poller.until(nodes, _without(out), interval=POLL_INTERVAL, timeout=timeout)
             removed = max(gone.values())
             await asyncio.sleep(rng.uniform(0, interval))
@@ -244,32 +224,37 @@ async def measure(
     return results
 
 
-def _without(out: lab.NodeProcess) -> Callable[[lab.NodeProcess, set[str]], bool]:
+def _without(out: lab.LabNode) -> Callable[[lab.LabNode, set[str]], bool]:
     """Whether a node's peers leave ``out`` out (``out`` itself: connected to none)."""
 
-    def done(node: lab.NodeProcess, peers: set[str]) -> bool:
+    def done(node: lab.LabNode, peers: set[str]) -> bool:
         return peers == set() if node is out else out.name not in peers
 
     return done
 
 
-async def _connected_by_logs(
-    nodes: Sequence[lab.NodeProcess], out: lab.NodeProcess, since: float
-) -> float:
-    """When (node clocks) the last "node up" line joining ``out`` to the others was logged,
-    after ``since`` (by then it was connected to none)."""
-    deadline = time.monotonic() + LOG_TIMEOUT
-    while True:
-        times = []
+async def _connected_by_logs(nodes: Sequence[lab.LabNode], out: lab.LabNode, since: float) -> float:
+    """When (node clocks) the last node up record joining ``out`` to the others was
+    logged, after ``since`` (by then it was connected to none)."""
+    times: list[float | None] = []
+
+    def logged() -> bool:
+        times.clear()
         for node in nodes:
             peers = {n.name for n in nodes if n is not node} if node is out else {out.name}
-            ups = {peer: at for at, peer in reversed(node.ups) if peer in peers and at >= since}
+            ups = {
+                e.peer: e.at
+                for e in reversed(node.events())
+                if e.kind == "up" and e.peer in peers and e.at >= since
+            }
             times.append(max(ups.values()) if len(ups) == len(peers) else None)
-        if all(t is not None for t in times):
-            return max(t for t in times if t is not None)
-        if time.monotonic() > deadline:
-            raise RuntimeError("/status showed the node back that the node logs do not")
-        await asyncio.sleep(0.05)
+        return all(t is not None for t in times)
+
+    try:
+        await lab.until(logged, timeout=LOG_TIMEOUT, interval=0.05, what="node up records")
+    except lab.NotWithin:
+        raise RuntimeError("/status showed the node back that the node logs do not") from None
+    return max(t for t in times if t is not None)
 
 
 @asynccontextmanager

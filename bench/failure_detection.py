@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import attrs
 import lab
@@ -57,21 +57,27 @@ class Detection:
 class Cluster:
     """Four running nodes, one of which can be signalled and then started again."""
 
-    def __init__(self, processes: lab.NodeProcesses, nodes: list[lab.NodeProcess]) -> None:
-        self.processes = processes
-        self.nodes = nodes
-        self.configs: dict[str, Path] = {}
+    def __init__(self, node_lab: lab.Lab, planned: list[lab.Planned]) -> None:
+        self.lab = node_lab
+        self.planned = {node.name: node for node in planned}
+        self.nodes: list[lab.LabNode] = []
+        self.configs: dict[str, dict[str, Any]] = {}
 
     async def start(self, net_tick_timeout: float, retry_interval_ms: float) -> None:
         """Start every node and wait for the full mesh."""
-        names = [node.name for node in self.nodes]
-        for node in self.nodes:
+        names = list(self.planned)
+        for planned in self.planned.values():
             config = lab.node_config(
-                node, names, retry_interval_ms=retry_interval_ms, net_tick_timeout=net_tick_timeout
+                planned,
+                names,
+                retry_interval_ms=retry_interval_ms,
+                net_tick_timeout=net_tick_timeout,
             )
-            self.configs[node.name] = self.processes.write_config(node, config)
-            await self.processes.spawn(node, self.configs[node.name])
-        await self.processes.wait_listening(self.nodes, 30.0)
+            self.configs[planned.name] = config
+            node = lab.add_node(self.lab, planned, config)
+            node.spawn()
+            self.nodes.append(node)
+        await lab.wait_listening(self.nodes, 30.0)
 
     async def formed(self, poller: lab.StatusPoller) -> None:
         """Wait until every node lists all the others."""
@@ -83,21 +89,20 @@ class Cluster:
             timeout=FORM_TIMEOUT,
         )
 
-    async def restart(self, victim: lab.NodeProcess) -> None:
+    async def restart(self, victim: lab.LabNode) -> None:
         """Make sure ``victim`` is gone, then run a fresh process under its name."""
-        assert victim.process is not None
-        if victim.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                victim.process.kill()  # also ends a SIGSTOPped process
-        await self.processes.stop([victim])
-        fresh = lab.NodeProcess(victim.name, victim.host, victim.http_port)
+        victim.send_signal(signal.SIGKILL)  # also ends a SIGSTOPped process
+        await self.lab.wait_exit(victim)
+        # The fresh process appends to the same log: it listens after what is there now.
+        mark = victim.log_size()
+        fresh = lab.add_node(self.lab, self.planned[victim.name], self.configs[victim.name])
         self.nodes[self.nodes.index(victim)] = fresh
-        await self.processes.spawn(fresh, self.configs[fresh.name])
-        await self.processes.wait_listening([fresh], 30.0)
+        fresh.spawn()
+        await lab.wait_listening([fresh], 30.0, since={fresh.name: mark})
 
 
 async def detect_once(
-    cluster: Cluster, poller: lab.StatusPoller, victim: lab.NodeProcess, signum: int
+    cluster: Cluster, poller: lab.StatusPoller, victim: lab.LabNode, signum: int
 ) -> Detection:
     """Signal ``victim``; return when the others dropped it, and the baseline."""
     others = [node for node in cluster.nodes if node is not victim]
@@ -134,12 +139,12 @@ async def detect_once(
 
 
 async def _hold_connection(
-    node: lab.NodeProcess,
+    node: lab.LabNode,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     """A kept-alive HTTP connection to ``node`` after one answered request."""
     try:
-        reader, writer = await asyncio.open_connection(node.host, node.http_port)
-        writer.write(f"GET /healthz HTTP/1.1\r\nHost: {node.host}\r\n\r\n".encode())
+        reader, writer = await asyncio.open_connection(node.address, node.http_port)
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: {node.address}\r\n\r\n".encode())
         headers = await reader.readuntil(b"\r\n\r\n")
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         return None
@@ -160,17 +165,20 @@ async def _wait_eof(reader: asyncio.StreamReader) -> float:
 
 
 async def _logged_down(
-    others: Sequence[lab.NodeProcess], victim: str, after: float
+    others: Sequence[lab.LabNode], victim: str, after: float
 ) -> list[tuple[float, str]]:
-    """Each other node's "node down victim" log line: (time, reason)."""
-    deadline = time.monotonic() + 5.0
-    while True:
-        downs = [node.down_at(victim, after - 0.002) for node in others]
-        if all(down is not None for down in downs):
-            return [down for down in downs if down is not None]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"/status dropped {victim} but a log has no 'node down' line")
-        await asyncio.sleep(0.02)
+    """Each other node's "node down victim" record: (time, reason)."""
+    downs: list[tuple[float, str] | None] = []
+
+    def logged() -> bool:
+        downs[:] = [lab.down_at(node, victim, after - 0.002) for node in others]
+        return all(down is not None for down in downs)
+
+    try:
+        await lab.until(logged, timeout=5.0, interval=0.02, what=f"every log has {victim} down")
+    except lab.NotWithin:
+        raise RuntimeError(f"/status dropped {victim} but a log has no node down record") from None
+    return [down for down in downs if down is not None]
 
 
 async def measure(
@@ -178,9 +186,9 @@ async def measure(
 ) -> dict[str, list[Detection]]:
     """All signals, ``trials`` times each, on a cluster with ``net_tick_timeout=timeout``."""
     results: dict[str, list[Detection]] = collections.defaultdict(list)
-    nodes = lab.plan_nodes(NODES, first_index, "fd")
-    async with lab.NodeProcesses() as processes, lab.StatusPoller() as poller:
-        cluster = Cluster(processes, nodes)
+    planned = lab.plan_nodes(NODES, first_index, "fd")
+    async with lab.node_lab() as node_lab, lab.StatusPoller() as poller:
+        cluster = Cluster(node_lab, planned)
         await cluster.start(timeout, retry_ms)
         await cluster.formed(poller)
         for label, signum in SIGNALS.items():

@@ -6,7 +6,7 @@ strategy listing all N nodes (short ``retry_interval``) and ``node.http.port`` s
 Measured per run, on one wall clock (all processes share the machine's clock):
 
 - start-up (the baseline): from spawning the first process until the last node's
-  "listening" log line. The line's timestamp is written by the node itself right after
+  "listening" log record. The record's timestamp is written by the node itself right after
   its TCP and HTTP servers are bound, so it needs no polling and is exact to 1 ms; polling
   ``/healthz`` instead would add the poll interval and load the CPUs the nodes start on.
 - formation: from that last "listening" line until every node's ``/status`` lists all the
@@ -48,21 +48,20 @@ class Formation:
 
 async def form_once(count: int, first_index: int, retry_interval_ms: float) -> Formation:
     """Start ``count`` nodes at once, wait for the full mesh, stop them."""
-    nodes = lab.plan_nodes(count, first_index, "form")
-    names = [node.name for node in nodes]
+    planned = lab.plan_nodes(count, first_index, "form")
+    names = [node.name for node in planned]
     expected = {name: set(names) - {name} for name in names}
-    async with lab.NodeProcesses() as processes, lab.StatusPoller() as poller:
-        configs = [
-            processes.write_config(
-                node, lab.node_config(node, names, retry_interval_ms=retry_interval_ms)
+    async with lab.node_lab() as node_lab, lab.StatusPoller() as poller:
+        nodes = [
+            lab.add_node(
+                node_lab, node, lab.node_config(node, names, retry_interval_ms=retry_interval_ms)
             )
-            for node in nodes
+            for node in planned
         ]
         spawned = time.time()
-        for node, config in zip(nodes, configs, strict=True):
-            await processes.spawn(node, config)
-        await processes.wait_listening(nodes, START_TIMEOUT)
-        last_listening = max(node.listening_at or 0.0 for node in nodes)
+        for node in nodes:
+            node.spawn()
+        last_listening = await lab.wait_listening(nodes, START_TIMEOUT)
         seen = await poller.until(
             nodes,
             lambda node, peers: peers == expected[node.name],
@@ -81,16 +80,19 @@ async def form_once(count: int, first_index: int, retry_interval_ms: float) -> F
     )
 
 
-async def _formed_by_logs(nodes: Sequence[lab.NodeProcess], expected: dict[str, set[str]]) -> float:
+async def _formed_by_logs(nodes: Sequence[lab.LabNode], expected: dict[str, set[str]]) -> float:
     """When the last node's log completed its view (logs may trail /status a little)."""
-    deadline = time.monotonic() + 5.0
-    while True:
-        times = [node.full_since(expected[node.name]) for node in nodes]
-        if all(t is not None for t in times):
-            return max(t for t in times if t is not None)
-        if time.monotonic() > deadline:
-            raise RuntimeError("/status showed a full mesh that the node logs do not")
-        await asyncio.sleep(0.05)
+    times: list[float | None] = []
+
+    def complete() -> bool:
+        times[:] = [lab.full_since(node, expected[node.name]) for node in nodes]
+        return all(t is not None for t in times)
+
+    try:
+        await lab.until(complete, timeout=5.0, interval=0.05, what="the logs show the mesh")
+    except lab.NotWithin:
+        raise RuntimeError("/status showed a full mesh that the node logs do not") from None
+    return max(t for t in times if t is not None)
 
 
 async def main(sizes: Sequence[int], runs: int, first_index: int, retry_ms: float) -> None:

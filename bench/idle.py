@@ -68,10 +68,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def loop_lag(session: aiohttp.ClientSession, node: lab.NodeProcess) -> float | None:
+async def loop_lag(session: aiohttp.ClientSession, node: lab.LabNode) -> float | None:
     """The node's last measured event loop lag, or None if it did not answer."""
     try:
-        async with session.get(f"http://{node.host}:{node.http_port}/metrics") as response:
+        async with session.get(node.url("/metrics")) as response:
             text = await response.text()
     except (aiohttp.ClientError, TimeoutError):
         return None
@@ -79,7 +79,7 @@ async def loop_lag(session: aiohttp.ClientSession, node: lab.NodeProcess) -> flo
     return float(match.group(1)) if match else None
 
 
-async def spawn_all(client: Node, nodes: Sequence[lab.NodeProcess], count: int, limit: int) -> None:
+async def spawn_all(client: Node, nodes: Sequence[lab.LabNode], count: int, limit: int) -> None:
     """Have the nodes spawn ``count`` ring-placed Counters, ``limit`` at a time."""
     gate = asyncio.Semaphore(limit)
 
@@ -103,7 +103,7 @@ async def spawn_all(client: Node, nodes: Sequence[lab.NodeProcess], count: int, 
     await asyncio.gather(*(spawn(i) for i in range(count)))
 
 
-async def settled(client: Node, nodes: Sequence[lab.NodeProcess], count: int) -> bool:
+async def settled(client: Node, nodes: Sequence[lab.LabNode], count: int) -> bool:
     """Whether every node holds all ``count`` names, each on its ring owner."""
     members = [node.name for node in nodes]
     owners = {f"idle-{i}": ring.owner(f"idle-{i}", members) for i in range(count)}
@@ -118,16 +118,17 @@ async def settled(client: Node, nodes: Sequence[lab.NodeProcess], count: int) ->
     return True
 
 
-async def measure(
-    client: Node, size: int, args: argparse.Namespace, processes: lab.NodeProcesses
-) -> Idle:
+async def measure(client: Node, size: int, args: argparse.Namespace, node_lab: lab.Lab) -> Idle:
     """Start a cluster, spawn ``size`` ring actors, measure it idle, stop it."""
-    nodes = lab.plan_nodes(NODES, args.first_index, f"idle{size}-")
-    names = [node.name for node in nodes]
+    planned = lab.plan_nodes(NODES, args.first_index, f"idle{size}-")
+    names = [node.name for node in planned]
+    nodes = [
+        lab.add_node(node_lab, node, lab.node_config(node, names, retry_interval_ms=500))
+        for node in planned
+    ]
     for node in nodes:
-        config = lab.node_config(node, names, retry_interval_ms=500)
-        await processes.start(node, config)
-    await processes.wait_listening(nodes, START_TIMEOUT)
+        node.spawn()
+    await lab.wait_listening(nodes, START_TIMEOUT)
     timeout = aiohttp.ClientTimeout(total=5.0)
     async with lab.StatusPoller() as poller, aiohttp.ClientSession(timeout=timeout) as session:
         await poller.until(
@@ -141,11 +142,15 @@ async def measure(
                 raise RuntimeError(f"the client cannot reach {node.name}")
         started = time.monotonic()
         await spawn_all(client, nodes, size, args.concurrency)
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while not await settled(client, nodes, size):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{size} ring actors not on their owners in time")
-            await asyncio.sleep(0.5)
+        try:
+            await lab.until(
+                lambda: settled(client, nodes, size),
+                timeout=SETTLE_TIMEOUT,
+                interval=0.5,
+                what="ring actors on their owners",
+            )
+        except lab.NotWithin:
+            raise RuntimeError(f"{size} ring actors not on their owners in time") from None
         spawned_in = time.monotonic() - started
         print(f"  {size} ring actors placed in {spawned_in:.1f} s; settling", file=sys.stderr)
         await asyncio.sleep(args.settle)
@@ -159,7 +164,7 @@ async def measure(
             lags.extend(lag for lag in answers if lag is not None)
         elapsed = time.monotonic() - began
         after = [cpu_seconds(node.pid) for node in nodes]
-    await processes.stop(nodes)
+    await node_lab.stop(nodes, timeout=lab.STOP_GRACE)
     cpu = tuple(100 * (b - a) / elapsed for a, b in zip(before, after, strict=True))
     return Idle(size, cpu, tuple(lags), spawned_in)
 
@@ -171,12 +176,12 @@ async def main(args: argparse.Namespace) -> None:
     load = lab.OtherLoad()
     results: list[Idle] = []
     config = load_config({"node": {"name": "idle-client@127.0.0.1"}}, env={})
-    async with lab.NodeProcesses() as processes:
-        client_node = Node(config, cookie=processes.cookie, hidden=True, handshake_timeout=5.0)
+    async with lab.node_lab() as node_lab:
+        client_node = Node(config, cookie=node_lab.cookie, hidden=True, handshake_timeout=5.0)
         async with client_node as client:
             for size in args.sizes:
                 print(f"{size} ring actors:", file=sys.stderr)
-                results.append(await measure(client, size, args, processes))
+                results.append(await measure(client, size, args, node_lab))
                 last = results[-1]
                 print(
                     "  CPU per node: " + ", ".join(f"{c:.2f} %" for c in last.cpu),

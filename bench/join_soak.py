@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -65,47 +66,52 @@ async def _view(client: Node, name: str) -> tuple[bool, list[str], dict[str, Any
     return bool(status["registry"]["synced"]), list(status["nodes"]), dict(names)
 
 
-async def _claim(client: Node, node: lab.NodeProcess, name: str) -> None:
+async def _claim(client: Node, node: lab.LabNode, name: str) -> None:
     """Claim ``name`` on ``node`` as soon as it listens, retrying while it cannot."""
     request = ["spawn", name, "pycluster.demo:Counter", [], {}, 5.0]
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
+
+    async def claimed() -> bool:
         try:
             if await client.connect(node.name):
                 await client.call(node.name, "$names", request, timeout=6)
-                return
+                return True
         except (NotConnected, TimeoutError, ConnectionError):
             pass
         except RemoteError as exc:
             # ClaimFailed while the arbiter's connection is still forming: claim again.
             if exc.type != "ClaimFailed":
                 raise
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{node.name}: could not claim {name!r}")
-        await asyncio.sleep(POLL_INTERVAL)
+        return False
+
+    try:
+        await lab.until(claimed, timeout=START_TIMEOUT, interval=POLL_INTERVAL, what=name)
+    except lab.NotWithin:
+        raise RuntimeError(f"{node.name}: could not claim {name!r}") from None
 
 
 async def trial_once(
     client: Node, size: int, first_index: int, trial: int, wedge_after: float
 ) -> Trial:
     """Start ``size`` nodes at once, claim a name on each, wait until ready, kill all."""
-    nodes = lab.plan_nodes(size, first_index, f"soak{trial}-")
-    names = [node.name for node in nodes]
+    planned = lab.plan_nodes(size, first_index, f"soak{trial}-")
+    names = [node.name for node in planned]
     claims = {f"claim-{i}" for i in range(size)}
-    async with lab.NodeProcesses(cookie=COOKIE) as processes:
-        configs = [
-            processes.write_config(
-                node, lab.node_config(node, names, retry_interval_ms=500, net_tick_timeout=2.0)
+    async with lab.node_lab(cookie=COOKIE) as node_lab:
+        nodes = [
+            lab.add_node(
+                node_lab,
+                node,
+                lab.node_config(node, names, retry_interval_ms=500, net_tick_timeout=2.0),
             )
-            for node in nodes
+            for node in planned
         ]
-        for node, config in zip(nodes, configs, strict=True):
-            await processes.spawn(node, config)
+        for node in nodes:
+            node.spawn()
         claiming = asyncio.gather(
             *(_claim(client, node, f"claim-{i}") for i, node in enumerate(nodes))
         )
         try:
-            await processes.wait_listening(nodes, START_TIMEOUT)
+            await lab.wait_listening(nodes, START_TIMEOUT)
         except BaseException:
             claiming.cancel()
             await asyncio.gather(claiming, return_exceptions=True)
@@ -135,9 +141,8 @@ async def trial_once(
         else:
             claiming.cancel()
         for node in nodes:  # every pod killed at once
-            if node.process is not None and node.process.returncode is None:
-                node.process.kill()
-        await processes.stop(nodes, grace=0.1)
+            node.send_signal(signal.SIGKILL)
+        await asyncio.gather(*(node_lab.wait_exit(node) for node in nodes))
     return Trial(mesh, registry)
 
 

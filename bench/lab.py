@@ -1,52 +1,87 @@
-"""What the benchmarks share: node processes on loopback addresses, their logs, tables.
+"""What the benchmarks share: the test lab's node processes, and tables.
 
-Each node is a real ``python -m pycluster run CONFIG`` process on its own 127.0.0.x address,
-as in the test lab. The benchmark reads every node's log (stderr) as it is written, so it
-knows, to the millisecond and without asking the node anything, when the node listened and
-when it saw each peer come and go: the log lines carry the node's own timestamp.
+Bench scripts run as ``python bench/NAME.py``, so their folder is on ``sys.path`` and the
+repository root is not: importing this module puts the root there (the one place that
+does), and the benchmarks use the one lab, ``tests/lab``, as the tests do.
 
-Cleanup: every process a benchmark starts is killed when the benchmark ends, however it
-ends. :class:`NodeProcesses` stops them on exit (SIGTERM, then SIGKILL), the benchmark's
-SIGTERM and Ctrl-C become a cancellation that runs that exit, and on Linux each child also
-gets ``PR_SET_PDEATHSIG`` so it dies even if the benchmark itself is killed with ``-9``.
+Each node is a real ``python -m pycluster run CONFIG`` process on its own 127.0.0.x
+address: a :class:`~tests.lab.LabNode` of a :class:`~tests.lab.Lab` in a temporary
+directory (``/tmp/pycluster-bench-*``), logging JSON lines to a file. The benchmark reads
+those records, so it knows, to the microsecond and without asking the node anything, when
+the node listened and when it saw each peer come and go: each record carries the node's
+own timestamp.
+
+Cleanup: every process a benchmark starts is stopped when the benchmark ends, however it
+ends. The lab stops its nodes on exit (SIGTERM, then SIGKILL), the benchmark's SIGTERM and
+Ctrl-C become a cancellation that runs that exit, and each child is started through the
+lab's launcher, so it dies even if the benchmark itself is killed with ``-9``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import datetime
 import functools
-import math
 import os
 import platform
-import re
 import resource
-import secrets
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
+import attrs
 
 import pycluster
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.lab import Lab, LabNode  # noqa: E402
+from tests.lab.node import NodeEvent, launcher  # noqa: E402
+from tests.lab.polling import NotWithin, until  # noqa: E402
+from tests.lab.ports import free_port  # noqa: E402
+from tests.lab.stats import percentile  # noqa: E402
+
+__all__ = [
+    "STOP_GRACE",
+    "Lab",
+    "LabNode",
+    "NodeEvent",
+    "NotWithin",
+    "OtherLoad",
+    "Planned",
+    "StatusPoller",
+    "add_node",
+    "down_at",
+    "free_port",
+    "full_since",
+    "goal",
+    "launcher",
+    "log_peers",
+    "loopback",
+    "machine",
+    "median",
+    "ms",
+    "node_config",
+    "node_lab",
+    "percentile",
+    "plan_nodes",
+    "run",
+    "table",
+    "until",
+    "wait_listening",
+]
+
 STOP_GRACE = 5.0
 """Seconds a node gets to leave after SIGTERM before it is killed."""
-
-_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+) (.*)$")
-_LISTENING = re.compile(r"^node (\S+) listening on ")
-_NODE_UP = re.compile(r"^(\S+): node up (\S+)$")
-_NODE_DOWN = re.compile(r"^(\S+): node down (\S+) \((.*)\)$")
 
 
 # -- addresses and ports ------------------------------------------------------------------
@@ -59,208 +94,56 @@ def loopback(index: int) -> str:
     return f"127.0.0.{index}"
 
 
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+@attrs.frozen
+class Planned:
+    """A node not declared yet: its name (port written out), address and ports."""
+
+    name: str
+    host: str
+    port: int
+    http_port: int
+
+
+def plan_nodes(count: int, first_index: int, prefix: str) -> list[Planned]:
+    """``count`` nodes, each on its own loopback address from ``127.0.0.<first_index>``."""
+    nodes = []
+    for i in range(count):
+        host = loopback(first_index + i)
+        port = free_port(host)
+        nodes.append(Planned(f"{prefix}{i + 1}@{host}:{port}", host, port, free_port(host)))
+    return nodes
 
 
 # -- node processes -----------------------------------------------------------------------
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get SIGKILL when this process dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return preexec
+@contextlib.asynccontextmanager
+async def node_lab(cookie: str | None = None) -> AsyncIterator[Lab]:
+    """A lab in a temporary directory; its processes are all gone when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="pycluster-bench-") as directory:
+        async with Lab.open(Path(directory), cookie=cookie) as opened:
+            yield opened
 
 
-class NodeProcess:
-    """One ``pycluster run`` process and what its log said, with the node's timestamps."""
-
-    def __init__(self, name: str, host: str, http_port: int | None) -> None:
-        self.name = name
-        self.host = host
-        self.http_port = http_port
-        self.process: asyncio.subprocess.Process | None = None
-        self.listening_at: float | None = None
-        """Wall-clock time (s) of the node's "listening" log line."""
-        self.peers: set[str] = set()
-        """Peers the node's log says are up right now."""
-        self.ups: list[tuple[float, str]] = []
-        self.downs: list[tuple[float, str, str]] = []
-        self.tail: list[str] = []
-        self._changed = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int:
-        """The process id (the process must have been started)."""
-        assert self.process is not None
-        return self.process.pid
-
-    @property
-    def status_url(self) -> str:
-        """The node's ``/status`` URL."""
-        return f"http://{self.host}:{self.http_port}/status"
-
-    def full_since(self, expected: set[str]) -> float | None:
-        """When (node's clock) the log last made ``peers`` equal ``expected``, if it is now."""
-        if self.peers != expected:
-            return None
-        return max((t for t, _ in self.ups), default=None)
-
-    def down_at(self, peer: str, after: float) -> tuple[float, str] | None:
-        """First logged ``node down peer`` at or after ``after``: (time, reason)."""
-        for at, who, reason in self.downs:
-            if who == peer and at >= after:
-                return at, reason
-        return None
-
-    async def changed(self, timeout: float) -> None:
-        """Wait until the log says something new (or ``timeout`` seconds)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        self._changed.clear()
-
-    def _follow(self, stream: asyncio.StreamReader) -> None:
-        self._reader = asyncio.create_task(self._read(stream), name=f"log {self.name}")
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        # Chunks, not readline(): a line longer than the stream's limit must not stop the
-        # reading, or the node would block writing its log into a full pipe.
-        pending = b""
-        while chunk := await stream.read(65536):
-            *lines, pending = (pending + chunk).split(b"\n")
-            pending = pending[-65536:]
-            for line in lines:
-                text = line.decode(errors="replace")
-                self.tail = [*self.tail[-40:], text]
-                self._parse(text)
-            self._changed.set()
-
-    def _parse(self, text: str) -> None:
-        match = _LOG_LINE.match(text)
-        if match is None:
-            return
-        stamp, _, _, message = match.groups()
-        at = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        if _LISTENING.match(message):
-            self.listening_at = at
-        elif up := _NODE_UP.match(message):
-            self.peers.add(up.group(2))
-            self.ups.append((at, up.group(2)))
-        elif down := _NODE_DOWN.match(message):
-            self.peers.discard(down.group(2))
-            self.downs.append((at, down.group(2), down.group(3)))
-
-
-class NodeProcesses:
-    """Starts node processes and guarantees they are gone when the ``async with`` ends."""
-
-    def __init__(self, cookie: str | None = None) -> None:
-        self.cookie = cookie or secrets.token_urlsafe(24)
-        self.nodes: list[NodeProcess] = []
-        self._tmp = tempfile.TemporaryDirectory(prefix="pycluster-bench-")
-        self.dir = Path(self._tmp.name)
-
-    async def __aenter__(self) -> NodeProcesses:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            await asyncio.shield(self.stop(self.nodes))
-        finally:
-            self._tmp.cleanup()
-
-    async def start(self, node: NodeProcess, config: dict[str, Any]) -> NodeProcess:
-        """Write ``config`` and run ``python -m pycluster run`` on it."""
-        return await self.spawn(node, self.write_config(node, config))
-
-    def write_config(self, node: NodeProcess, config: dict[str, Any]) -> Path:
-        """Validate ``config`` (errors name their key here, not in a child) and write it."""
-        pycluster.load_config(config, env={}, plugins=_plugins())
-        path = self.dir / f"{node.name.split('@')[0]}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
-
-    async def spawn(self, node: NodeProcess, config: Path) -> NodeProcess:
-        """Run ``python -m pycluster run CONFIG`` as ``node``, following its log."""
-        env = {**os.environ, "PYCLUSTER_COOKIE": self.cookie}
-        self.nodes.append(node)
-        node.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "pycluster", "run", str(config)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # the terminal's Ctrl-C is ours to handle, not theirs
-            preexec_fn=die_with_parent(),
-        )
-        assert node.process.stderr is not None
-        node._follow(node.process.stderr)
-        return node
-
-    async def stop(self, nodes: Iterable[NodeProcess], grace: float = STOP_GRACE) -> None:
-        """SIGTERM ``nodes`` (they leave gracefully), SIGKILL those still there after
-        ``grace`` seconds, and reap them all."""
-        running = [n for n in nodes if n.process is not None]
-        for node in running:
-            assert node.process is not None
-            if node.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    node.process.send_signal(signal.SIGTERM)
-                    node.process.send_signal(signal.SIGCONT)  # a SIGSTOPped node, too
-        waits = [n.process.wait() for n in running if n.process is not None]
-        try:
-            async with asyncio.timeout(grace):
-                await asyncio.gather(*waits)
-        except TimeoutError:
-            for node in running:
-                assert node.process is not None
-                if node.process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        node.process.kill()
-            await asyncio.gather(*(n.process.wait() for n in running if n.process is not None))
-        for node in running:
-            if node._reader is not None:
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await asyncio.wait_for(node._reader, 1.0)
-        for node in running:
-            if node in self.nodes:
-                self.nodes.remove(node)
-
-    async def wait_listening(self, nodes: Sequence[NodeProcess], timeout: float) -> None:
-        """Wait until every node logged "listening"; raise with its log if one did not."""
-        deadline = time.monotonic() + timeout
-        for node in nodes:
-            while node.listening_at is None:
-                assert node.process is not None
-                if node.process.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{node.name} did not start listening:\n" + _tail(node))
-                await node.changed(0.1)
-
-
-@functools.cache
-def _plugins() -> pycluster.Plugins:
-    return pycluster.Plugins.load()
-
-
-def _tail(node: NodeProcess) -> str:
-    return "\n".join("    " + line for line in node.tail[-15:]) or "    (no output)"
+def add_node(
+    lab: Lab, planned: Planned, config: dict[str, Any], stem: str | None = None
+) -> LabNode:
+    """Declare ``planned`` running ``config``, validated here first (errors name their
+    key here, not in a child); its files are named ``stem`` (see ``Lab.add``)."""
+    pycluster.load_config(config, env={}, plugins=_plugins())
+    return lab.add(
+        planned.name,
+        planned.host,
+        config,
+        port=planned.port,
+        http_port=planned.http_port,
+        verbose=False,
+        stem=stem,
+    )
 
 
 def node_config(
-    node: NodeProcess,
+    node: Planned,
     hosts: Sequence[str],
     *,
     retry_interval_ms: float,
@@ -281,14 +164,70 @@ def node_config(
     }
 
 
-def plan_nodes(count: int, first_index: int, prefix: str) -> list[NodeProcess]:
-    """``count`` nodes, each on its own loopback address from ``127.0.0.<first_index>``."""
-    nodes = []
-    for i in range(count):
-        host = loopback(first_index + i)
-        name = f"{prefix}{i + 1}@{host}:{free_port(host)}"
-        nodes.append(NodeProcess(name, host, free_port(host)))
-    return nodes
+async def wait_listening(
+    nodes: Sequence[LabNode], timeout: float, since: dict[str, int] | None = None
+) -> float:
+    """Wait until every node logged that it listens (after its log offset in ``since``);
+    raise with its log if one exits first. Returns when (wall clock) the last one did."""
+    marks = since or {}
+
+    def listening() -> bool:
+        for node in nodes:
+            if not node.running and node.listening(marks.get(node.name, 0)) is None:
+                raise RuntimeError(f"{node.name} exited before listening:\n{_tail(node)}")
+        return all(node.listening(marks.get(node.name, 0)) is not None for node in nodes)
+
+    try:
+        await until(listening, timeout=timeout, interval=0.02, what="every node listening")
+    except NotWithin:
+        late = [n for n in nodes if n.listening(marks.get(n.name, 0)) is None]
+        raise RuntimeError(
+            "did not start listening: " + "; ".join(f"{n.name}:\n{_tail(n)}" for n in late)
+        ) from None
+    return max(_listened(node, marks.get(node.name, 0)) for node in nodes)
+
+
+def _listened(node: LabNode, since: int) -> float:
+    listening = node.listening(since)
+    assert listening is not None
+    return listening.at
+
+
+def log_peers(node: LabNode) -> set[str]:
+    """The peers ``node``'s log says are up now."""
+    peers: set[str] = set()
+    for event in node.events():
+        if event.kind == "up":
+            peers.add(event.peer)
+        else:
+            peers.discard(event.peer)
+    return peers
+
+
+def full_since(node: LabNode, expected: set[str]) -> float | None:
+    """When (node's clock) the log last made its peers equal ``expected``, if it is now."""
+    if log_peers(node) != expected:
+        return None
+    return max((e.at for e in node.events() if e.kind == "up"), default=None)
+
+
+def down_at(node: LabNode, peer: str, after: float) -> tuple[float, str] | None:
+    """The first node down of ``peer`` ``node`` logged at or after ``after``: (time,
+    reason)."""
+    for event in node.events():
+        if event.kind == "down" and event.peer == peer and event.at >= after:
+            return event.at, event.reason or ""
+    return None
+
+
+@functools.cache
+def _plugins() -> pycluster.Plugins:
+    return pycluster.Plugins.load()
+
+
+def _tail(node: LabNode) -> str:
+    lines = node.log_text().splitlines()[-15:]
+    return "\n".join("    " + line for line in lines) or "    (no output)"
 
 
 # -- /status ------------------------------------------------------------------------------
@@ -311,11 +250,11 @@ class StatusPoller:
         if self._session is not None:
             await self._session.close()
 
-    async def peers(self, node: NodeProcess) -> set[str] | None:
+    async def peers(self, node: LabNode) -> set[str] | None:
         """The peers ``node`` lists in ``/status``; None if it did not answer."""
         assert self._session is not None
         try:
-            async with self._session.get(node.status_url) as response:
+            async with self._session.get(node.url("/status")) as response:
                 status = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
@@ -323,28 +262,31 @@ class StatusPoller:
 
     async def until(
         self,
-        nodes: Sequence[NodeProcess],
-        done: Callable[[NodeProcess, set[str]], bool],
+        nodes: Sequence[LabNode],
+        done: Callable[[LabNode, set[str]], bool],
         *,
         interval: float,
         timeout: float,
     ) -> dict[str, float]:
         """Poll the nodes not yet ``done`` together, every ``interval`` s; return when each
-        first answered ``done`` (wall clock, at the answer's arrival). Raises TimeoutError."""
+        first answered ``done`` (wall clock, at the answer's arrival). Raises NotWithin (a
+        TimeoutError)."""
         seen: dict[str, float] = {}
-        deadline = time.monotonic() + timeout
-        while len(seen) < len(nodes):
-            if time.monotonic() > deadline:
-                missing = [n.name for n in nodes if n.name not in seen]
-                raise TimeoutError(f"still waiting for {', '.join(missing)}")
+
+        async def all_done() -> bool:
             pending = [n for n in nodes if n.name not in seen]
             answers = await asyncio.gather(*(self.peers(n) for n in pending))
             now = time.time()
             for node, peers in zip(pending, answers, strict=True):
                 if peers is not None and done(node, peers):
                     seen[node.name] = now
-            if len(seen) < len(nodes):
-                await asyncio.sleep(interval)
+            return len(seen) == len(nodes)
+
+        try:
+            await until(all_done, timeout=timeout, interval=interval, what="every node done")
+        except NotWithin:
+            missing = ", ".join(n.name for n in nodes if n.name not in seen)
+            raise NotWithin(f"still waiting for {missing}") from None
         return seen
 
 
@@ -365,13 +307,6 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; every process this benchmark started is stopped", file=sys.stderr)
         sys.exit(130)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The ``fraction`` percentile (nearest rank) of ``values``."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 def median(values: Sequence[float]) -> float:

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import lab
+
 from pycluster import load_config
 from pycluster.actors import Actor
 from pycluster.node import Node
@@ -52,28 +54,17 @@ async def cluster(size: int) -> list[Node]:
     for n in nodes:
         await n.start()
     await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
-    await until(lambda: all(len(n.nodes()) == size - 1 and n.ready() for n in nodes))
+    await settled(lambda: all(len(n.nodes()) == size - 1 and n.ready() for n in nodes))
     return nodes
 
 
-async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
-    """Poll ``condition`` on every turn of the loop, for at most ``seconds``."""
-    deadline = time.perf_counter() + seconds
-    for _ in iter(int, 1):
-        if condition():
-            return
-        if time.perf_counter() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0)
+async def settled(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition`` holds, checked on every turn of the loop (30 s at most)."""
+    await lab.until(condition, timeout=30.0, interval=0, what="the registry settled")
 
 
 def _everywhere(nodes: list[Node], name: str, target: Any) -> bool:
     return all(n.registry.whereis(name) == target for n in nodes)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def rate(count: int, make: Callable[[int], Awaitable[Any]]) -> float:
@@ -139,7 +130,7 @@ async def main(args: argparse.Namespace) -> None:
 
         # A call through a name beside a call to the ref itself (the actor on another node).
         ref = await three[1].registry.spawn("target", Counter)
-        await until(lambda: first.registry.whereis("target") == ref)
+        await settled(lambda: first.registry.whereis("target") == ref)
         by_name, by_ref = [], []
         for _ in range(2000):
             started = time.perf_counter()
@@ -170,9 +161,9 @@ async def main(args: argparse.Namespace) -> None:
             target = five[0].actors.spawn(Counter)
             started = time.perf_counter()
             await five[0].registry.register(f"p{i}", target)
-            await until(functools.partial(_everywhere, five[1:], f"p{i}", target))
+            await settled(functools.partial(_everywhere, five[1:], f"p{i}", target))
             delays.append((time.perf_counter() - started) * 1e3)
-        p99 = percentile(delays, 0.99)
+        p99 = lab.percentile(delays, 0.99)
         goal = "met" if p99 <= 50 else "NOT met"
         lines.append(
             row(

@@ -198,13 +198,11 @@ class Server:
     async def __aenter__(self) -> Server:
         profile = ["--profile", str(self.profile_dir)] if self.profile_dir else []
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *(__file__, "--serve", self.host, *profile),
+            *lab.launcher(sys.executable, __file__, "--serve", self.host, *profile),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYCLUSTER_COOKIE": self.cookie},
-            start_new_session=True,
-            preexec_fn=lab.die_with_parent(),
+            start_new_session=True,  # the terminal's Ctrl-C is ours to handle, not its
         )
         assert self.process.stdout is not None
         try:

@@ -42,6 +42,8 @@ nitpick_ignore = [
     ("py:class", "collections.abc.Mapping"),
     ("py:class", "collections.abc.Sequence"),
     ("py:class", "collections.abc.Sized"),
+    ("py:class", "logging.Handler"),
+    ("py:class", "logging.LogRecord"),
     ("py:class", "random.Random"),
     ("py:class", "pycluster.codec.T"),
 ]

@@ -16,10 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pycluster.config import Config, ConfigError, ConfigIssue, checks, load_config
+from pycluster.config import Config, ConfigError, ConfigIssue, checks
+from pycluster.demo import run_demo
 from pycluster.errors import NotConnected
+from pycluster.logs import FORMATS, LogFormat, configure_logging
+from pycluster.node import Node
 from pycluster.nodename import DEFAULT_PORT
-from pycluster.plugins import PluginError
+from pycluster.plugins import PluginError, load_config
+from pycluster.status import ask_status
 from pycluster.throttle import Throttle
 
 EXIT_CONFIG = 2
@@ -42,9 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     quiet = args.run is not _run
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    configure_logging(
+        getattr(args, "log_format", "text"), level=logging.WARNING if quiet else logging.INFO
     )
     if args.verbose:
         # pycluster's own details (plugins log under pycluster_*); not every library's
@@ -72,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", metavar="CONFIG", help="path of the YAML config")
     run.add_argument("--name", help="node name, overriding node.name")
     run.add_argument("--port", type=int, help="cluster port, overriding node.port")
+    run.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="log lines as text (default) or as JSON objects, one a line",
+    )
     _cookie_arguments(run)
     run.set_defaults(run=_run)
 
@@ -175,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
         overrides["node.port"] = args.port
     config = load_config(args.config, overrides=overrides)
     cookie = cookie_from(args, config.node.cookie)
-    return asyncio.run(_run_node(config, cookie))
+    return asyncio.run(_run_node(config, cookie, args.log_format))
 
 
 def raise_fd_limit() -> None:
@@ -206,14 +215,13 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
                 "accept",
                 "the cluster port cannot accept connections (%s); retrying every second",
                 context.get("exception"),
+                extra={"event": "accept_failed", "port": "cluster"},
             )
 
     loop.set_exception_handler(handler)
 
 
-async def _run_node(config: Config, cookie: tuple[str, ...]) -> int:
-    from pycluster.node import Node
-
+async def _run_node(config: Config, cookie: tuple[str, ...], log_format: LogFormat) -> int:
     raise_fd_limit()
     quiet_accept_errors(asyncio.get_running_loop())
     stop = asyncio.Event()
@@ -221,6 +229,7 @@ async def _run_node(config: Config, cookie: tuple[str, ...]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     node = Node(config, cookie=cookie)
+    configure_logging(log_format, node=node.name, level=logging.getLogger().level)
     try:
         await node.start()
     except OSError as exc:
@@ -229,7 +238,7 @@ async def _run_node(config: Config, cookie: tuple[str, ...]) -> int:
         return EXIT_UNREACHABLE
     try:
         await stop.wait()
-        log.info("%s: leaving the cluster", node.name)
+        log.info("%s: leaving the cluster", node.name, extra={"event": "leaving"})
     finally:
         await node.stop()
     return 0
@@ -256,34 +265,6 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def ask_status(
-    node: str,
-    cookie: str | tuple[str, ...],
-    *,
-    port: int = DEFAULT_PORT,
-    timeout: float = 5.0,
-) -> dict[str, Any]:
-    """Connect to ``node`` as a hidden client and return its status.
-
-    ``node`` may be written in any form of the node's name; ``port`` is what a name
-    without a port means (the cluster's ``node.port``). The handshake compares names with
-    their ports written out, so a name that spells out the node's port works whatever
-    ``port`` is.
-    """
-    from pycluster.node import STATUS_MAILBOX, Node
-
-    config = load_config(
-        {"node": {"name": f"pycluster-status-{os.getpid()}@localhost", "port": port}}, env={}
-    )
-    async with Node(config, cookie=cookie, hidden=True, handshake_timeout=timeout) as client:
-        if not await client.connect(node):
-            raise NotConnected(f"could not connect to {node} (see the log above)")
-        status: dict[str, Any] = await client.call(node, STATUS_MAILBOX, None, timeout=timeout)
-        return status
-
-
 def _demo(args: argparse.Namespace) -> int:
-    from pycluster.demo import run_demo
-
     status: int = asyncio.run(run_demo(args.nodes))
     return status

@@ -25,11 +25,11 @@ from typing import Any
 import yaml
 
 from pycluster.actors import Actor
-from pycluster.cli import COOKIE_ENV, ask_status
-from pycluster.config import load_config
 from pycluster.errors import NotConnected
 from pycluster.node import Node
+from pycluster.plugins import load_config
 from pycluster.registry import AlreadyStarted
+from pycluster.status import ask_status
 
 FORM_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
@@ -148,15 +148,16 @@ async def _start(name: str, runtime: Path, tmp: Path, cookie: str) -> asyncio.su
     }
     path = tmp / f"{name.split('@')[0]}.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, COOKIE_ENV: cookie}
+    cookie_file = tmp / "cookie"  # readable by this user only: a flag would show in ps
+    cookie_file.touch(mode=0o600)
+    cookie_file.write_text(cookie)
     with (tmp / f"{name.split('@')[0]}.log").open("wb") as log:
         return await asyncio.create_subprocess_exec(
             sys.executable,
-            *("-m", "pycluster", "run", str(path)),
+            *("-m", "pycluster", "run", str(path), "--cookie-file", str(cookie_file)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env=env,
         )
 
 

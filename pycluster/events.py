@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
+
+
+class Notifier(Protocol):
+    """What tells the plugins about an event (:class:`~pycluster.Plugins` is one)."""
+
+    def notify(self, hook_name: str, event: object) -> None: ...
 
 
 @attrs.frozen

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import pluggy
+# Private: plugins mark implementations with the public ``pycluster.hookimpl``.
+from pycluster.hooks import _hookspec
 
 if TYPE_CHECKING:
     from pycluster.events import (
@@ -25,9 +26,6 @@ if TYPE_CHECKING:
     )
     from pycluster.registry import Entry, RegistryBackend
     from pycluster.strategy import Strategy
-
-# Private: plugins mark implementations with the public ``pycluster.hookimpl``.
-_hookspec = pluggy.HookspecMarker("pycluster")
 
 
 @_hookspec

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pycluster.events import NodeDown, NodeUp
+from pycluster.events import NodeDown, NodeUp, Notifier
 from pycluster.nodename import DEFAULT_PORT, parse_node_name
-from pycluster.plugins import Plugins
 
 
 class Membership(Protocol):
@@ -67,7 +66,7 @@ class InMemoryNetwork:
     any written form of a name may be passed.
     """
 
-    def __init__(self, plugins: Plugins | None = None, *, port: int = DEFAULT_PORT) -> None:
+    def __init__(self, plugins: Notifier | None = None, *, port: int = DEFAULT_PORT) -> None:
         self._links: dict[str, set[str]] = {}
         self._reachable: dict[str, bool] = {}
         self._plugins = plugins

@@ -29,7 +29,7 @@ from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
 from pycluster.registry import Registry
 from pycluster.registry.refs import Entry, first_claim_wins
-from pycluster.supervisor import RestartPolicy, Supervisor
+from pycluster.supervisor import Supervisor, TopologyRestartPolicy
 from pycluster.transport.handshake import cookie_key
 from pycluster.transport.memory import MemoryNetwork, MemoryTransport
 from pycluster.transport.mesh import (
@@ -95,7 +95,7 @@ class Node:
         *,
         cookie: str | Sequence[str] | None = None,
         plugins: Plugins | None = None,
-        policy: RestartPolicy | None = None,
+        policy: TopologyRestartPolicy | None = None,
         hidden: bool = False,
         handshake_timeout: float = 5.0,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
@@ -201,12 +201,17 @@ class Node:
         await transport.start()
         await self.registry.start()
         await self.supervisor.start()
-        where = (
-            f"{transport.listen_host or '*'}:{transport.listen_port}"
-            if isinstance(transport, TcpMesh)
-            else "an in-memory network"
-        )
-        log.info("node %s listening on %s", self.name, where)
+        if isinstance(transport, TcpMesh):
+            host, port = transport.listen_host or "*", transport.listen_port
+            log.info(
+                "node %s listening on %s:%s",
+                self.name,
+                host,
+                port,
+                extra={"event": "listening", "host": host, "port": port},
+            )
+        else:
+            log.info("node %s is on an in-memory network", self.name)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Leave the cluster: stop the topologies, tell every peer, close everything."""

@@ -1,25 +1,25 @@
-"""Loading plugins: the built-in ones first, then the ``pycluster`` entry-point group."""
+"""Loading plugins (the built-in ones first, then the ``pycluster`` entry-point group), and
+loading a config validated by them."""
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
 from pycluster import hookspecs
+from pycluster.config import Config, load
+from pycluster.hooks import PROJECT
 
 if TYPE_CHECKING:
     from pycluster.registry import RegistryBackend
     from pycluster.strategy import Strategy
 
-PROJECT = "pycluster"
 ENTRY_POINT_GROUP = "pycluster"
-
-hookimpl = pluggy.HookimplMarker(PROJECT)
-"""Marks a plugin's hook implementations: ``@pycluster.hookimpl``."""
 
 # Built-in behaviour is registered like any third-party plugin, through the same hooks.
 BUILTIN_PLUGINS: tuple[str, ...] = ("pycluster.strategies", "pycluster.registry")
@@ -138,3 +138,26 @@ class _Call(NamedTuple):
 
     owner: str
     hook: pluggy.HookCaller
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    plugins: Plugins | None = None,
+) -> Config:
+    """Load and validate a whole config, from a YAML file path or an already parsed dict.
+
+    ``env`` (default: the process environment) feeds ``${VAR}`` interpolation; ``overrides``
+    maps dotted keys (``node.name``) to values that replace the file's, as command-line flags
+    do. Strategy and backend configs are validated by the classes the plugins register
+    (``plugins``, default: the installed ones). Raises :class:`~pycluster.ConfigError`
+    listing every problem found.
+    """
+    return load.load_config(
+        source,
+        env=env,
+        overrides=overrides,
+        plugins=plugins if plugins is not None else Plugins.load(),
+    )

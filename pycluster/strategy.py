@@ -23,10 +23,9 @@ from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any, ClassVar
 
 from pycluster.discovery import Plan, plan
-from pycluster.events import TopologyConnect, TopologyDisconnect
+from pycluster.events import Notifier, TopologyConnect, TopologyDisconnect
 from pycluster.membership import Membership
 from pycluster.metrics import NodeMetrics
-from pycluster.plugins import Plugins
 from pycluster.throttle import Throttle
 
 FAILURES_MEMORY = 1024
@@ -58,10 +57,12 @@ class Strategy(abc.ABC):
 
 
 class TopologyLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes every line with ``[pycluster:TOPOLOGY]``, as libcluster does."""
+    """Prefixes every line with ``[pycluster:TOPOLOGY]``, as libcluster does, and gives
+    every record a ``topology`` field, besides the event fields of the call's ``extra``."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         assert self.extra is not None
+        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
         return f"[pycluster:{self.extra['topology']}] {msg}", kwargs
 
 
@@ -74,7 +75,7 @@ class Topology:
         strategy: str,
         config: Any,
         membership: Membership,
-        plugins: Plugins,
+        plugins: Notifier,
         stopping: asyncio.Event,
         metrics: NodeMetrics | None = None,
     ) -> None:
@@ -88,6 +89,7 @@ class Topology:
         self._metrics = metrics
         self._failures: dict[str, int] = {}
         self._problem: str | None = None
+        self._reason: str | None = None
         self._repeats = 0
         self._since = self._summarised = 0.0
         self._bad_names = Throttle(PROBLEM_SUMMARY_INTERVAL)
@@ -130,7 +132,13 @@ class Topology:
                 repeats = self._bad_names.admit("bad_name")
                 if repeats is not None:
                     more = f" ({repeats} more since the last report)" if repeats else ""
-                    self.log.warning("skipped %.200r: not a node name (%.200s)%s", node, exc, more)
+                    self.log.warning(
+                        "skipped %.200r: not a node name (%.200s)%s",
+                        node,
+                        exc,
+                        more,
+                        extra={"event": "bad_name", "input": node[:200], "repeats": repeats},
+                    )
         return names
 
     def list_nodes(self) -> list[str]:
@@ -151,11 +159,13 @@ class Topology:
         if self._metrics is not None:
             self._metrics.discovery_dropped.labels(self.name, reason).inc()
 
-    def problem(self, message: str | None) -> None:
+    def problem(self, message: str | None, *, reason: str | None = None) -> None:
         """Report discovery's current problem (None: none), on every attempt.
 
         A problem is logged when it first appears or changes; while it repeats, a summary
         at most every ``PROBLEM_SUMMARY_INTERVAL`` seconds; recovery once, with the count.
+        ``reason`` is a short, fixed word naming the kind of problem (``unreadable``,
+        ``nxdomain``...), the ``reason`` field of those records (never text from the input).
         """
         now = time.monotonic()
         if message == self._problem:
@@ -167,6 +177,12 @@ class Topology:
                         message,
                         self._repeats,
                         now - self._since,
+                        extra={
+                            "event": "discovery_still_failing",
+                            "problem": message,
+                            "reason": self._reason,
+                            "failed_attempts": self._repeats,
+                        },
                     )
                     self._summarised = now
             return
@@ -176,10 +192,20 @@ class Topology:
                 self._repeats,
                 now - self._since,
                 self._problem,
+                extra={
+                    "event": "discovery_recovered",
+                    "problem": self._problem,
+                    "reason": self._reason,
+                    "failed_attempts": self._repeats,
+                },
             )
         else:
-            self.log.warning("%s", message)
-        self._problem = message
+            self.log.warning(
+                "%s",
+                message,
+                extra={"event": "discovery_problem", "problem": message, "reason": reason},
+            )
+        self._problem, self._reason = message, reason
         self._repeats, self._since, self._summarised = 1, now, now
 
     async def sleep(self, seconds: float) -> bool:
@@ -220,7 +246,12 @@ class Topology:
             self._metrics.connect_result(self.name, ok)
         if ok:
             if failures:
-                self.log.info("connected to %s after %d failed attempts", node, failures)
+                self.log.info(
+                    "connected to %s after %d failed attempts",
+                    node,
+                    failures,
+                    extra={"event": "connected", "peer": node, "failed_attempts": failures},
+                )
             self._failures.pop(node, None)
         elif self._membership.left(node):
             self.log.debug("not reconnecting %s: it left the cluster", node)
@@ -231,7 +262,13 @@ class Topology:
                 self._failures.clear()
             self._failures[node] = failures + 1
             level = logging.WARNING if failures == 0 else logging.DEBUG
-            self.log.log(level, "cannot connect to %s (%s); will retry", node, reason)
+            self.log.log(
+                level,
+                "cannot connect to %s (%s); will retry",
+                node,
+                reason,
+                extra={"event": "connect_failed", "peer": node, "error": reason},
+            )
         return ok
 
     async def disconnect(self, nodes: Iterable[str]) -> list[str]:
@@ -242,7 +279,11 @@ class Topology:
                 dropped.append(node)
                 if self._metrics is not None:
                     self._metrics.disconnects.labels(self.name).inc()
-                self.log.info("disconnected %s: discovery no longer lists it", node)
+                self.log.info(
+                    "disconnected %s: discovery no longer lists it",
+                    node,
+                    extra={"event": "disconnected", "peer": node},
+                )
                 self._plugins.notify(
                     "pycluster_topology_disconnect",
                     TopologyDisconnect(self.self_name, self.name, node),
@@ -260,7 +301,13 @@ class Topology:
         connected = self._membership.nodes()
         for node in self._failures.keys() & set(connected):
             # Reached meanwhile (the peer dialled us): its next failure is news again.
-            self.log.info("connected to %s after %d failed attempts", node, self._failures[node])
+            failures = self._failures[node]
+            self.log.info(
+                "connected to %s after %d failed attempts",
+                node,
+                failures,
+                extra={"event": "connected", "peer": node, "failed_attempts": failures},
+            )
             del self._failures[node]
         decision = plan(
             None if answer is None else self._canonical(answer),

@@ -21,6 +21,7 @@ import attrs
 
 from pycluster.config import TopologyConfig
 from pycluster.events import StrategyCrashed
+from pycluster.logs import current_topology
 from pycluster.membership import Membership
 from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
@@ -32,7 +33,7 @@ State = Literal["starting", "running", "restarting", "failed", "stopped", "aband
 
 
 @attrs.frozen(kw_only=True)
-class RestartPolicy:
+class TopologyRestartPolicy:
     """How crashed strategies are restarted (OTP-style intensity: max_restarts per window)."""
 
     initial_delay: float = 0.5
@@ -86,13 +87,13 @@ class Supervisor:
         *,
         membership: Membership,
         plugins: Plugins,
-        policy: RestartPolicy | None = None,
+        policy: TopologyRestartPolicy | None = None,
         rng: random.Random | None = None,
         metrics: NodeMetrics | None = None,
     ) -> None:
         self._plugins = plugins
         self._membership = membership
-        self._policy = policy or RestartPolicy()
+        self._policy = policy or TopologyRestartPolicy()
         self._rng = rng or random.Random()
         self._stopping = asyncio.Event()
         strategies = plugins.strategies()
@@ -146,10 +147,18 @@ class Supervisor:
             task.cancel()
         if pending:
             _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
-        for run in self._runs.values():
+        for name, run in self._runs.items():
             if run.task in pending:
                 run.state = "abandoned"
-                log.error("strategy task %s ignored cancellation; abandoned", run.task.get_name())
+                log.error(
+                    "strategy task %s ignored cancellation; abandoned",
+                    run.task.get_name(),
+                    extra={
+                        "event": "strategy_abandoned",
+                        "topology": name,
+                        "strategy": run.strategy.name,
+                    },
+                )
             elif run.state != "failed":
                 run.state = "stopped"
 
@@ -162,6 +171,8 @@ class Supervisor:
 
     async def _supervise(self, run: _Supervised) -> None:
         topology, policy = run.topology, self._policy
+        # This task's records, and those of the tasks its strategy starts, name the topology.
+        current_topology.set(topology.name)
         crashes: collections.deque[float] = collections.deque()
         attempt = 0
         while not self._stopping.is_set():
@@ -193,6 +204,11 @@ class Supervisor:
                         delay,
                     ),
                 )
+                fields = {
+                    "strategy": run.strategy.name,
+                    "error": run.last_error,
+                    "crashes": run.crashes,
+                }
                 if delay is None:
                     run.state = "failed"
                     topology.log.error(
@@ -202,6 +218,7 @@ class Supervisor:
                         policy.window,
                         run.last_error,
                         exc_info=exc,
+                        extra={"event": "strategy_failed", **fields},
                     )
                     return
                 run.state = "restarting"
@@ -212,13 +229,18 @@ class Supervisor:
                     run.crashes,
                     delay,
                     exc_info=exc if attempt == 0 else None,
+                    extra={"event": "strategy_crashed", **fields, "restart_in": delay},
                 )
                 attempt += 1
                 if not await topology.sleep(delay):
                     break
             else:
                 if not self._stopping.is_set():
-                    topology.log.info("strategy %s finished", run.strategy.name)
+                    topology.log.info(
+                        "strategy %s finished",
+                        run.strategy.name,
+                        extra={"event": "strategy_finished", "strategy": run.strategy.name},
+                    )
                 break
         if run.state != "failed":
             run.state = "stopped"

@@ -30,12 +30,23 @@ from typing import Any
 import attrs
 
 from pycluster.actors import Actor
-from pycluster.config import load_config
 from pycluster.node import Node
+from pycluster.plugins import load_config
 from pycluster.registry import ActorRef, AlreadyRegistered, AlreadyStarted, NotRegistered
+from pycluster.supervisor import Supervisor
 from pycluster.transport.memory import MemoryNetwork
 
-__all__ = ["CONTRACT", "Cluster", "ContractCheck", "ContractCounter", "cluster", "until"]
+__all__ = [
+    "CONTRACT",
+    "Cluster",
+    "ContractCheck",
+    "ContractCounter",
+    "Supervisor",
+    "cluster",
+    "until",
+]
+"""``Supervisor`` runs a config's topologies over a membership, such as an
+:class:`~pycluster.InMemoryNetwork`'s: how a strategy plugin's tests run it."""
 
 FORM_TIMEOUT = 10.0
 """Seconds a cluster has to mesh and sync (on entering, and in heal())."""

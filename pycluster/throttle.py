@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 
 
 class Throttle:
@@ -55,18 +55,20 @@ class Throttle:
         message: str,
         *args: object,
         quiet: int | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         """Log ``message`` as a warning if ``key`` is admitted, saying how many repeats it
-        stands for; else at level ``quiet`` (None: not at all, when strangers set the pace
-        of the repeats)."""
+        stands for (also as the record's ``repeats`` field); else at level ``quiet`` (None:
+        not at all, when strangers set the pace of the repeats). ``extra`` holds the
+        record's event fields."""
         repeats = self.admit(key)
         if repeats is None:
             if quiet is not None:
-                logger.log(quiet, message, *args)
+                logger.log(quiet, message, *args, extra=extra)
             return
         if repeats:
             message += f" ({repeats} more since the last report)"
-        logger.warning(message, *args)
+        logger.warning(message, *args, extra={**(extra or {}), "repeats": repeats})
 
     def __len__(self) -> int:
         """Keys remembered (at most ``size``)."""

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,9 @@ from hypothesis import settings
 if TYPE_CHECKING:
     from pycluster import Node
 
-from pycluster import InMemoryNetwork, Plugins, RestartPolicy, Supervisor, load_config
+from pycluster import InMemoryNetwork, Plugins, TopologyRestartPolicy, load_config
+from pycluster.supervisor import Supervisor
+from tests.lab.polling import until
 
 # Example timing is not what the property tests check; on a loaded 2-core CI machine a
 # per-example deadline only makes them flaky.
@@ -37,19 +39,33 @@ def supervisor_for(
         config.topologies,
         membership=network.join(name),
         plugins=plugins,
-        policy=RestartPolicy(initial_delay=0.01),
+        policy=TopologyRestartPolicy(initial_delay=0.01),
     )
 
 
-async def eventually(
-    condition: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.005
-) -> None:
-    """Poll ``condition`` until it holds; fail the test if it does not within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+eventually = until
+"""Poll a condition until it holds; fail the test if it does not in time (the lab's one
+polling helper, :func:`tests.lab.polling.until`, under the name the unit tests know)."""
+
+
+def logged(caplog: pytest.LogCaptureFixture, **fields: Any) -> list[logging.LogRecord]:
+    """The captured records that have all ``fields`` (``extra=`` event fields, or record
+    attributes such as ``levelno`` and ``name``), in order."""
+    missing = object()
+    return [
+        record
+        for record in caplog.records
+        if all(getattr(record, key, missing) == value for key, value in fields.items())
+    ]
+
+
+def crashes(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The captured records of a strategy that crashed (restarted, or its topology failed)."""
+    return [
+        record
+        for record in caplog.records
+        if getattr(record, "event", None) in ("strategy_crashed", "strategy_failed")
+    ]
 
 
 @pytest.fixture

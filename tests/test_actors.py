@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pycluster import load_config
-from pycluster.actors import Actor, ActorCrashed, Actors, NoSuchActor, RestartPolicy
+from pycluster.actors import Actor, ActorCrashed, ActorRestartPolicy, Actors, NoSuchActor
 from pycluster.node import Node
 from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually
@@ -70,7 +70,7 @@ async def test_a_crash_reaches_the_caller_and_a_temporary_actor_ends(actors: Act
 
 
 async def test_a_permanent_actor_restarts_with_fresh_state_until_the_limit(actors: Actors) -> None:
-    policy = RestartPolicy(restart="permanent", max_restarts=2, window=60)
+    policy = ActorRestartPolicy(restart="permanent", max_restarts=2, window=60)
     ref = actors.spawn(Counter, 1, policy=policy)
     await actors.call(ref, "increment")
     before = Counter.instances
@@ -86,10 +86,10 @@ async def test_a_permanent_actor_restarts_with_fresh_state_until_the_limit(actor
 
 
 async def test_transient_restarts_only_after_a_crash(actors: Actors) -> None:
-    ref = actors.spawn(Counter, policy=RestartPolicy(restart="transient"))
+    ref = actors.spawn(Counter, policy=ActorRestartPolicy(restart="transient"))
     await actors.cast(ref, "quit")
     assert await actors.wait(ref) == "normal"
-    permanent = actors.spawn(Counter, policy=RestartPolicy(restart="permanent"))
+    permanent = actors.spawn(Counter, policy=ActorRestartPolicy(restart="permanent"))
     await actors.cast(permanent, "quit")
     await eventually(lambda: permanent in actors.refs())
     assert await actors.call(permanent, "value") == 0

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import run_cli
+from tests.lab.node import parse_records
+from tests.lab.polling import until
 
 
 def test_check_accepts_a_valid_config(tmp_path: Path) -> None:
@@ -120,50 +122,60 @@ def write_config(tmp_path: Path, name: str, extra: str = "") -> Path:
     return path
 
 
-def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
+async def test_run_status_and_graceful_stop(tmp_path: Path) -> None:
     name = "solo@127.0.1.20"
     config = write_config(tmp_path, name)
     cookie_file = tmp_path / "cookie"
     cookie_file.write_text("  s3cret-cookie-for-tests\n")  # whitespace is no part of it
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pycluster", "run", str(config), "--cookie-file", str(cookie_file)],
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "pycluster", "run", str(config)),
+        *("--cookie-file", str(cookie_file), "--log-format", "json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
+
+    async def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(run_cli, "status", "--node", name, *args)
+
+    right = ("--cookie", "s3cret-cookie-for-tests")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            status = run_cli(
-                "status", "--node", name, "--cookie", "s3cret-cookie-for-tests", "--json"
-            )
-            if status.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)  # polling a process that is starting, with a deadline
-        assert status.returncode == 0, status.stderr
-        view = json.loads(status.stdout)
+        answered = None
+
+        async def answers() -> bool:
+            nonlocal answered
+            answered = await status(*right, "--json")
+            return answered.returncode == 0
+
+        await until(answers, timeout=20, interval=0.05, what=f"{name} answers")
+        assert answered is not None
+        view = json.loads(answered.stdout)
         assert view == {
             "node": name,
             "nodes": [],
             "topologies": {},
             "registry": {"backend": "crdt", "names": 0, "synced": True},
         }
-        with urllib.request.urlopen("http://127.0.1.20:9201/status", timeout=5) as response:
-            assert json.load(response) == view
-        wrong = run_cli("status", "--node", name, "--cookie", "wrong-cookie-for-tests")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get("http://127.0.1.20:9201/status") as response,
+        ):
+            assert await response.json() == view
+        wrong = await status("--cookie", "wrong-cookie-for-tests")
         assert wrong.returncode == 1
         assert "cookie mismatch" in wrong.stderr
         assert "s3cret" not in wrong.stderr
-        human = run_cli("status", "--node", name, "--cookie", "s3cret-cookie-for-tests")
+        human = await status(*right)
         assert human.stdout.splitlines() == [
             f"{name} sees 0 node(s)",
             "registry: crdt, 0 name(s), synced",
         ]
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=20)
+        written, _ = await asyncio.wait_for(process.communicate(), 20)
+    output = written.decode()
     assert process.returncode == 0, output
-    assert "leaving the cluster" in output
+    (leaving,) = [r for r in parse_records(output) if r.get("event") == "leaving"]
+    assert (leaving["logger"], leaving["level"], leaving["node"]) == ("pycluster.cli", "INFO", name)
     assert "s3cret" not in output
 
 

@@ -2,59 +2,56 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.lab.polling import until
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def get_json(url: str, deadline: float) -> dict[str, object]:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                data: dict[str, object] = json.load(response)
-                return data
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)  # the server is starting: poll until the deadline
+async def get_json(url: str) -> dict[str, Any] | None:
+    """The JSON at ``url``, or None while the server is not answering."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            session.get(url) as response,
+        ):
+            data: dict[str, Any] = await response.json()
+            return data
+    except (aiohttp.ClientError, TimeoutError):
+        return None
 
 
-def test_two_embedded_nodes_form_a_cluster_and_call_each_other() -> None:
+async def test_two_embedded_nodes_form_a_cluster_and_call_each_other() -> None:
     env = {**os.environ, "PYCLUSTER_COOKIE": "example-cookie-0123456789"}
     names = ["web1@127.0.1.30", "web2@127.0.1.31"]
     processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(EXAMPLES / "embedded.py"),
-                "--name",
-                me,
-                "--peers",
-                peer,
-                "--http-port",
-                "8181",
-            ],
+        await asyncio.create_subprocess_exec(
+            *(sys.executable, str(EXAMPLES / "embedded.py")),
+            *("--name", me, "--peers", peer, "--http-port", "8181"),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
         )
         for me, peer in (names, names[::-1])
     ]
+    view: dict[str, Any] | None = None
+
+    async def meshed() -> bool:
+        nonlocal view
+        view = await get_json("http://127.0.1.30:8181/cluster")
+        return view is not None and view["nodes"] == [names[1]]
+
     try:
-        deadline = time.monotonic() + 30
-        view = get_json("http://127.0.1.30:8181/cluster", deadline)
-        while view["nodes"] != [names[1]] and time.monotonic() < deadline:
-            time.sleep(0.05)
-            view = get_json("http://127.0.1.30:8181/cluster", deadline)
+        await until(meshed, timeout=30, interval=0.05, what="web1 lists web2")
         assert view == {
             "node": names[0],
             "nodes": [names[1]],
@@ -63,7 +60,7 @@ def test_two_embedded_nodes_form_a_cluster_and_call_each_other() -> None:
     finally:
         for process in processes:
             process.send_signal(signal.SIGINT)
-        outputs = [process.communicate(timeout=20)[0] for process in processes]
+        outputs = [(await asyncio.wait_for(process.communicate(), 20))[0] for process in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
 
 

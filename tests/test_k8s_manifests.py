@@ -22,8 +22,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import latest_version
 
+from pycluster import ConfigError, load_config
 from pycluster.cli import COOKIE_ENV, cookie_from
-from pycluster.config import ConfigError, load_config
 
 K8S = Path(__file__).parent.parent / "k8s"
 

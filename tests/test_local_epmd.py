@@ -17,7 +17,6 @@ from pycluster import (
     ConfigError,
     InMemoryNetwork,
     Plugins,
-    Supervisor,
     TopologyDisconnect,
     hookimpl,
     load_config,
@@ -29,10 +28,13 @@ from pycluster.strategies.local_epmd import (
     parse_entry,
     runtime_dir,
 )
-from tests.conftest import eventually
+from pycluster.supervisor import Supervisor
+from tests.conftest import eventually, logged
 from tests.test_strategies import counting_supervisor, dropped, supervisor_for
 
 NAMES = [f"n{i}@127.0.0.{i + 2}" for i in range(4)]
+UNUSABLE = "unusable_directory"
+"""The problem's reason when the run directory cannot be used."""
 
 
 def full(name: str) -> str:
@@ -68,10 +70,6 @@ def write_entry(run_dir: Path, file_name: str, content: object, group: str = "de
 
 def entries(run_dir: Path, group: str = "default") -> list[str]:
     return sorted(p.name for p in (run_dir / group).iterdir())
-
-
-def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
 @pytest.fixture
@@ -206,15 +204,12 @@ async def test_bad_entries_are_reported_once_and_skipped(
     finally:
         for node in nodes:
             await node.stop()
-    bad = [m for m in warnings(caplog) if "skipped bad entries" in m]
+    bad = logged(caplog, event="discovery_problem", reason="bad_entries")
     assert len(bad) == 2  # once per node
-    assert bad[0] == (
-        f"[pycluster:t] {run_dir / 'default'}: skipped bad entries: "
-        "badname.json: 'not a node' is not a node name (no '@' between name and host); "
-        "garbage.json: not valid JSON; grouppid.json: no 'pid' process id; "
-        "nopid.json: no 'pid' process id"
-    )
-    assert sum("registered again" in m for m in caplog.messages) == 4
+    # Each bad entry is named.
+    for entry in ("badname.json", "garbage.json", "grouppid.json", "nopid.json"):
+        assert entry in bad[0].problem
+    assert len(logged(caplog, event="registered", again=True)) == 4
     assert entries(run_dir) == [
         ".hidden.json",
         "badname.json",
@@ -319,7 +314,12 @@ async def test_an_entry_another_live_process_holds_is_left_alone(
         await eventually(lambda: json.loads(own.read_text())["pid"] == os.getpid())
         # Another process with the same node name replaces it: reported, not fought over.
         write_entry(run_dir, own.name, {"name": full(NAMES[0]), "pid": live_pid})
-        await eventually(lambda: any(f"(pid {live_pid})" in m for m in warnings(caplog)))
+        await eventually(
+            lambda: any(
+                str(live_pid) in r.problem
+                for r in logged(caplog, event="discovery_problem", reason="taken")
+            )
+        )
     assert json.loads(own.read_text()) == {"name": full(NAMES[0]), "pid": live_pid}
 
 
@@ -334,13 +334,13 @@ async def test_an_unreadable_directory_changes_nothing_and_recovery_is_logged(
     network.join(NAMES[1])
     await network.join(NAMES[0]).connect(NAMES[1])
     async with local(NAMES[0], run_dir, network, plugins):
-        await eventually(lambda: any("cannot use" in m for m in warnings(caplog)))
+        await eventually(lambda: bool(logged(caplog, reason=UNUSABLE)))
         assert network.links(NAMES[0]) == [NAMES[1]]
         os.remove(run_dir)
-        await eventually(lambda: any("discovery recovered" in m for m in caplog.messages))
+        await eventually(lambda: bool(logged(caplog, event="discovery_recovered", reason=UNUSABLE)))
         assert entries(run_dir) == [entry_file_name(full(NAMES[0]))]
         assert network.links(NAMES[0]) == [NAMES[1]]
-    assert sum("cannot use" in m for m in warnings(caplog)) == 1
+    assert len(logged(caplog, reason=UNUSABLE, levelno=logging.WARNING)) == 1
 
 
 def occupy(path: Path) -> None:

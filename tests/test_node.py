@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from pycluster import Plan, Plugins, TopologyConnect, hookimpl, load_config
+from pycluster import Plugins, TopologyConnect, hookimpl, load_config
+from pycluster.discovery import Plan
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.node import Node

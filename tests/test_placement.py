@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 
 from pycluster import Plugins, hookimpl, load_config, ring
-from pycluster.actors import RestartPolicy
+from pycluster.actors import ActorRestartPolicy
 from pycluster.demo import Counter
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, LocalRegistry, RegistryBackend
-from pycluster.registry.placement import ABSENT_GRACE, Spec
+from pycluster.registry.messages import Spec
+from pycluster.registry.placement import ABSENT_GRACE
 from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually, mesh, meshed
 
@@ -112,7 +113,7 @@ async def test_a_ring_actor_that_stops_normally_is_not_brought_back(three: list[
 async def test_a_crashing_ring_actor_is_restarted_in_place_by_its_policy(
     three: list[Node],
 ) -> None:
-    policy = RestartPolicy(restart="permanent", max_restarts=5, window=10)
+    policy = ActorRestartPolicy(restart="permanent", max_restarts=5, window=10)
     ref = await three[1].registry.spawn("tough", Counter, placement="ring", policy=policy)
     await eventually(lambda: three[0].registry.whereis("tough") == ref)
     await three[0].registry.call("tough", "increment")
@@ -130,7 +131,7 @@ async def test_placement_arguments_are_checked(three: list[Node]) -> None:
 
 
 def test_a_spec_survives_the_wire_and_junk_is_refused() -> None:
-    spec = Spec("c", "pycluster.demo:Counter", [1], {"value": 2}, RestartPolicy(), "id1")
+    spec = Spec("c", "pycluster.demo:Counter", [1], {"value": 2}, ActorRestartPolicy(), "id1")
     assert Spec.from_wire(spec.to_wire()) == spec
     for junk in (None, [], ["c"] * 6, [*spec.to_wire()[:4], ["forever", 1, 1.0], "id1"]):
         with pytest.raises(ValueError):  # noqa: PT011 - each message names the problem
@@ -232,7 +233,7 @@ async def test_a_spec_learned_from_a_peer_is_checked_and_started_by_its_owner(
         f"taught-{i}" for i in range(1000) if ring.owner(f"taught-{i}", members) == three[0].name
     )
     checks = three[0].registry.ring.checks
-    spec = Spec(name, "pycluster.demo:Counter", [7], {}, RestartPolicy(), "taught")
+    spec = Spec(name, "pycluster.demo:Counter", [7], {}, ActorRestartPolicy(), "taught")
     three[1].send_nowait(three[0].name, "$names", ["ring-specs", [[spec.to_wire(), None]]])
     # Nobody holds it and its host is unknown here: started once the grace period ends.
     await eventually(lambda: where(three, name) == {three[0].name}, timeout=ABSENT_GRACE + 3)

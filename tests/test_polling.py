@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pycluster
-from pycluster import InMemoryNetwork, Plugins, PollSchedule, Supervisor, hookimpl, load_config
+from pycluster import InMemoryNetwork, Plugins, PollSchedule, hookimpl, load_config
+from pycluster.supervisor import Supervisor
 from tests.conftest import eventually
 
 seconds = st.floats(min_value=0.001, max_value=600)

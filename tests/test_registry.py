@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import pytest
 
 from pycluster import Plugins, hookimpl, load_config
@@ -14,6 +15,7 @@ from pycluster.actors import Actor
 from pycluster.errors import RemoteError
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, Entry
+from pycluster.registry.messages import Registered, Snapshot
 from pycluster.testing import ContractCounter
 from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually, mesh, meshed
@@ -137,6 +139,19 @@ async def test_spawn_on_another_node_and_call_through_it(cluster: list[Node]) ->
         await cluster[0].call(cluster[1].name, "$names", request)
 
 
+async def test_a_remote_request_its_receiver_would_refuse_fails_here(cluster: list[Node]) -> None:
+    from pycluster.demo import Counter as DemoCounter
+
+    with pytest.raises(ValueError, match="timeout"):
+        await cluster[0].registry.spawn("late", DemoCounter, on=cluster[1].name, timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        await cluster[0].registry.call_via(cluster[1].name, "late", "value", timeout=float("nan"))
+    assert cluster[1].name in cluster[0].nodes()
+    assert cluster[1].metrics.registry.get_sample_value(
+        "pycluster_registry_rejected_total", {"reason": "malformed"}
+    ) in (None, 0.0)
+
+
 # -- what this node cannot send closes the connection, loudly -------------------------------
 
 
@@ -150,7 +165,7 @@ async def test_a_snapshot_that_cannot_be_sent_closes_the_connection_loudly(
     a, b = make_node(0), make_node(1)
     async with a, b:
         replica = a.registry.backend.replica
-        replica.snapshot = lambda: {"lamport": object()}  # a bug in what it would send
+        replica.snapshot = lambda: Snapshot(object(), (), {})  # a bug in what it would send
         await b.connect(a.name)
         await eventually(lambda: logged_error(caplog, "registry snapshot cannot be sent"))
         # Rather than b never synced (and never ready) while the connection lives on.
@@ -165,7 +180,10 @@ async def test_a_change_that_cannot_be_sent_closes_the_connection_not_the_claim(
     a = cluster[0]
     replica = a.registry.backend.replica
     register = replica.register
-    replica.register = lambda name, ref: {**register(name, ref), "bug": object()}
+    # A bug in what it would send: a Lamport time msgpack cannot carry.
+    replica.register = lambda name, ref: Registered(
+        attrs.evolve(register(name, ref).entry, lamport=object())
+    )
     ref = await a.registry.spawn("unsendable", Counter)
     assert a.registry.whereis("unsendable") == ref
     await eventually(lambda: a.nodes() == [])

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pycluster import load_config
-from pycluster.actors import RestartPolicy
+from pycluster.actors import ActorRestartPolicy
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.node import Node
-from pycluster.registry.placement import Spec
+from pycluster.registry.messages import Spec
 from pycluster.registry.replica import CLOCK_JUMP
 from pycluster.testing import ContractCounter as Counter
 from tests.conftest import eventually, mesh, meshed
@@ -77,7 +77,7 @@ async def test_a_forged_clock_is_refused_and_the_node_keeps_working(
     assert rejected(victim, "clock") == 1
 
 
-SPEC = Spec("s", "pycluster.demo:Counter", [], {}, RestartPolicy(), "id1").to_wire()
+SPEC = Spec("s", "pycluster.demo:Counter", [], {}, ActorRestartPolicy(), "id1").to_wire()
 MALFORMED = {
     "not a list": ("$registry", "hello"),
     "empty": ("$registry", []),
@@ -86,10 +86,17 @@ MALFORMED = {
     "snapshot of junk": ("$registry", ["snap", {"lamport": 1, "entries": "x", "groups": {}}]),
     "negative clock": ("$registry", ["op", {"op": "reg", "e": ["x", "h2@127.0.8.4", "1", -1]}]),
     "unknown change": ("$registry", ["op", {"op": "teleport"}]),
+    "change of junk": ("$registry", ["op", "junk"]),
+    "snapshot naming a name twice": (
+        "$registry",
+        ["snap", {"lamport": 1, "entries": [["x", "h2@127.0.8.4", "1", 1]] * 2, "groups": {}}],
+    ),
     "junk ring specs": ("$names", ["ring-specs", [["junk"]]]),
     "ring spec on a bad host": ("$names", ["ring-specs", [[SPEC, "not a node"]]]),
     "junk ring forget": ("$names", ["ring-forget", [None]]),
     "unknown names request": ("$names", ["teleport"]),
+    "spawn in the past": ("$names", ["spawn", "x", "pycluster.demo:Counter", [], {}, -1.0]),
+    "ring spawn of junk": ("$names", ["ring-spawn", ["junk"], 1.0]),
 }
 
 

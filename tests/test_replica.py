@@ -1,4 +1,5 @@
-"""The crdt registry's core: replicas that merge snapshots and ops converge."""
+"""The crdt registry's core: replicas that merge snapshots and changes converge (each
+message through its wire form and back, as between nodes)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pycluster.registry.messages import Change, Claim, Snapshot, decode_registry_message
 from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
 from pycluster.registry.replica import CLOCK_JUMP, CLOCK_LIMIT, ClockRejected, Replica
 from tests.hyp import wire_integers
@@ -26,26 +28,37 @@ actions = st.lists(
 )
 
 
+def receive(replica: Replica, peer: str, body: object) -> None:
+    """What a node does with a ``$registry`` body from ``peer``: through msgpack, decoded,
+    then loaded or applied."""
+    message = decode_registry_message(msgpack.unpackb(msgpack.packb(body)))
+    if isinstance(message, Snapshot):
+        replica.load(peer, message)
+    else:
+        assert not isinstance(message, Claim)
+        replica.apply(peer, message)
+
+
 class Cluster:
     """Replicas connected pairwise; messages queued per ordered pair (FIFO, like TCP)."""
 
     def __init__(self) -> None:
         self.replicas = {node: Replica(node) for node in NODES}
-        self.queues: dict[tuple[str, str], list[tuple[str, Any]]] = {}
+        self.queues: dict[tuple[str, str], list[Snapshot | Change]] = {}
         self.serial = 0
 
     def connect_all(self) -> None:
         for a in NODES:
             for b in NODES:
                 if a != b:
-                    self.queues[(a, b)] = [("snapshot", self.replicas[a].snapshot())]
+                    self.queues[(a, b)] = [self.replicas[a].snapshot()]
 
-    def broadcast(self, sender: str, op: dict[str, Any] | None) -> None:
-        if op is None:
+    def broadcast(self, sender: str, change: Change | None) -> None:
+        if change is None:
             return
         for (a, _), queue in self.queues.items():
             if a == sender:
-                queue.append(("op", op))
+                queue.append(change)
 
     def act(self, node: str, action: str, name: str) -> None:
         replica = self.replicas[node]
@@ -61,12 +74,9 @@ class Cluster:
             self.broadcast(node, replica.leave(name, ActorRef(node, name)))
 
     def deliver_one(self, pair: tuple[str, str]) -> None:
-        kind, payload = self.queues[pair].pop(0)
+        message = self.queues[pair].pop(0)
         sender, receiver = pair
-        if kind == "snapshot":
-            self.replicas[receiver].load(sender, payload)
-        else:
-            self.replicas[receiver].apply(sender, payload)
+        receive(self.replicas[receiver], sender, message.to_wire())
 
     def drain(self) -> None:
         for pair, queue in self.queues.items():
@@ -131,7 +141,7 @@ def test_the_earlier_claim_wins_everywhere() -> None:
     b.register("leader", ActorRef(NODES[1], "2"))
     a.load(NODES[1], b.snapshot())
     b.load(NODES[0], a.snapshot())
-    assert first["e"][3] == 1
+    assert first.entry.lamport == 1
     assert a.whereis("leader") == b.whereis("leader") == ActorRef(NODES[0], "1")
     assert [e.name for e in b.lost()] == ["leader"]
     assert a.lost() == []
@@ -158,6 +168,7 @@ def test_a_custom_resolver_picks_the_winner() -> None:
         {"entries": [["n", "a", "b", -1]], "groups": {}},
         {"entries": [], "groups": []},
         {"entries": [], "groups": {"g": [["only-node"]]}},
+        {"entries": [["n", "a", "b", 1], ["n", "a", "c", 2]], "groups": {}},
     ],
 )
 def test_malformed_snapshots_change_nothing(snapshot: dict[str, Any]) -> None:
@@ -165,34 +176,22 @@ def test_malformed_snapshots_change_nothing(snapshot: dict[str, Any]) -> None:
     good = Replica(NODES[1])
     good.register("counter", ActorRef(NODES[1], "1"))
     replica.load(NODES[1], good.snapshot())
-    with pytest.raises(ValueError, match=r"expected|entry|ref|map"):
-        replica.load(NODES[1], snapshot)
+    with pytest.raises(ValueError, match=r"expected|entry|ref|map|repeat"):
+        receive(replica, NODES[1], ["snap", {"lamport": 1, **snapshot}])
     assert replica.whereis("counter") == ActorRef(NODES[1], "1")
 
 
 # -- Lamport times from peers are bounded --------------------------------------------------
 
 
-def forged(where: str, peer: str, lamport: int) -> tuple[str, dict[str, Any]]:
+def forged(where: str, peer: str, lamport: int) -> list[Any]:
     """A snapshot or change from ``peer`` carrying ``lamport`` in the place named."""
     if where == "snapshot":
-        return "snapshot", {
-            "lamport": lamport,
-            "entries": [["forged", peer, "f1", 0]],
-            "groups": {},
-        }
+        return ["snap", {"lamport": lamport, "entries": [["forged", peer, "f1", 0]], "groups": {}}]
     entry = ["forged", peer, "f1", lamport]
     if where == "entry":
-        return "snapshot", {"lamport": 1, "entries": [entry], "groups": {}}
-    return "op", {"op": "reg", "e": entry}
-
-
-def receive(replica: Replica, peer: str, message: tuple[str, dict[str, Any]]) -> None:
-    kind, payload = message
-    if kind == "snapshot":
-        replica.load(peer, payload)
-    else:
-        replica.apply(peer, payload)
+        return ["snap", {"lamport": 1, "entries": [entry], "groups": {}}]
+    return ["op", {"op": "reg", "e": entry}]
 
 
 def state(replica: Replica) -> tuple[object, ...]:
@@ -228,9 +227,9 @@ def test_a_peers_clock_is_adopted_only_within_bounds(
         assert isinstance(refused.value, ClockRejected) == (value >= 0)
         assert state(replica) == before
     # Whatever a peer sent, this node can still claim, and send the claim and its slice.
-    op = replica.register("next", ActorRef(NODES[0], "2"))
-    msgpack.packb(op)
-    msgpack.packb(replica.snapshot())
+    change = replica.register("next", ActorRef(NODES[0], "2"))
+    msgpack.packb(change.to_wire())
+    msgpack.packb(replica.snapshot().to_wire())
 
 
 @pytest.mark.parametrize("lamport", [None, True, "7", 7.0, -1])
@@ -240,7 +239,7 @@ def test_a_snapshot_without_a_proper_clock_is_malformed(lamport: object) -> None
     if lamport is not None:
         snapshot["lamport"] = lamport
     with pytest.raises(ValueError, match="Lamport time") as refused:
-        replica.load(NODES[1], snapshot)
+        receive(replica, NODES[1], ["snap", snapshot])
     assert not isinstance(refused.value, ClockRejected)
     assert replica.peers() == []
 
@@ -252,7 +251,7 @@ def test_a_name_no_peer_could_receive_is_refused_before_anything_changes(name: A
         replica.register(name, ActorRef(NODES[0], "1"))
     with pytest.raises(ValueError, match=r"string|Unicode"):
         replica.join(name, ActorRef(NODES[0], "1"))
-    assert (replica.lamport, replica.own(), replica.snapshot()["groups"]) == (0, {}, {})
+    assert (replica.lamport, replica.own(), replica.snapshot().groups) == (0, {}, {})
 
 
 def test_a_node_that_has_heard_no_peer_adopts_a_clock_far_ahead_then_bounds_jumps() -> None:
@@ -265,6 +264,6 @@ def test_a_node_that_has_heard_no_peer_adopts_a_clock_far_ahead_then_bounds_jump
     assert fresh.lamport == 5 * CLOCK_JUMP + 1
     assert fresh.whereis("counter") == ActorRef(NODES[1], "1")
     with pytest.raises(ClockRejected):
-        fresh.load(NODES[2], {"lamport": 7 * CLOCK_JUMP, "entries": [], "groups": {}})
+        fresh.load(NODES[2], Snapshot(7 * CLOCK_JUMP, (), {}))
     with pytest.raises(ClockRejected):
-        Replica(NODES[0]).load(NODES[1], {"lamport": CLOCK_LIMIT, "entries": [], "groups": {}})
+        Replica(NODES[0]).load(NODES[1], Snapshot(CLOCK_LIMIT, (), {}))

@@ -14,11 +14,10 @@ import pytest
 from pycluster import (
     InMemoryNetwork,
     Plugins,
-    RestartPolicy,
-    Supervisor,
     Topology,
     TopologyConnect,
     TopologyDisconnect,
+    TopologyRestartPolicy,
     hookimpl,
     load_config,
 )
@@ -26,7 +25,8 @@ from pycluster.metrics import NodeMetrics
 from pycluster.strategies.hosts_file import parse_hosts
 from pycluster.strategies.kubernetes import Naming, node_names
 from pycluster.strategies.kubernetes_api import Address, endpoints_addresses, slice_addresses
-from tests.conftest import eventually, supervisor_for
+from pycluster.supervisor import Supervisor
+from tests.conftest import eventually, logged, supervisor_for
 from tests.lab import kube_api
 from tests.lab.kube_api import KubeApi
 
@@ -97,14 +97,16 @@ async def test_hosts_file_follows_the_file(
     me = supervisor_for(NAMES[0], topology, network, plugins)
     async with me:
         # Missing file: logged once, nothing happens, the strategy keeps polling.
-        await eventually(lambda: any("cannot read" in m for m in caplog.messages))
+        await eventually(
+            lambda: bool(logged(caplog, event="discovery_problem", reason="unreadable"))
+        )
         write_atomically(hosts, f"# cluster\n{NAMES[1]}\n'{NAMES[2]}'.\n\n")
         await eventually(lambda: network.links(NAMES[0]) == NAMES[1:3])
         # A node the topology never listed is not its business.
         await network.join("outsider@127.0.0.9").connect(NAMES[0])
         # An empty file (being rewritten) changes nothing.
         write_atomically(hosts, "")
-        await eventually(lambda: any("lists no nodes" in m for m in caplog.messages))
+        await eventually(lambda: bool(logged(caplog, event="discovery_problem", reason="empty")))
         assert network.links(NAMES[0]) == [*NAMES[1:3], "outsider@127.0.0.9"]
         # A real answer that leaves n2 out disconnects it, and only it.
         write_atomically(hosts, f"{NAMES[1]}\n{NAMES[3]}\nnot a node\n")
@@ -114,9 +116,9 @@ async def test_hosts_file_follows_the_file(
         assert disconnected == [TopologyDisconnect(NAMES[0], "t", NAMES[2])]
         assert me.refuses(NAMES[2])
         assert not me.refuses("outsider@127.0.0.9")
-        assert any("line 3: 'not a node' is not a node name" in m for m in caplog.messages)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert sum("cannot read" in m for m in warnings) == 1
+        (bad,) = logged(caplog, event="discovery_problem", reason="bad_lines")
+        assert "'not a node'" in bad.problem
+    assert len(logged(caplog, reason="unreadable", levelno=logging.WARNING)) == 1
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -155,7 +157,7 @@ def counting_supervisor(
         config.topologies,
         membership=network.join(name),
         plugins=plugins,
-        policy=RestartPolicy(initial_delay=0.01),
+        policy=TopologyRestartPolicy(initial_delay=0.01),
         metrics=metrics,
     )
     return supervisor, metrics
@@ -186,10 +188,8 @@ async def test_hosts_file_skips_and_counts_bad_lines_and_connects_the_others(
         assert dropped(metrics, "bad_line") % 3 == 0
         status = me.status()["t"]
         assert (status.state, status.crashes) == ("running", 0)
-        assert any(
-            "skipped bad lines: line 1: 'x@h:\u00b2' is not a node name (port" in m
-            for m in caplog.messages
-        )
+        (bad, *_) = logged(caplog, event="discovery_problem", reason="bad_lines")
+        assert "'x@h:\u00b2'" in bad.problem
 
 
 def test_a_repeating_problem_is_logged_once_then_summarised(
@@ -202,15 +202,30 @@ def test_a_repeating_problem_is_logged_once_then_summarised(
     )
     caplog.set_level(logging.INFO, logger="pycluster.topology")
     for _ in range(5):
-        topology.problem("lookup failed")
-    assert [r.getMessage() for r in caplog.records] == ["[pycluster:t] lookup failed"]
+        topology.problem("lookup failed", reason="failed")
+    (first,) = caplog.records
+    assert (first.levelno, first.event, first.topology) == (
+        logging.WARNING,
+        "discovery_problem",
+        "t",
+    )
+    assert (first.problem, first.reason) == ("lookup failed", "failed")
     monkeypatch.setattr(strategy, "PROBLEM_SUMMARY_INTERVAL", 0.0)
-    topology.problem("lookup failed")
+    topology.problem("lookup failed", reason="failed")
     topology.problem(None)
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages[1].startswith("[pycluster:t] still failing: lookup failed (6 times over")
-    assert messages[2].startswith("[pycluster:t] discovery recovered after 6 failed attempts")
-    assert len(messages) == 3
+    summary, recovered = caplog.records[1:]
+    assert (summary.levelno, summary.event) == (logging.WARNING, "discovery_still_failing")
+    assert (summary.problem, summary.reason, summary.failed_attempts) == (
+        "lookup failed",
+        "failed",
+        6,
+    )
+    assert (recovered.levelno, recovered.event) == (logging.INFO, "discovery_recovered")
+    assert (recovered.problem, recovered.reason, recovered.failed_attempts) == (
+        "lookup failed",
+        "failed",
+        6,
+    )
 
 
 # -- kubernetes: addresses from the API's JSON, as they come ---------------------------------
@@ -290,7 +305,7 @@ async def test_kubernetes_skips_and_counts_addresses_that_make_no_name(
             await eventually(lambda: dropped(metrics, "bad_address") == 4)
             status = supervisor.status()["t"]
             assert (status.state, status.crashes) == ("running", 0)
-            assert any("skipped 4 addresses that do not make" in m for m in caplog.messages)
+            assert logged(caplog, event="discovery_problem", reason="bad_addresses")
         assert network.links(me) == [peer]
 
 
@@ -328,7 +343,7 @@ async def test_a_topology_knows_each_node_by_its_canonical_name(
     assert (first.listed, first.connect) == ({b, c}, {b, c})
     assert network.links(me) == [b, c]
     assert dropped(metrics, "bad_name") == 2
-    assert any("skipped 'not a name': not a node name" in m for m in caplog.messages)
+    assert logged(caplog, event="bad_name", input="not a name")
     # The same nodes written otherwise: nothing to do.
     again = await topology.apply([b, "c@node-c.example:19100", me])
     assert (again.connect, again.disconnect, again.listed) == (frozenset(), frozenset(), {b, c})

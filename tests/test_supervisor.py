@@ -13,15 +13,15 @@ import pytest
 from pycluster import (
     InMemoryNetwork,
     Plugins,
-    RestartPolicy,
     Strategy,
     StrategyCrashed,
-    Supervisor,
     Topology,
+    TopologyRestartPolicy,
     hookimpl,
     load_config,
 )
-from tests.conftest import eventually
+from pycluster.supervisor import Supervisor
+from tests.conftest import eventually, logged
 
 
 @attrs.frozen
@@ -114,7 +114,7 @@ def reset_counters() -> None:
 
 
 def make_supervisor(
-    strategies: dict[str, str], policy: RestartPolicy, *extra: object
+    strategies: dict[str, str], policy: TopologyRestartPolicy, *extra: object
 ) -> tuple[Supervisor, Recorder]:
     recorder = Recorder()
     plugins = Plugins.load(entry_points=False, extra=[recorder, *extra])
@@ -140,7 +140,7 @@ def make_supervisor(
 async def test_crashing_strategy_backs_off_then_fails_while_another_keeps_running(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    policy = RestartPolicy(initial_delay=0.02, max_delay=5, max_restarts=3, window=30)
+    policy = TopologyRestartPolicy(initial_delay=0.02, max_delay=5, max_restarts=3, window=30)
     supervisor, recorder = make_supervisor(
         {"bad": "test.crasher", "good": "test.ticker"}, policy, BrokenObserver()
     )
@@ -167,19 +167,22 @@ async def test_crashing_strategy_backs_off_then_fails_while_another_keeps_runnin
         assert supervisor.status()["good"].state == "running"
     assert supervisor.status()["good"].state == "stopped"
     assert supervisor.status()["bad"].state == "failed"
-    lines = [r.getMessage() for r in caplog.records if r.name == "pycluster.topology"]
-    assert any(line.startswith("[pycluster:bad] strategy test.crasher crashed") for line in lines)
-    assert any("topology marked failed" in line for line in lines)
+    crashed = logged(caplog, event="strategy_crashed", topology="bad", strategy="test.crasher")
+    assert [r.crashes for r in crashed] == [1, 2, 3]
+    assert all(r.error == "RuntimeError: discovery exploded" for r in crashed)
+    assert [r.restart_in for r in crashed] == growing
+    (failed,) = logged(caplog, event="strategy_failed", topology="bad")
+    assert (failed.levelno, failed.crashes) == (logging.ERROR, 4)
     # The broken observer was logged, not allowed to disturb the supervisor.
     broken = [r for r in caplog.records if r.name == "pycluster.plugins"]
     assert broken
-    assert "raised in pycluster_strategy_crashed" in broken[0].getMessage()
+    assert "pycluster_strategy_crashed" in broken[0].getMessage()  # the hook, named
     assert broken[0].exc_info is not None
     assert "observer bug" in str(broken[0].exc_info[1])
 
 
 async def test_crashes_spread_beyond_the_window_never_fail_the_topology() -> None:
-    policy = RestartPolicy(initial_delay=0.03, max_delay=0.03, max_restarts=1, window=0.02)
+    policy = TopologyRestartPolicy(initial_delay=0.03, max_delay=0.03, max_restarts=1, window=0.02)
     supervisor, recorder = make_supervisor({"flaky": "test.crasher"}, policy)
     async with supervisor:
         await eventually(lambda: len(Crasher.starts) >= 5)
@@ -188,7 +191,7 @@ async def test_crashes_spread_beyond_the_window_never_fail_the_topology() -> Non
 
 
 async def test_stop_wakes_a_sleeping_strategy_at_once() -> None:
-    supervisor, _ = make_supervisor({"s": "test.sleeper"}, RestartPolicy())
+    supervisor, _ = make_supervisor({"s": "test.sleeper"}, TopologyRestartPolicy())
     await supervisor.start()
     await eventually(lambda: supervisor.status()["s"].state == "running")
     started = time.monotonic()
@@ -201,7 +204,9 @@ async def test_stop_wakes_a_sleeping_strategy_at_once() -> None:
 async def test_stop_is_bounded_when_a_strategy_ignores_cancellation(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    supervisor, _ = make_supervisor({"s": "test.stubborn", "t": "test.ticker"}, RestartPolicy())
+    supervisor, _ = make_supervisor(
+        {"s": "test.stubborn", "t": "test.ticker"}, TopologyRestartPolicy()
+    )
     await supervisor.start()
     await eventually(lambda: Stubborn.done is not None and Ticker.ticks > 0)
     started = time.monotonic()
@@ -211,22 +216,28 @@ async def test_stop_is_bounded_when_a_strategy_ignores_cancellation(
     assert Ticker.cleaned_up
     assert supervisor.status()["s"].state == "abandoned"
     assert supervisor.status()["t"].state == "stopped"
-    assert any("ignored cancellation" in r.getMessage() for r in caplog.records)
+    (abandoned,) = logged(caplog, event="strategy_abandoned")
+    assert (abandoned.levelno, abandoned.topology, abandoned.strategy) == (
+        logging.ERROR,
+        "s",
+        "test.stubborn",
+    )
     assert Stubborn.done is not None
     await asyncio.wait_for(Stubborn.done.wait(), 5)
 
 
 async def test_a_strategy_that_returns_is_not_restarted(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    supervisor, _ = make_supervisor({"o": "test.once"}, RestartPolicy(initial_delay=0.001))
+    supervisor, _ = make_supervisor({"o": "test.once"}, TopologyRestartPolicy(initial_delay=0.001))
     async with supervisor:
         await eventually(lambda: supervisor.status()["o"].state == "stopped")
         assert Once.runs == 1
-    assert "[pycluster:o] strategy test.once finished" in caplog.messages
+    (finished,) = logged(caplog, event="strategy_finished")
+    assert (finished.topology, finished.strategy) == ("o", "test.once")
 
 
 def test_backoff_grows_to_its_ceiling_with_bounded_jitter() -> None:
-    policy = RestartPolicy(initial_delay=0.5, max_delay=8, jitter=0.2)
+    policy = TopologyRestartPolicy(initial_delay=0.5, max_delay=8, jitter=0.2)
     rng = random.Random(1)
     delays = [policy.delay(attempt, rng) for attempt in range(10)]
     for attempt, delay in enumerate(delays):

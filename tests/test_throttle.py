@@ -53,7 +53,9 @@ def test_warn_logs_an_admitted_key_with_its_repeats_and_the_rest_quietly(
     logger = logging.getLogger("t")
     throttle = Throttle(60)
     for _ in range(3):
-        throttle.warn(logger, "k", "trouble from %s", "x", quiet=logging.DEBUG)
+        throttle.warn(
+            logger, "k", "trouble from %s", "x", quiet=logging.DEBUG, extra={"event": "trouble"}
+        )
     throttle.warn(logger, "other", "silent %s", "y")
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "trouble from x"),
@@ -61,6 +63,9 @@ def test_warn_logs_an_admitted_key_with_its_repeats_and_the_rest_quietly(
         (logging.DEBUG, "trouble from x"),
         (logging.WARNING, "silent y"),
     ]
+    # The event fields reach every record; an admitted one also says how many it stands for.
+    assert [getattr(r, "event", None) for r in caplog.records] == ["trouble"] * 3 + [None]
+    assert [getattr(r, "repeats", None) for r in caplog.records] == [0, None, None, 0]
     caplog.clear()
     quiet = Throttle(60)
     quiet.warn(logger, "k", "once")

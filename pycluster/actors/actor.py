@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
     from pycluster.actors.ref import ActorRef
-    from pycluster.actors.runtime import Actors
 
 Restart = Literal["permanent", "transient", "temporary"]
+
+
+class ActorCalls(Protocol):
+    """What an actor can do with other actors, by ref, on any node (the node's
+    :class:`~pycluster.actors.runtime.Actors`)."""
+
+    async def call(self, ref: ActorRef, message: Any, timeout: float = 5.0) -> Any:
+        """Send ``message`` to the actor and wait for its reply."""
+        ...
+
+    async def cast(self, ref: ActorRef, message: Any) -> None:
+        """Send ``message`` to the actor; no reply."""
+        ...
+
+    async def stop(self, ref: ActorRef, reason: str = "normal", timeout: float = 5.0) -> str:
+        """Stop the actor after the message it is handling; its end reason."""
+        ...
+
+    async def wait(self, ref: ActorRef) -> str:
+        """Wait until the actor has ended; its end reason."""
+        ...
+
+    def stop_self(self, ref: ActorRef) -> None:
+        """Stop the local actor ``ref`` once its current message is handled."""
+        ...
 
 
 class ActorHost(Protocol):
@@ -22,7 +47,7 @@ class ActorHost(Protocol):
         ...
 
     @property
-    def actors(self) -> Actors:
+    def actors(self) -> ActorCalls:
         """The node's actors: ``call``, ``cast``, ``stop``, ``wait`` by ref."""
         ...
 
@@ -41,7 +66,7 @@ class ActorCrashed(Exception):
 
 
 @attrs.frozen(kw_only=True)
-class RestartPolicy:
+class ActorRestartPolicy:
     """When a crashed actor is restarted (as in OTP).
 
     ``permanent``: always restarted, even after a normal stop of its own; ``transient``:
@@ -73,7 +98,7 @@ class Actor:
     """The node the actor runs on (a :class:`pycluster.node.Node`)."""
     name: str | None = None
     """The registered name, if any."""
-    _runtime: Actors
+    _runtime: ActorCalls
 
     async def started(self) -> None:
         """Called before the first message."""
@@ -100,3 +125,21 @@ class Actor:
 
     def resume(self, state: Any) -> None:
         """Take over the state :meth:`handoff` returned on the old node."""
+
+
+def class_path(cls: type[Actor]) -> str:
+    """``module:qualname`` of an actor class: how other nodes import it."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def actor_class(path: object) -> type[Actor]:
+    """The Actor subclass at ``module:qualname`` (only Actor subclasses are accepted)."""
+    if not isinstance(path, str) or ":" not in path:
+        raise ValueError("an actor class is given as 'module:qualname'")
+    module_name, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, Actor)):
+        raise TypeError(f"{path} is not an Actor class")
+    return target

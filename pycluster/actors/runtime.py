@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from pycluster.actors.actor import Actor, ActorCrashed, ActorHost, RestartPolicy
+from pycluster.actors.actor import Actor, ActorCrashed, ActorHost, ActorRestartPolicy
 from pycluster.actors.ref import ActorRef
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.transport.waist import Transport
@@ -50,7 +50,7 @@ _STOP = _Envelope("stop", None)
 class _Running:
     ref: ActorRef
     factory: Callable[[], Actor]
-    policy: RestartPolicy
+    policy: ActorRestartPolicy
     name: str | None
     queue: asyncio.Queue[_Envelope]
     ended: asyncio.Future[str]
@@ -95,7 +95,7 @@ class Actors:
         cls: type[Actor],
         *args: Any,
         name: str | None = None,
-        policy: RestartPolicy | None = None,
+        policy: ActorRestartPolicy | None = None,
         ref: ActorRef | None = None,
         state: Any = _NO_STATE,
         **kwargs: Any,
@@ -109,7 +109,7 @@ class Actors:
         running = _Running(
             ref=ref,
             factory=lambda: cls(*args, **kwargs),
-            policy=policy or RestartPolicy(),
+            policy=policy or ActorRestartPolicy(),
             name=name,
             queue=asyncio.Queue(self._mailbox_size),
             ended=asyncio.get_running_loop().create_future(),

@@ -8,7 +8,7 @@ config classes with :func:`setting` and the checks in :mod:`pycluster.config.che
 from pycluster.config import checks
 from pycluster.config.convert import describe, setting, structure
 from pycluster.config.errors import ConfigError, ConfigIssue
-from pycluster.config.load import load_config, read_yaml
+from pycluster.config.load import Extensions, read_yaml
 from pycluster.config.schema import (
     Config,
     HttpConfig,
@@ -22,6 +22,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "Extensions",
     "HttpConfig",
     "NodeConfig",
     "RegistryConfig",
@@ -29,7 +30,6 @@ __all__ = [
     "TopologyConfig",
     "checks",
     "describe",
-    "load_config",
     "read_yaml",
     "setting",
     "structure",

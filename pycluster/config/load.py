@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Hashable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import yaml
@@ -15,8 +15,28 @@ from pycluster.config.errors import ConfigError, ConfigIssue, join_path
 from pycluster.config.interpolate import MAX_DEPTH, interpolate
 from pycluster.config.schema import Config
 
-if TYPE_CHECKING:
-    from pycluster.plugins import Plugins
+
+class _Configured(Protocol):
+    """A strategy class: its ``Config`` validates a topology's ``config``."""
+
+    @property
+    def Config(self) -> type[Any]: ...
+
+
+class _WithOptions(Protocol):
+    """A registry backend class: its ``Options`` validates ``registry.options``."""
+
+    @property
+    def Options(self) -> type[Any]: ...
+
+
+class Extensions(Protocol):
+    """Where the strategies and registry backends come from (:class:`~pycluster.Plugins`)."""
+
+    def strategies(self) -> Mapping[str, _Configured]: ...
+
+    def registry_backends(self) -> Mapping[str, _WithOptions]: ...
+
 
 _TOPOLOGY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
@@ -158,13 +178,14 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
-    plugins: Plugins | None = None,
+    plugins: Extensions,
 ) -> Config:
     """Load and validate a whole config, from a YAML file path or an already parsed dict.
 
     ``env`` (default: the process environment) feeds ``${VAR}`` interpolation; ``overrides``
     maps dotted keys (``node.name``) to values that replace the file's, as command-line flags
-    do. Strategy and backend configs are validated by the classes the plugins register.
+    do. Strategy and backend configs are validated by the classes ``plugins`` provide
+    (:func:`pycluster.load_config` passes the installed plugins).
     Raises :class:`ConfigError` listing every problem found.
     """
     label = None if isinstance(source, Mapping) else str(source)
@@ -178,10 +199,6 @@ def load_config(
     assert isinstance(data, dict)
     for dotted, value in (overrides or {}).items():
         _override(data, dotted.split("."), value)
-    if plugins is None:
-        from pycluster.plugins import Plugins
-
-        plugins = Plugins.load()
     issues: list[ConfigIssue] = []
     config = structure(Config, data, "", issues)
     topology_configs, registry_options = _plugin_configs(data, plugins, issues)
@@ -209,7 +226,7 @@ def _override(data: dict[str, Any], keys: list[str], value: object) -> None:
 
 
 def _plugin_configs(
-    data: dict[str, Any], plugins: Plugins, issues: list[ConfigIssue]
+    data: dict[str, Any], plugins: Extensions, issues: list[ConfigIssue]
 ) -> tuple[dict[str, Any], Any]:
     """Validate each topology's ``config`` and ``registry.options`` with the plugins' classes."""
     built: dict[str, Any] = {}

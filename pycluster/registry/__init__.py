@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pycluster.actors.ref import ActorRef
-from pycluster.plugins import hookimpl
+from pycluster.hooks import hookimpl
 from pycluster.registry.backend import ClaimFailed, RegistryBackend
 from pycluster.registry.crdt import CrdtRegistry
+from pycluster.registry.errors import AlreadyRegistered, AlreadyStarted, NotRegistered
 from pycluster.registry.local import LocalRegistry
 from pycluster.registry.refs import Entry
-from pycluster.registry.registry import AlreadyRegistered, AlreadyStarted, NotRegistered, Registry
+from pycluster.registry.registry import Registry
 
 __all__ = [
     "ActorRef",

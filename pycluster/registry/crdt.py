@@ -5,10 +5,12 @@ anyone: when two nodes connect, each sends the other its own slice at once and m
 what it receives (see ``docs/registry.md``). Claims are arbitrated by the node that owns
 the name on the hash ring of the connected nodes, which answers claims one at a time.
 
-A registry message from a peer that is malformed, or carries a Lamport time out of
-bounds, is refused (:mod:`~pycluster.registry.refusals`): counted, and the connection
-closed. A snapshot or change this node cannot send closes that connection too, loudly: a
-peer is never left half-synced, nor a claim failing with an encoder's error.
+Its messages (claims, snapshots and changes) are those of
+:mod:`~pycluster.registry.messages`. A registry message from a peer that is malformed, or
+carries a Lamport time out of bounds, is refused (:mod:`~pycluster.registry.refusals`):
+counted, and the connection closed. A snapshot or change this node cannot send closes
+that connection too, loudly: a peer is never left half-synced, nor a claim failing with
+an encoder's error.
 """
 
 from __future__ import annotations
@@ -25,13 +27,20 @@ from pycluster.config import checks, setting
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.registry.backend import ClaimFailed, RegistryBackend, Resolve
+from pycluster.registry.messages import (
+    REGISTRY_MAILBOX,
+    Change,
+    Claim,
+    ClaimAnswer,
+    MalformedMessage,
+    Snapshot,
+    decode_registry_message,
+)
 from pycluster.registry.refusals import Refusals
 from pycluster.registry.replica import ClockRejected, Replica
 from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.registry")
-
-REGISTRY_MAILBOX = "$registry"
 
 
 @attrs.frozen(kw_only=True)
@@ -100,11 +109,14 @@ class CrdtRegistry(RegistryBackend):
         else:
             try:
                 answer = await self.node.call(
-                    arbiter, REGISTRY_MAILBOX, ["claim", name, ref.to_wire()], timeout
+                    arbiter, REGISTRY_MAILBOX, Claim(name, ref).to_wire(), timeout
                 )
             except (TimeoutError, NotConnected, RemoteError) as exc:
                 raise ClaimFailed(f"claim of {name!r} via {arbiter} failed: {exc}") from None
-            holder = _ref_or_none(answer)
+            try:
+                holder = ClaimAnswer.from_wire(answer).holder
+            except ValueError as exc:
+                raise ClaimFailed(f"{arbiter} answered a claim of {name!r}: {exc}") from None
         if holder is not None and holder != ref:
             return holder
         if not self.replica.owns(name):
@@ -125,11 +137,12 @@ class CrdtRegistry(RegistryBackend):
     async def leave(self, group: str, ref: ActorRef) -> None:
         self._broadcast(self.replica.leave(group, ref))
 
-    def _broadcast(self, op: dict[str, Any] | None) -> None:
-        if op is None:
+    def _broadcast(self, change: Change | None) -> None:
+        if change is None:
             return
+        body = change.to_wire()
         for peer in self.node.nodes():
-            self._send(peer, ["op", op], "change")
+            self._send(peer, body, "change")
 
     def _send(self, peer: str, body: list[Any], what: str) -> bool:
         """Send ``body`` to ``peer``'s registry; False if the connection is gone (a peer
@@ -176,7 +189,7 @@ class CrdtRegistry(RegistryBackend):
         if isinstance(event, NodeUp):
             # First on the new connection: our whole slice, before any later change.
             self._awaiting.add(peer)
-            if not self._send(peer, ["snap", self.replica.snapshot()], "snapshot"):
+            if not self._send(peer, self.replica.snapshot().to_wire(), "snapshot"):
                 self._awaiting.discard(peer)
             return
         self._awaiting.discard(peer)
@@ -188,27 +201,30 @@ class CrdtRegistry(RegistryBackend):
         self.on_changed(gone)
 
     def _on_message(self, sender: str, body: Any) -> Any:
-        kind = body[0] if isinstance(body, list) and body else None
-        if kind == "claim":
-            return self._on_claim(sender, body)
-        if self._refusals.closing(sender):
+        try:
+            message = decode_registry_message(body)
+        except MalformedMessage as exc:
+            if exc.expects_answer:
+                self._refusals.refuse(sender, "malformed", str(exc))
+                raise  # a claim is a call: the caller is told, rather than granted by a None
+            if self._admits(sender):
+                self._refusals.refuse(sender, "malformed", str(exc))
             return None
-        if sender not in self.node.nodes():
-            self._refusals.refuse(sender, "hidden", "snapshots and changes come from members")
+        if isinstance(message, Claim):
+            return ClaimAnswer(self._arbitrate(message.name, message.ref)).to_wire()
+        if not self._admits(sender):
             return None
         try:
-            if kind == "snap" and len(body) == 2 and isinstance(body[1], dict):
-                names = self.replica.load(sender, body[1])
+            if isinstance(message, Snapshot):
+                names = self.replica.load(sender, message)
                 self._awaiting.discard(sender)
-            elif kind == "op" and len(body) == 2 and isinstance(body[1], dict):
-                name = self.replica.apply(sender, body[1])
-                names = [] if name is None else [name]
             else:
-                raise ValueError(f"unknown registry message {str(kind)[:40]!r}")
+                name = self.replica.apply(sender, message)
+                names = [] if name is None else [name]
         except ClockRejected as exc:
             self._refusals.refuse(sender, "clock", str(exc))
             return None
-        except ValueError as exc:
+        except ValueError as exc:  # a change before the snapshot
             self._refusals.refuse(sender, "malformed", str(exc))
             return None
         self._check_lost(names)
@@ -216,16 +232,15 @@ class CrdtRegistry(RegistryBackend):
         self.on_changed(names)
         return None
 
-    def _on_claim(self, sender: str, body: list[Any]) -> Any:
-        try:
-            if not (len(body) == 3 and isinstance(body[1], str)):
-                raise ValueError("a claim is ['claim', name, ref]")
-            ref = ActorRef.from_wire(body[2])
-        except ValueError as exc:
-            self._refusals.refuse(sender, "malformed", str(exc))
-            raise  # a claim is a call: the caller is told, rather than granted by a None
-        holder = self._arbitrate(body[1], ref)
-        return None if holder is None else [holder.node, holder.id]
+    def _admits(self, sender: str) -> bool:
+        """Whether a snapshot or change from ``sender`` is looked at: not if its connection
+        is being closed (ignored), nor if it is a hidden client's (refused)."""
+        if self._refusals.closing(sender):
+            return False
+        if sender not in self.node.nodes():
+            self._refusals.refuse(sender, "hidden", "snapshots and changes come from members")
+            return False
+        return True
 
     def _settle_reservations(self, names: list[str]) -> None:
         for name in names:
@@ -246,7 +261,3 @@ class CrdtRegistry(RegistryBackend):
             self._broadcast(self.replica.unregister(entry.name, entry.ref))
             self.on_lost(entry.name, entry.ref, "name conflict")
             self.on_changed([entry.name])
-
-
-def _ref_or_none(value: object) -> ActorRef | None:
-    return None if value is None else ActorRef.from_wire(value)

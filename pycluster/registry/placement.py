@@ -23,6 +23,9 @@ membership change (a node up or down, a peer leaving); one name when its spec is
 or its registration changes (the backend reports those, see ``reports_changes``), and
 after this node started or moved it; a name waiting out a grace period at its deadline.
 A backend that does not report changes is polled, every name every 0.1 s.
+
+What nodes tell each other about ring actors travels as the ``ring-*`` requests of
+:mod:`~pycluster.registry.messages`, through the registry's ``$names`` mailbox.
 """
 
 from __future__ import annotations
@@ -36,14 +39,29 @@ import uuid
 from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
-import attrs
-
 from pycluster import ring
-from pycluster.actors import Actor, Actors, RestartPolicy
+from pycluster.actors import Actor, ActorRestartPolicy, Actors
+from pycluster.actors.actor import actor_class, class_path
 from pycluster.actors.ref import ActorRef
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.registry.backend import ClaimFailed, RegistryBackend
+from pycluster.registry.errors import AlreadyStarted
+from pycluster.registry.messages import (
+    NAMES_MAILBOX,
+    RING_LEAVING,
+    AlreadyRunning,
+    NotOwner,
+    RingAdopt,
+    RingForget,
+    RingLeaving,
+    RingRequest,
+    RingSpawn,
+    RingSpecs,
+    Spawned,
+    Spec,
+    decode_spawn_answer,
+)
 from pycluster.registry.refusals import Refusals
 from pycluster.transport.waist import Transport
 
@@ -64,58 +82,6 @@ FORGOTTEN_MEMORY = 60.0
 """Seconds a forgotten spec is remembered, so a late copy from a peer does not revive it."""
 
 
-@attrs.frozen
-class Spec:
-    """How to start a ring-placed actor anywhere: plain msgpack values only."""
-
-    name: str
-    cls: str
-    """The actor class as ``module:qualname``; every node must be able to import it."""
-    args: list[Any]
-    kwargs: dict[str, Any]
-    policy: RestartPolicy
-    id: str
-    """Unique to this spawn: a forgotten spec is not revived by a late copy."""
-
-    def to_wire(self) -> list[Any]:
-        """The spec as plain msgpack values."""
-        p = self.policy
-        return [
-            self.name,
-            self.cls,
-            self.args,
-            self.kwargs,
-            [p.restart, p.max_restarts, p.window],
-            self.id,
-        ]
-
-    @classmethod
-    def from_wire(cls, data: object) -> Spec:
-        """A spec from a peer; ValueError when ``data`` is not one."""
-        if not (isinstance(data, list) and len(data) == 6):
-            raise ValueError("a ring spec is [name, class, args, kwargs, policy, id]")
-        name, path, args, kwargs, policy, spec_id = data
-        if not (isinstance(name, str) and isinstance(path, str) and isinstance(spec_id, str)):
-            raise ValueError("ring spec name, class and id must be strings")
-        if not (isinstance(args, list) and isinstance(kwargs, dict)):
-            raise ValueError("ring spec args must be a list and kwargs a map")
-        if not (isinstance(policy, list) and len(policy) == 3):
-            raise ValueError("a ring spec policy is [restart, max_restarts, window]")
-        restart, max_restarts, window = policy
-        if restart not in ("permanent", "transient", "temporary"):
-            raise ValueError(f"unknown restart {restart!r}")
-        if not isinstance(max_restarts, int) or isinstance(max_restarts, bool):
-            raise ValueError("a ring spec's max_restarts is an integer")
-        return cls(
-            name,
-            path,
-            args,
-            kwargs,
-            RestartPolicy(restart=restart, max_restarts=max_restarts, window=_seconds(window)),
-            spec_id,
-        )
-
-
 class Names(Protocol):
     """What ring placement uses of the registry: its backend, lookups, and starting a named
     actor on this node (:meth:`pycluster.Registry.spawn_here`)."""
@@ -130,7 +96,7 @@ class Names(Protocol):
         cls: type[Actor],
         args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
-        policy: RestartPolicy | None,
+        policy: ActorRestartPolicy | None,
         timeout: float,
         state: tuple[Any, ...] = (),
     ) -> ActorRef: ...
@@ -200,18 +166,16 @@ class RingPlacement:
         cls: type[Actor],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        policy: RestartPolicy | None,
+        policy: ActorRestartPolicy | None,
         timeout: float,
     ) -> ActorRef:
         """Start ``name`` on its ring owner; AlreadyStarted if it runs anywhere."""
-        from pycluster.registry.registry import AlreadyStarted
-
         spec = Spec(
             name,
-            f"{cls.__module__}:{cls.__qualname__}",
+            class_path(cls),
             list(args),
             dict(kwargs),
-            policy or RestartPolicy(),
+            policy or ActorRestartPolicy(),
             uuid.uuid4().hex,
         )
         # Every node must receive the spec, now and on each later connection: refuse here
@@ -233,17 +197,18 @@ class RingPlacement:
                 raise ClaimFailed(f"no node could start ring actor {name!r} in time")
             if owner == self._node.name:
                 return await self.start(spec, remaining)
+            request = RingSpawn(spec, remaining).to_wire()
             try:
-                answer = await self._node.call(
-                    owner, "$names", ["ring-spawn", spec.to_wire(), remaining], remaining + 1
+                answer = decode_spawn_answer(
+                    await self._node.call(owner, NAMES_MAILBOX, request, remaining + 1)
                 )
-            except (NotConnected, TimeoutError) as exc:
+            except (NotConnected, TimeoutError, ValueError) as exc:
                 log.info("ring spawn of %r via %s failed (%s); retrying", name, owner, exc)
                 answer = None
-            if isinstance(answer, ActorRef):
-                return answer
-            if isinstance(answer, dict) and isinstance(answer.get("already_started"), ActorRef):
-                raise AlreadyStarted(name, answer["already_started"])
+            if isinstance(answer, Spawned):
+                return answer.ref
+            if isinstance(answer, AlreadyRunning):
+                raise AlreadyStarted(name, answer.ref)
             # The owner sees another ring (a node just came or went): ask again shortly.
             await asyncio.sleep(0.05)
 
@@ -251,14 +216,12 @@ class RingPlacement:
         self, spec: Spec, timeout: float, state: Any = None, resumed: bool = False
     ) -> ActorRef:
         """Claim ``spec.name`` and run it here (AlreadyStarted if taken)."""
-        from pycluster.registry.registry import _actor_class
-
         self._busy.add(spec.name)
         try:
             self.learn(spec)
             ref = await self._registry.spawn_here(
                 spec.name,
-                _actor_class(spec.cls),
+                actor_class(spec.cls),
                 spec.args,
                 spec.kwargs,
                 spec.policy,
@@ -272,65 +235,55 @@ class RingPlacement:
             self._check_later(spec.name, SWEEP_INTERVAL)
         self._actors.on_end(ref, lambda reason: self._ended(spec, reason))
         self._hosts[spec.name] = self._node.name
-        self._tell_all(["ring-specs", [[spec.to_wire(), self._node.name]]])
+        self._tell_all(RingSpecs(((spec, self._node.name),)).to_wire())
         return ref
 
-    def on_request(self, sender: str, body: list[Any]) -> Any:
-        """A ``ring-*`` request from a peer (through the registry's mailbox). A malformed
-        one is refused: counted, and the peer's connection closed."""
+    def on_request(self, sender: str, request: RingRequest) -> Any:
+        """A ring request from a peer (through the registry's mailbox): only members send
+        them; one whose host is no node name is refused (counted, the connection closed)."""
         if self._refusals.closing(sender):
             return None
         if sender not in self._node.nodes():
             # A hidden client owns nothing and runs no ring actor: ring messages are
             # between members (and "ring-leaving" would cost every node a full round).
-            self._refusals.refuse(sender, "hidden", f"{body[0]} comes from members")
+            self._refusals.refuse(sender, "hidden", f"{request.KIND} comes from members")
             return None
-        try:
-            return self._on_request(sender, body)
-        except ValueError as exc:
-            self._refusals.refuse(sender, "malformed", str(exc))
-            if body[0] in ("ring-spawn", "ring-adopt"):
-                raise  # a call: its caller hears why
-            return None
+        match request:
+            case RingSpecs(specs):
+                try:  # all checked before any is used
+                    known = [(spec, self._canonical(host)) for spec, host in specs]
+                except ValueError as exc:
+                    self._refusals.refuse(sender, "malformed", str(exc))
+                    return None
+                for spec, host in known:
+                    if host is not None and spec.name not in self._hosts:
+                        self._hosts[spec.name] = host
+                        self._check_soon(spec.name)
+                    self.learn(spec)
+            case RingForget(specs):
+                for spec in specs:
+                    self._forget(spec)
+            case RingSpawn(spec, timeout):
+                return self._adopt(spec, timeout, None, resumed=False)
+            case RingAdopt(spec, state, timeout):
+                return self._adopt(spec, timeout, state, resumed=True)
+            case RingLeaving():
+                self._leaving.add(sender)
+                self._check_everything()
+        return None
 
-    def _on_request(self, sender: str, body: list[Any]) -> Any:
-        op = body[0]
-        if op == "ring-specs" and len(body) == 2 and isinstance(body[1], list):
-            known = []
-            for item in body[1]:  # all checked before any is used
-                if not (isinstance(item, list) and len(item) == 2):
-                    raise ValueError("ring specs are [[spec, host], ...]")
-                spec, host = Spec.from_wire(item[0]), item[1]
-                known.append((spec, None if host is None else self._node.canonical(_node(host))))
-            for spec, host in known:
-                if host is not None and spec.name not in self._hosts:
-                    self._hosts[spec.name] = host
-                    self._check_soon(spec.name)
-                self.learn(spec)
-            return None
-        if op == "ring-forget" and len(body) == 2 and isinstance(body[1], list):
-            for spec in [Spec.from_wire(data) for data in body[1]]:
-                self._forget(spec)
-            return None
-        if op == "ring-leaving" and len(body) == 1:
-            self._leaving.add(self._node.canonical(sender))
-            self._check_everything()
-            return None
-        if op == "ring-spawn" and len(body) == 3:
-            return self._adopt(Spec.from_wire(body[1]), _seconds(body[2]), None, resumed=False)
-        if op == "ring-adopt" and len(body) == 4:
-            return self._adopt(Spec.from_wire(body[1]), _seconds(body[3]), body[2], resumed=True)
-        raise ValueError(f"unknown ring request {str(op)[:40]!r}")
+    def _canonical(self, host: str | None) -> str | None:
+        return None if host is None else self._node.canonical(host)
 
     async def _adopt(self, spec: Spec, timeout: float, state: Any, resumed: bool) -> Any:
-        from pycluster.registry.registry import AlreadyStarted
-
-        if self.owner(spec.name) != self._node.name:
-            return {"not_owner": self.owner(spec.name)}
+        owner = self.owner(spec.name)
+        if owner != self._node.name:
+            return NotOwner(owner).to_wire()
         try:
-            return await self.start(spec, timeout, state, resumed)
+            ref = await self.start(spec, timeout, state, resumed)
         except AlreadyStarted as exc:
-            return {"already_started": exc.ref}
+            return AlreadyRunning(exc.ref).to_wire()
+        return Spawned(ref).to_wire()
 
     # -- what every node knows --------------------------------------------------------------
 
@@ -357,21 +310,21 @@ class RingPlacement:
         # Moved, lost to a conflict, or taken down with its node: it lives on elsewhere.
         if reason in ("normal", "crashed") and not self._stopping:
             self._forget(spec)
-            self._tell_all(["ring-forget", [spec.to_wire()]])
+            self._tell_all(RingForget((spec,)).to_wire())
 
     def _tell_all(self, body: list[Any]) -> None:
         for peer in self._node.nodes():
             with contextlib.suppress(NotConnected):
-                self._node.send_nowait(peer, "$names", body)
+                self._node.send_nowait(peer, NAMES_MAILBOX, body)
 
     def _on_event(self, event: NodeUp | NodeDown) -> None:
         if isinstance(event, NodeUp):
             self._leaving.discard(event.peer)
             self._down.discard(event.peer)
             if self.specs:
-                specs = [[s.to_wire(), self._host_of(s.name)] for s in self.specs.values()]
+                known = RingSpecs(tuple((s, self._host_of(s.name)) for s in self.specs.values()))
                 with contextlib.suppress(NotConnected):
-                    self._node.send_nowait(event.peer, "$names", ["ring-specs", specs])
+                    self._node.send_nowait(event.peer, NAMES_MAILBOX, known.to_wire())
         else:
             self._leaving.discard(event.peer)
             self._down.add(event.peer)
@@ -517,8 +470,6 @@ class RingPlacement:
         return None
 
     async def _restart(self, spec: Spec) -> None:
-        from pycluster.registry.registry import AlreadyStarted
-
         try:
             ref = await self.start(spec, timeout=2.0)
         except AlreadyStarted:
@@ -555,17 +506,21 @@ class RingPlacement:
     async def _hand_to(self, owner: str, spec: Spec, state: Any, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
+            request = RingAdopt(spec, state, remaining).to_wire()
             try:
-                answer = await self._node.call(
-                    owner, "$names", ["ring-adopt", spec.to_wire(), state, remaining], remaining + 1
-                )
+                answer = await self._node.call(owner, NAMES_MAILBOX, request, remaining + 1)
             except (NotConnected, TimeoutError, RemoteError) as exc:
                 log.warning("%s: %s could not adopt %r: %s", self._node.name, owner, spec.name, exc)
                 return False
-            if isinstance(answer, ActorRef):
+            try:
+                decoded = decode_spawn_answer(answer)
+            except ValueError as exc:
+                log.warning("%s: %s could not adopt %r: %s", self._node.name, owner, spec.name, exc)
+                return False
+            if isinstance(decoded, Spawned):
                 log.info("%s: moved ring actor %r to %s", self._node.name, spec.name, owner)
                 return True
-            if isinstance(answer, dict) and "not_owner" in answer:
+            if isinstance(decoded, NotOwner):
                 return False
             # Still held: the arbiter has not seen the release yet.
             await asyncio.sleep(0.02)
@@ -573,7 +528,7 @@ class RingPlacement:
 
     async def drain(self, timeout: float) -> None:
         """Before this node leaves: stop owning anything, move ring actors to their owners."""
-        self._tell_all(["ring-leaving"])
+        self._tell_all(RING_LEAVING.to_wire())
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
@@ -587,15 +542,3 @@ class RingPlacement:
                 moves.append(self._move(spec, holder, owner, timeout))
         if moves:
             await asyncio.wait_for(asyncio.gather(*moves, return_exceptions=True), timeout)
-
-
-def _seconds(value: object) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ValueError("a number of seconds was expected")
-    return float(value)
-
-
-def _node(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("a node name is a string")
-    return value

@@ -1,46 +1,39 @@
-"""The registry API every node offers as ``node.registry``."""
+"""The registry API every node offers as ``node.registry``.
+
+Its mailbox ``$names`` answers clients' requests (spawn here, call by name, what is
+registered, what runs) and carries ring placement's; both are in
+:mod:`~pycluster.registry.messages`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from typing import Any, Literal
 
-from pycluster.actors import Actor, Actors, RestartPolicy
+from pycluster.actors import Actor, ActorRestartPolicy, Actors
+from pycluster.actors.actor import actor_class, class_path
 from pycluster.actors.ref import ActorRef
 from pycluster.registry.backend import RegistryBackend
+from pycluster.registry.errors import AlreadyRegistered, AlreadyStarted, NotRegistered
+from pycluster.registry.messages import (
+    NAMES_MAILBOX,
+    AlreadyRunning,
+    CallRequest,
+    MalformedMessage,
+    RegisteredRequest,
+    RunningRequest,
+    Spawned,
+    SpawnRequest,
+    decode_names_request,
+    decode_spawn_answer,
+)
 from pycluster.registry.placement import RingPlacement
 from pycluster.registry.refusals import Refusals
 from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.registry")
-
-NAMES_MAILBOX = "$names"
-
-
-class AlreadyRegistered(Exception):
-    """The name is taken; ``ref`` is the actor holding it."""
-
-    def __init__(self, name: str, ref: ActorRef) -> None:
-        super().__init__(f"{name!r} is already registered to {ref}")
-        self.name = name
-        self.ref = ref
-
-
-class AlreadyStarted(AlreadyRegistered):
-    """``spawn`` found the name taken: ``ref`` is the running actor (Elixir's
-    ``{:error, {:already_started, pid}}``)."""
-
-    def __init__(self, name: str, ref: ActorRef) -> None:
-        Exception.__init__(self, f"{name!r} is already started as {ref}")
-        self.name = name
-        self.ref = ref
-
-
-class NotRegistered(LookupError):
-    """No actor is registered under that name."""
 
 
 class Registry:
@@ -93,7 +86,7 @@ class Registry:
         *args: Any,
         on: str | None = None,
         placement: Literal["here", "ring"] = "here",
-        policy: RestartPolicy | None = None,
+        policy: ActorRestartPolicy | None = None,
         timeout: float = 5.0,
         **kwargs: Any,
     ) -> ActorRef:
@@ -125,7 +118,7 @@ class Registry:
         cls: type[Actor],
         args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
-        policy: RestartPolicy | None,
+        policy: ActorRestartPolicy | None,
         timeout: float,
         state: tuple[Any, ...] = (),
     ) -> ActorRef:
@@ -188,9 +181,8 @@ class Registry:
     async def call_via(self, node: str, name: str, message: Any, timeout: float = 5.0) -> Any:
         """Have ``node`` call the actor registered as ``name`` (for hidden clients, which
         hold no copy of the registry)."""
-        return await self._node.call(
-            node, NAMES_MAILBOX, ["call", name, message, timeout], timeout + 1
-        )
+        request = CallRequest(name, message, timeout).to_wire()
+        return await self._node.call(node, NAMES_MAILBOX, request, timeout + 1)
 
     async def _spawn_on(
         self,
@@ -201,54 +193,52 @@ class Registry:
         kwargs: dict[str, Any],
         timeout: float,
     ) -> ActorRef:
-        path = f"{cls.__module__}:{cls.__qualname__}"
-        answer = await self._node.call(
-            node, NAMES_MAILBOX, ["spawn", name, path, list(args), kwargs, timeout], timeout + 1
-        )
-        if isinstance(answer, dict) and isinstance(answer.get("already_started"), ActorRef):
-            raise AlreadyStarted(name, answer["already_started"])
-        if not isinstance(answer, ActorRef):
-            raise TypeError(f"unexpected answer to a remote spawn: {answer!r}")
-        return answer
+        request = SpawnRequest(name, class_path(cls), args, kwargs, timeout).to_wire()
+        answer = await self._node.call(node, NAMES_MAILBOX, request, timeout + 1)
+        try:
+            decoded = decode_spawn_answer(answer)
+        except ValueError as exc:
+            raise TypeError(f"{node} answered a remote spawn: {exc}") from None
+        if isinstance(decoded, AlreadyRunning):
+            raise AlreadyStarted(name, decoded.ref)
+        if not isinstance(decoded, Spawned):
+            raise TypeError(f"{node} answered a remote spawn: {decoded}")
+        return decoded.ref
 
     def _on_request(self, sender: str, body: Any) -> Any:
-        if not (isinstance(body, list) and body and isinstance(body[0], str)):
-            return self._refuse(sender, "a registry request is [kind, ...]")
-        if body[0] == "spawn" and len(body) in (6, 7):
-            _, name, path, args, kwargs, timeout, *placement = body
-            cls = _actor_class(path)
-            return self._remote_spawn(name, cls, args, kwargs, float(timeout), *placement)
-        if body[0].startswith("ring-"):
-            return self.ring.on_request(sender, body)
-        if body[0] == "registered":
-            return self.registered()
-        if body[0] == "running":
-            return self._actors.names()
-        if body[0] == "call" and len(body) == 4:
-            _, name, message, timeout = body
-            return self.call(str(name), message, float(timeout))
-        return self._refuse(sender, f"unknown registry request {body[0][:40]!r}")
-
-    def _refuse(self, sender: str, problem: str) -> Any:
-        self._refusals.refuse(sender, "malformed", problem)
-        # Requests here are calls (ring casts aside): the caller is told, not answered None.
-        raise ValueError(problem)
-
-    async def _remote_spawn(
-        self,
-        name: str,
-        cls: type[Actor],
-        args: list[Any],
-        kwargs: dict[str, Any],
-        timeout: float,
-        placement: Any = "here",
-    ) -> Any:
         try:
-            return await self.spawn(
-                name, cls, *args, placement=placement, timeout=timeout, **kwargs
+            request = decode_names_request(body)
+        except MalformedMessage as exc:
+            if not self._refusals.closing(sender):
+                self._refusals.refuse(sender, "malformed", str(exc))
+            if exc.expects_answer:
+                raise  # a call: the caller is told, not answered None
+            return None
+        match request:
+            case SpawnRequest():
+                return self._remote_spawn(request, actor_class(request.cls))
+            case CallRequest(name, message, timeout):
+                return self.call(name, message, timeout)
+            case RegisteredRequest():
+                return self.registered()
+            case RunningRequest():
+                return self._actors.names()
+            case _:
+                return self.ring.on_request(sender, request)
+
+    async def _remote_spawn(self, request: SpawnRequest, cls: type[Actor]) -> Any:
+        try:
+            ref = await self.spawn(
+                request.name,
+                cls,
+                *request.args,
+                placement=request.placement,
+                timeout=request.timeout,
+                **request.kwargs,
             )
         except AlreadyStarted as exc:
-            return {"already_started": exc.ref}
+            return AlreadyRunning(exc.ref).to_wire()
+        return Spawned(ref).to_wire()
 
     def _resolve(self, target: str | ActorRef) -> ActorRef:
         if isinstance(target, ActorRef):
@@ -267,19 +257,6 @@ class Registry:
             return
         task = asyncio.ensure_future(self._actors.stop(ref, reason))
         task.add_done_callback(_log_failure)
-
-
-def _actor_class(path: object) -> type[Actor]:
-    """The Actor subclass at ``module:qualname`` (only Actor subclasses are accepted)."""
-    if not isinstance(path, str) or ":" not in path:
-        raise ValueError("an actor class is given as 'module:qualname'")
-    module_name, _, qualname = path.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    if not (isinstance(target, type) and issubclass(target, Actor)):
-        raise TypeError(f"{path} is not an Actor class")
-    return target
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

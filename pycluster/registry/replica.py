@@ -11,19 +11,28 @@ When two slices hold the same name (claimed on both sides of a partition), every
 picks the same winner with a pure resolution function of the two entries; the node
 holding the loser is told (:meth:`Replica.lost`) and stops it.
 
-What peers send is checked before it changes anything: a malformed snapshot or change
-raises ValueError, and a Lamport time out of bounds raises :class:`ClockRejected` (the
-backend then refuses the peer). The bounds keep this node's own clock sendable: msgpack
-carries integers below 2**64, and a clock that reached that could never claim again.
+It speaks the messages of :mod:`~pycluster.registry.messages`: its changes return the
+:data:`~pycluster.registry.messages.Change` to send to every peer, and it takes decoded
+snapshots and changes (decoding refused what is malformed). A Lamport time out of bounds
+raises :class:`ClockRejected` before anything changes (the backend then refuses the
+peer). The bounds keep this node's own clock sendable: msgpack carries integers below
+2**64, and a clock that reached that could never claim again.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from pycluster.actors.ref import ActorRef
+from pycluster.registry.messages import (
+    Change,
+    Joined,
+    Left,
+    Registered,
+    Snapshot,
+    Unregistered,
+)
 from pycluster.registry.refs import Entry, first_claim_wins
 
 Resolve = Callable[[Entry, Entry], Entry]
@@ -94,9 +103,9 @@ class Replica:
         own = self._own if names is None else {n: self._own[n] for n in names if n in self._own}
         return [entry for name, entry in own.items() if self._candidates[name][0] != entry]
 
-    # -- this node's changes (each returns the operation to send to every peer) ----------
+    # -- this node's changes (each returns the change to send to every peer) -------------
 
-    def register(self, name: str, ref: ActorRef) -> dict[str, Any]:
+    def register(self, name: str, ref: ActorRef) -> Registered:
         """Record this node's claim of ``name``; ValueError if it already holds it, or if
         ``name`` is not a string (every peer must be able to receive it)."""
         _sendable(name)
@@ -106,27 +115,27 @@ class Replica:
         entry = Entry(name, ref, self.lamport)
         self._own[name] = entry
         self._add(entry)
-        return {"op": "reg", "e": entry.to_wire()}
+        return Registered(entry)
 
-    def unregister(self, name: str, ref: ActorRef | None = None) -> dict[str, Any] | None:
+    def unregister(self, name: str, ref: ActorRef | None = None) -> Unregistered | None:
         """Drop this node's registration of ``name`` (only if it names ``ref``, if given)."""
         entry = self._own.get(name)
         if entry is None or (ref is not None and entry.ref != ref):
             return None
         del self._own[name]
         self._remove(entry)
-        return {"op": "unreg", "name": name}
+        return Unregistered(name)
 
-    def join(self, group: str, ref: ActorRef) -> dict[str, Any] | None:
+    def join(self, group: str, ref: ActorRef) -> Joined | None:
         """Add ``ref`` to ``group``; None if it was a member already."""
         _sendable(group)
         members = self._own_groups.setdefault(group, set())
         if ref in members:
             return None
         members.add(ref)
-        return {"op": "join", "g": group, "r": ref.to_wire()}
+        return Joined(group, ref)
 
-    def leave(self, group: str, ref: ActorRef) -> dict[str, Any] | None:
+    def leave(self, group: str, ref: ActorRef) -> Left | None:
         """Remove ``ref`` from ``group``; None if it was not a member."""
         members = self._own_groups.get(group)
         if not members or ref not in members:
@@ -134,79 +143,70 @@ class Replica:
         members.discard(ref)
         if not members:
             del self._own_groups[group]
-        return {"op": "leave", "g": group, "r": ref.to_wire()}
+        return Left(group, ref)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """This node's whole slice, sent to a peer when they connect."""
-        return {
-            "lamport": self.lamport,
-            "entries": [entry.to_wire() for entry in self._own.values()],
-            "groups": {
-                group: [ref.to_wire() for ref in sorted(refs)]
-                for group, refs in self._own_groups.items()
-            },
-        }
+        return Snapshot(
+            self.lamport,
+            tuple(self._own.values()),
+            {group: frozenset(refs) for group, refs in self._own_groups.items()},
+        )
 
     # -- what peers send --------------------------------------------------------------------
 
-    def load(self, peer: str, snapshot: dict[str, Any]) -> list[str]:
-        """Replace ``peer``'s slice with its snapshot (ValueError if malformed,
-        ClockRejected if a Lamport time is out of bounds; nothing changes then); return
-        the names whose registrations changed: those it holds now and held before."""
-        entries = [Entry.from_wire(item) for item in _list(snapshot.get("entries"))]
-        groups_data = snapshot.get("groups")
-        if not isinstance(groups_data, dict):
-            raise ValueError("snapshot groups must be a map")
-        groups = {
-            _string(group): {ActorRef.from_wire(item) for item in _list(refs)}
-            for group, refs in groups_data.items()
-        }
-        lamport = self._clock(snapshot.get("lamport"))
-        for entry in entries:
+    def load(self, peer: str, snapshot: Snapshot) -> list[str]:
+        """Replace ``peer``'s slice with its snapshot (ClockRejected if a Lamport time is
+        out of bounds; nothing changes then); return the names whose registrations
+        changed: those it holds now and held before."""
+        self._clock(snapshot.lamport)
+        for entry in snapshot.entries:
             self._clock(entry.lamport)
-        self.lamport = max(self.lamport, lamport)
+        self.lamport = max(self.lamport, snapshot.lamport)
         self._heard = True
         before = list(self._peers.get(peer, ()))
         self.drop(peer)
-        self._peers[peer] = {}
-        for entry in entries:
-            self._peers[peer][entry.name] = entry
-            self._add(entry)
-        self._peer_groups[peer] = groups
-        return list(dict.fromkeys([*before, *(entry.name for entry in entries)]))
-
-    def apply(self, peer: str, op: dict[str, Any]) -> str | None:
-        """Apply one change ``peer`` made to its slice (ValueError if malformed,
-        ClockRejected if its Lamport time is out of bounds; nothing changes then); return
-        the name whose registration changed, if one did."""
-        kind = op.get("op")
-        slice_ = self._peers.get(peer)
-        if slice_ is None:
-            raise ValueError(f"a change from {peer} before its snapshot")
-        if kind == "reg":
-            entry = Entry.from_wire(op.get("e"))
-            self.lamport = max(self.lamport, self._clock(entry.lamport))
-            self._heard = True
+        slice_: dict[str, Entry] = {}
+        self._peers[peer] = slice_
+        for entry in snapshot.entries:
             old = slice_.get(entry.name)
-            if old is not None:
+            if old is not None:  # not from the wire (refused there), but keep one per name
                 self._remove(old)
             slice_[entry.name] = entry
             self._add(entry)
-            return entry.name
-        if kind == "unreg":
-            old = slice_.pop(_string(op.get("name")), None)
-            if old is not None:
-                self._remove(old)
-                return old.name
-        elif kind in ("join", "leave"):
-            group, ref = _string(op.get("g")), ActorRef.from_wire(op.get("r"))
-            members = self._peer_groups[peer].setdefault(group, set())
-            if kind == "join":
-                members.add(ref)
-            else:
-                members.discard(ref)
-        else:
-            raise ValueError(f"unknown registry operation {str(kind)[:40]!r}")
+        self._peer_groups[peer] = {group: set(refs) for group, refs in snapshot.groups.items()}
+        return list(dict.fromkeys([*before, *slice_]))
+
+    def apply(self, peer: str, change: Change) -> str | None:
+        """Apply one change ``peer`` made to its slice (ValueError if it comes before the
+        peer's snapshot, ClockRejected if its Lamport time is out of bounds; nothing
+        changes then); return the name whose registration changed, if one did."""
+        slice_ = self._peers.get(peer)
+        if slice_ is None:
+            raise ValueError(f"a change from {peer} before its snapshot")
+        match change:
+            case Registered(entry):
+                self.lamport = max(self.lamport, self._clock(entry.lamport))
+                self._heard = True
+                old = slice_.get(entry.name)
+                if old is not None:
+                    self._remove(old)
+                slice_[entry.name] = entry
+                self._add(entry)
+                return entry.name
+            case Unregistered(name):
+                old = slice_.pop(name, None)
+                if old is not None:
+                    self._remove(old)
+                    return old.name
+            case Joined(group, ref):
+                self._peer_groups[peer].setdefault(group, set()).add(ref)
+            case Left(group, ref):
+                members = self._peer_groups[peer].get(group)
+                if members is not None:
+                    members.discard(ref)
+                    if not members:
+                        del self._peer_groups[peer][group]
         return None
 
     def drop(self, peer: str) -> list[str]:
@@ -245,10 +245,9 @@ class Replica:
         if not candidates:
             del self._candidates[entry.name]
 
-    def _clock(self, lamport: object) -> int:
-        """``lamport``, if it is a Lamport time this node may adopt from a peer."""
-        if not isinstance(lamport, int) or isinstance(lamport, bool) or lamport < 0:
-            raise ValueError("a Lamport time is a non-negative integer")
+    def _clock(self, lamport: int) -> int:
+        """``lamport``, if it is a Lamport time this node may adopt from a peer (a
+        decoded message's times are non-negative integers)."""
         if lamport >= CLOCK_LIMIT or (self._heard and lamport > self.lamport + CLOCK_JUMP):
             raise ClockRejected(
                 f"Lamport time {lamport} is out of bounds (this node is at {self.lamport})"
@@ -265,15 +264,3 @@ def _sendable(name: object) -> None:
         name.encode()
     except UnicodeEncodeError:
         raise ValueError(f"name {name!r} is not valid Unicode text") from None
-
-
-def _list(value: object) -> Iterable[object]:
-    if not isinstance(value, list):
-        raise ValueError("expected a list")
-    return value
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    return value

@@ -387,7 +387,7 @@ class Endpoint:
             self._left.pop(peer, None)
             self._arrived(peer)
             self.metrics.nodes.set(len(self._connections))
-            log.info("%s: node up %s", self.name, peer)
+            log.info("%s: node up %s", self.name, peer, extra={"event": "node_up", "peer": peer})
             self._emit(NodeUp(self.name, peer))
         channel.start()
 
@@ -406,7 +406,13 @@ class Endpoint:
             self._left[channel.peer] = time.monotonic()
         self.metrics.nodes.set(len(self._connections))
         self.metrics.nodedowns.labels(reason.split(" (")[0]).inc()
-        log.info("%s: node down %s (%s)", self.name, channel.peer, reason)
+        log.info(
+            "%s: node down %s (%s)",
+            self.name,
+            channel.peer,
+            reason,
+            extra={"event": "node_down", "peer": channel.peer, "reason": reason},
+        )
         self._emit(NodeDown(self.name, channel.peer, reason))
 
     def _emit(self, event: NodeEvent) -> None:

@@ -203,7 +203,12 @@ class TcpMesh(Endpoint):
             return False
         except (OSError, TimeoutError) as exc:
             reason = str(exc) or f"no answer within {self._handshake_timeout}s"
-            log.debug("cannot reach %s: %s", peer, reason)
+            log.debug(
+                "cannot reach %s: %s",
+                peer,
+                reason,
+                extra={"event": "dial_failed", "peer": peer, "reason": reason},
+            )
             return False
         handshake = self._handshake_state("dialer", peer)
         try:
@@ -293,7 +298,12 @@ class TcpMesh(Endpoint):
             )
             refusal = REFUSALS.get(verdict)
         if refusal is not None:
-            log.debug("refused a connection from %s: %s", peer, refusal)
+            log.debug(
+                "refused a connection from %s: %s",
+                peer,
+                refusal,
+                extra={"event": "connection_refused", "peer": peer, "reason": verdict},
+            )
             with contextlib.suppress(ConnectionError):
                 link.write(encode_frame(reject(verdict, refusal)))
             link.close()

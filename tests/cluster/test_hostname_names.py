@@ -11,7 +11,6 @@ other by the name discovery gave it, and each answers to exactly that name.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -69,8 +68,9 @@ async def form_mesh(lab: Lab, nodes: list[LabNode]) -> None:
     by name (``/status``); then they leave gracefully."""
     await lab.start(nodes)
     for node in nodes:
-        listening = rf"node {re.escape(node.name)} listening on {re.escape(node.address)}:"
-        await lab.wait_for_log(node, listening + str(NODE_PORT))
+        listening = node.listening()
+        assert listening is not None, node.name
+        assert (listening.host, listening.port) == (node.address, NODE_PORT), node.name
     await lab.wait_mesh(nodes, timeout=FORM_WITHIN)
     await lab.stop(nodes)
     assert [node.exit_code for node in nodes] == [0] * len(nodes)

@@ -15,10 +15,8 @@ new node dialling in on its own.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 import yaml
@@ -32,7 +30,7 @@ from tests.lab.kube_api import (
     pod,
     slice_endpoint,
 )
-from tests.lab.lab import HTTP_PORT, NODE_PORT
+from tests.lab.lab import HTTP_PORT
 
 NAMESPACE = "lab"
 LABELS = {"app": "pycluster"}
@@ -49,7 +47,6 @@ STAYS_OUT_FOR = 1.0
 """Seconds the removed node is watched staying out (its reconnects are refused)."""
 FORBIDDEN_WATCHES_PER_NODE = 3
 """Watch attempts refused with 403 (on average per node) before RBAC is granted again."""
-FORBIDDEN_HINT = re.compile(r" WARNING pycluster\.topology \[pycluster:k8s\] forbidden: ")
 
 RecordProperty = Callable[[str, object], None]
 """pytest's ``record_property`` fixture: timings land in ``--junitxml`` reports."""
@@ -123,30 +120,14 @@ def declare(lab: Lab, kube: KubeApi, mode: str, count: int) -> list[LabNode]:
                 }
             },
         }
-        stem = f"app-{address.rsplit('.', 1)[1]}"
-        config_path = lab.directory / f"{stem}.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        nodes.append(_lab_node(lab, name, address, config_path, f"{stem}.log"))
+        nodes.append(lab.add(name, address, config, stem=f"app-{address.rsplit('.', 1)[1]}"))
     return nodes
-
-
-def _lab_node(lab: Lab, name: str, address: str, config_path: Path, log: str) -> LabNode:
-    node = LabNode(
-        name=name,
-        address=address,
-        port=NODE_PORT,
-        http_port=HTTP_PORT,
-        config_path=config_path,
-        log_path=lab.directory / log,
-        cookie=lab.cookie,
-    )
-    lab.nodes.append(node)  # the lab stops it, and shows its log if the test fails
-    return node
 
 
 def restarted(lab: Lab, node: LabNode) -> LabNode:
     """A new process for ``node`` (same name, address and config; a log of its own)."""
-    return _lab_node(lab, node.name, node.address, node.config_path, f"{node.log_path.stem}-2.log")
+    config = yaml.safe_load(node.config_path.read_text())
+    return lab.add(node.name, node.address, config, stem=f"{node.log_path.stem}-2")
 
 
 async def all_watching(lab: Lab, kube: KubeApi, count: int) -> None:
@@ -180,24 +161,15 @@ async def remove(lab: Lab, published: Published, stay: Sequence[LabNode], gone: 
     done = await lab.until(alone, timeout=SETTLE_WITHIN, what=f"{gone.name} connected to none")
     sent = published.kube.first_sent(version)
     assert sent is not None, "no watch event reported the removal"
-    name = re.escape(gone.name)
     for node, offset in zip(stay, offsets, strict=True):
-        await lab.wait_for_log(
-            node,
-            rf"\[pycluster:k8s\] disconnected {name}: discovery no longer lists it",
-            since=offset,
+        await lab.wait_for_record(
+            node, event="disconnected", peer=gone.name, topology="k8s", since=offset
         )
     # Its own discovery still lists the others. If it applied the removal before they
     # dropped it, nothing was missing then, and it would dial again only after
     # polling_interval; the next event it sees makes it dial at once, and they refuse it.
     published.touch()
-    for node, offset in zip(stay, offsets, strict=True):
-        await lab.wait_for_log(
-            node,
-            rf"refused a connection from {name}: discovery on this node no longer lists you",
-            since=offset,
-            timeout=SETTLE_WITHIN,
-        )
+    await refused_by(lab, stay, offsets, gone)
     return done - sent
 
 
@@ -249,13 +221,7 @@ async def newcomer_connected_by_watch(
     offsets = [node.log_size() for node in stay]
     watches = kube.count("watch")
     await lab.start([newcomer])
-    for node, offset in zip(stay, offsets, strict=True):
-        await lab.wait_for_log(
-            node,
-            rf"refused a connection from {re.escape(newcomer.name)}: discovery on this node",
-            since=offset,
-            timeout=SETTLE_WITHIN,
-        )
+    await refused_by(lab, stay, offsets, newcomer)
 
     # (The stopped process's watch still counts as open until the fake next writes to it,
     # so the newcomer's watch is recognised by its request.)
@@ -269,6 +235,23 @@ async def newcomer_connected_by_watch(
     added = await add(lab, published, nodes)
     assert added < CONNECTED_WITHIN, f"connected {added:.3f} s after the watch event"
     return nodes, removed, added
+
+
+def forbidden(node: LabNode, offset: int) -> bool:
+    """Whether ``node`` said, since ``offset``, that RBAC forbids what its topology needs."""
+    return bool(node.records(offset, event="discovery_problem", reason="forbidden"))
+
+
+async def refused_by(
+    lab: Lab, nodes: Sequence[LabNode], offsets: Sequence[int], refused: LabNode
+) -> None:
+    """Wait until each of ``nodes`` refused a connection from ``refused`` (since offsets)."""
+    for node, offset in zip(nodes, offsets, strict=True):
+        await lab.until(
+            lambda node=node, offset=offset: node.refusals(refused.name, since=offset) > 0,
+            timeout=SETTLE_WITHIN,
+            what=f"{node.name} refuses {refused.name}",
+        )
 
 
 def downs(nodes: Sequence[LabNode], offsets: Sequence[int]) -> list[str]:
@@ -319,9 +302,11 @@ async def test_endpointslices_watch_survives_410_and_403(
         kube.compact()
         assert kube.cut_watches() >= 4
         for node, offset in zip(nodes, offsets, strict=True):
-            await lab.wait_for_log(
+            await lab.wait_for_record(
                 node,
-                r"\[pycluster:k8s\] watch of endpointslices expired \(410 Gone\); listing again",
+                event="watch_expired",
+                resource="endpointslices",
+                topology="k8s",
                 since=offset,
                 timeout=SETTLE_WITHIN,
             )
@@ -343,32 +328,43 @@ async def test_endpointslices_watch_survives_410_and_403(
         kube.forbidden = {"list", "watch"}
         assert kube.cut_watches() == 4
         refused = watches + 4 * FORBIDDEN_WATCHES_PER_NODE
-        deadline = time.monotonic() + SETTLE_WITHIN
-        while kube.count("watch") < refused or not all(
-            FORBIDDEN_HINT.search(node.log_text(offset))
-            for node, offset in zip(nodes, offsets, strict=True)
-        ):
-            assert time.monotonic() < deadline, "the nodes did not retry, or did not say why"
-            await assert_meshed(lab, nodes)
-        hint = (
-            f'[pycluster:k8s] forbidden: the user behind {kube.url} needs "list" and "watch" '
-            f'on "endpointslices.discovery.k8s.io" in namespace "{NAMESPACE}"; keeping '
-            "current nodes (the API said: endpointslices.discovery.k8s.io is forbidden: "
-            f'User "system:serviceaccount:{NAMESPACE}:pycluster" cannot watch resource '
-            f'"endpointslices" in API group "discovery.k8s.io" in the namespace "{NAMESPACE}")'
+
+        async def retried_and_said_why() -> bool:
+            await assert_meshed(lab, nodes)  # all along: nobody is disconnected
+            return kube.count("watch") >= refused and all(
+                forbidden(node, offset) for node, offset in zip(nodes, offsets, strict=True)
+            )
+
+        await lab.until(
+            retried_and_said_why,
+            timeout=SETTLE_WITHIN,
+            what="the nodes retry, and say why they fail",
         )
+        # What the hint must name: who, the verbs, the resource, the namespace, and the
+        # API's own words about the user.
+        named = [
+            kube.url,
+            '"list" and "watch"',
+            '"endpointslices.discovery.k8s.io"',
+            f'"{NAMESPACE}"',
+            f"system:serviceaccount:{NAMESPACE}:pycluster",
+        ]
         kube.forbidden = set()
         for node, offset in zip(nodes, offsets, strict=True):
-            await lab.wait_for_log(
-                node, r"\[pycluster:k8s\] discovery recovered", since=offset, timeout=SETTLE_WITHIN
+            await lab.wait_for_record(
+                node,
+                event="discovery_recovered",
+                reason="forbidden",
+                topology="k8s",
+                since=offset,
+                timeout=SETTLE_WITHIN,
             )
         for node, offset in zip(nodes, offsets, strict=True):
-            said = [
-                line for line in node.log_text(offset).splitlines() if FORBIDDEN_HINT.search(line)
-            ]
+            said = node.records(offset, event="discovery_problem", reason="forbidden")
             assert len(said) == 1, f"{node.name} logged the RBAC hint {len(said)} times: {said}"
-            assert said[0].endswith(hint), said[0]
-            assert "still failing" not in node.log_text(offset)
+            assert said[0]["level"] == "WARNING"
+            assert [part for part in named if part not in said[0]["problem"]] == [], said[0]
+            assert node.records(offset, event="discovery_still_failing") == []
         await assert_meshed(lab, nodes)
         assert downs(nodes, offsets) == []
         await all_watching(lab, kube, len(nodes))

@@ -22,11 +22,8 @@ import asyncio
 import ipaddress
 import os
 import pwd
-import random
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -35,15 +32,15 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from tests.lab.polling import NotWithin, until
+from tests.lab.ports import free_port
+
 DNSMASQ = "/usr/sbin/dnsmasq"
 ADDRESS = "127.0.0.1"
 DOMAINS = ("lab.test", "cluster.local")
 SRV_PORT = 9100
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-# Below Linux's ephemeral range (32768-60999 by default), so the port the lab picked cannot
-# be taken meanwhile by some client socket's automatic source port.
-PORT_RANGE = (20000, 32000)
 
 
 class Dnsmasq:
@@ -57,7 +54,7 @@ class Dnsmasq:
         directory.mkdir(parents=True, exist_ok=True)
         self.domains = tuple(domains)
         self.address = ADDRESS
-        self.port = _free_port()
+        self.port = free_port(ADDRESS, udp=True, lasting=True)
         self.hosts: dict[str, tuple[str, ...]] = {}
         """Address records served: name -> addresses (none: the name exists, empty)."""
         self.srv: dict[str, tuple[str, ...]] = {}
@@ -191,8 +188,8 @@ class Dnsmasq:
         resolver.port = self.port
         resolver.cache = None
         name = self._serial_name() + "."
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+
+        async def serving() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(
@@ -201,36 +198,21 @@ class Dnsmasq:
             try:
                 await resolver.resolve(name, "A", lifetime=0.1)
             except (dns.exception.DNSException, OSError):
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"dnsmasq on port {self.port} does not serve {name} "
-                        f"after {START_TIMEOUT}s:\n{self.log_text()}"
-                    ) from None
-                await asyncio.sleep(0.01)
-            else:
-                return
+                return False
+            return True
+
+        try:
+            await until(
+                serving, timeout=START_TIMEOUT, interval=0.01, what=f"dnsmasq serves {name}"
+            )
+        except NotWithin:
+            raise AssertionError(
+                f"dnsmasq on port {self.port} does not serve {name} "
+                f"after {START_TIMEOUT}s:\n{self.log_text()}"
+            ) from None
 
 
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _free_port() -> int:
-    """A port free for UDP and TCP on 127.0.0.1, picked at random in PORT_RANGE."""
-    for _ in range(200):
-        port = random.randrange(*PORT_RANGE)
-        if _free(port):
-            return port
-    raise RuntimeError(f"no free port in {PORT_RANGE} on {ADDRESS}")
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind((ADDRESS, port))
-            except OSError:
-                return False
-    return True

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.lab.lab import NODE_PORT, Lab
 from tests.lab.node import LabNode
 
@@ -75,18 +73,13 @@ def declare_node(
     The lab stops the node, and shows its log if the test fails.
     """
     node_config = config["node"]
-    stem = f"node-{address.rsplit('.', 1)[1]}"
-    config_path = lab.directory / f"{stem}.yaml"
-    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    node = LabNode(
-        name=node_config["name"],
-        address=address,
+    node = lab.add(
+        node_config["name"],
+        address,
+        dict(config),
         port=node_config.get("port", NODE_PORT),
         http_port=node_config["http"]["port"],
-        config_path=config_path,
-        log_path=lab.directory / f"{stem}.log",
-        cookie=lab.cookie,
-        command_prefix=command_prefix,
+        stem=f"node-{address.rsplit('.', 1)[1]}",
     )
-    lab.nodes.append(node)
+    node.command_prefix = command_prefix
     return node

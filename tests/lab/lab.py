@@ -22,7 +22,8 @@ import aiohttp
 import yaml
 
 from tests.lab.firewall import Firewall
-from tests.lab.node import COOKIE_ENV, LabNode
+from tests.lab.node import COOKIE_ENV, LabNode, parse_records
+from tests.lab.polling import NotWithin, until
 
 NODE_PORT = 9100
 HTTP_PORT = 9200
@@ -127,22 +128,39 @@ class Lab:
                     }
                 },
             }
-            stem = name.split("@")[0]
-            config_path = self.directory / f"{stem}.yaml"
-            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-            lab_node = LabNode(
-                name=name,
-                address=address,
-                port=NODE_PORT,
-                http_port=HTTP_PORT,
-                config_path=config_path,
-                log_path=self.directory / f"{stem}.log",
-                cookie=self.cookie if cookie is None else cookie,
-                verbose=verbose,
-            )
-            self.nodes.append(lab_node)
-            declared.append(lab_node)
+            declared.append(self.add(name, address, config, cookie=cookie, verbose=verbose))
         return declared
+
+    def add(
+        self,
+        name: str,
+        address: str,
+        config: dict[str, Any],
+        *,
+        port: int = NODE_PORT,
+        http_port: int = HTTP_PORT,
+        cookie: str | None = None,
+        verbose: bool = True,
+        stem: str | None = None,
+    ) -> LabNode:
+        """Declare one node (not started) that runs ``config``, written as YAML as given;
+        ``port`` and ``http_port`` are where the config has it listen. Its files are
+        named ``stem`` (by default what its name has before "@")."""
+        stem = stem or name.split("@")[0]
+        config_path = self.directory / f"{stem}.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        node = LabNode(
+            name=name,
+            address=address,
+            port=port,
+            http_port=http_port,
+            config_path=config_path,
+            log_path=self.directory / f"{stem}.log",
+            cookie=self.cookie if cookie is None else cookie,
+            verbose=verbose,
+        )
+        self.nodes.append(node)
+        return node
 
     # -- starting and stopping --------------------------------------------------------------
 
@@ -154,23 +172,31 @@ class Lab:
         for node in nodes:
             node.spawn()
             node.spawned_at = time.monotonic()
-        deadline = time.monotonic() + timeout
-        problems = await asyncio.gather(*(self._wait_listening(n, deadline) for n in nodes))
+        problems = await asyncio.gather(*(self._wait_listening(n, timeout) for n in nodes))
         failed = [problem for problem in problems if problem is not None]
         if failed:
             raise AssertionError("nodes did not start: " + "; ".join(failed))
 
-    async def _wait_listening(self, node: LabNode, deadline: float) -> str | None:
-        while True:
+    async def _wait_listening(self, node: LabNode, timeout: float) -> str | None:
+        """None once ``node`` answers /status as itself; else what went wrong."""
+        exited: list[str] = []
+
+        async def listening() -> bool:
             status = await self.try_status(node)
             if status is not None and status.get("node") == node.name:
-                node.listening_at = time.monotonic()
-                return None
+                return True
             if not node.running:
-                return f"{node.name} exited with status {node.exit_code} before listening"
-            if time.monotonic() > deadline:
-                return f"{node.name} did not answer /status in time"
-            await asyncio.sleep(0.01)
+                exited.append(f"{node.name} exited with status {node.exit_code} before listening")
+            return bool(exited)
+
+        try:
+            await until(listening, timeout=timeout, interval=0.01, what=f"{node.name} listens")
+        except NotWithin:
+            return f"{node.name} did not answer /status in time"
+        if exited:
+            return exited[0]
+        node.listening_at = time.monotonic()
+        return None
 
     def send_signal(self, node: LabNode, signum: signal.Signals) -> float:
         """Send ``signum`` to ``node``; return the time.monotonic() just before sending."""
@@ -273,6 +299,22 @@ class Lab:
                 values[match["series"]] = float(match["value"])
         return values
 
+    async def wait_for_metric(
+        self, node: LabNode, series: str, *, at_least: float = 1, timeout: float = 5.0
+    ) -> float:
+        """Wait until ``node``'s /metrics has ``series`` (with its labels, e.g.
+        ``'pycluster_handshake_failures_total{kind="cookie"}'``) at ``at_least``; return
+        its value then."""
+        value = 0.0
+
+        async def reached() -> bool:
+            nonlocal value
+            value = (await self.metrics(node)).get(series, 0.0)
+            return value >= at_least
+
+        await self.until(reached, timeout=timeout, what=f"{node.name}: {series} >= {at_least}")
+        return value
+
     async def until(
         self,
         condition: Callable[[], Awaitable[bool]],
@@ -285,13 +327,7 @@ class Lab:
 
         Fails, saying ``what`` was awaited, after ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            if await condition():
-                return time.monotonic()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout}s: {what}")
-            await asyncio.sleep(interval)
+        return await until(condition, timeout=timeout, what=what, interval=interval)
 
     async def views(self, nodes: Sequence[LabNode]) -> list[list[str] | None]:
         """Every node's ``nodes`` list (None where one does not answer), fetched together."""
@@ -312,19 +348,19 @@ class Lab:
             meshed, timeout=timeout, what=f"a full mesh of {', '.join(sorted(names))}"
         )
 
-    async def wait_for_log(
-        self, node: LabNode, pattern: str, *, since: int = 0, timeout: float = 5.0
-    ) -> str:
-        """Wait until ``node`` logs a line matching regex ``pattern`` after offset ``since``;
-        return that line."""
-        regex = re.compile(pattern)
-        found: list[str] = []
+    async def wait_for_record(
+        self, node: LabNode, *, since: int = 0, timeout: float = 5.0, **fields: Any
+    ) -> dict[str, Any]:
+        """Wait until ``node`` logs a record with all ``fields`` after byte offset
+        ``since`` (e.g. ``event="connect_failed", peer=b.name``); return the first."""
+        found: list[dict[str, Any]] = []
 
         async def logged() -> bool:
-            found[:] = [line for line in node.log_text(since).splitlines() if regex.search(line)]
+            found[:] = node.records(since, **fields)
             return bool(found)
 
-        await self.until(logged, timeout=timeout, what=f"{node.name} logs /{pattern}/")
+        shown = ", ".join(f"{key}={value!r}" for key, value in fields.items())
+        await self.until(logged, timeout=timeout, what=f"{node.name} logs a record {shown}")
         return found[0]
 
     # -- the command line -------------------------------------------------------------------
@@ -359,11 +395,24 @@ class Lab:
         for node in self.nodes:
             if node.retired:
                 continue
-            lines = node.log_text().splitlines()
+            lines = [readable(line) for line in node.log_text().splitlines()]
             cut = f" (last {tail} of {len(lines)} lines)" if len(lines) > tail else ""
             parts.append(f"==== {node.describe()} {node.log_path}{cut} ====")
             parts.extend(lines[-tail:])
         return "\n".join(parts)
+
+
+def readable(line: str) -> str:
+    """A JSON log line as a line of text (time, level, logger, message, other fields)."""
+    records = parse_records(line)
+    if not records:
+        return line
+    fields = dict(records[0])
+    head = [str(fields.pop(key, "-")) for key in ("timestamp", "level", "logger", "message")]
+    exception = fields.pop("exception", None)
+    rest = " ".join(f"{key}={value!r}" for key, value in fields.items())
+    text = " ".join(head) + (f"  [{rest}]" if rest else "")
+    return text + (f"\n{exception}" if exception else "")
 
 
 def _ports_free(address: str, ports: Iterable[int]) -> bool:

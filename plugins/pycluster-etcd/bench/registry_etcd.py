@@ -16,16 +16,12 @@ import asyncio
 import contextlib
 import os
 import platform
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,58 +31,37 @@ from pycluster import Plugins, load_config
 from pycluster.node import Node
 from pycluster.registry import ActorRef
 
+# Run as a script: the repository root (for the lab, tests/lab) and the plugin's tests (for
+# its etcd server, etcd_lab) are made importable here.
+_HERE = Path(__file__).resolve()
+sys.path[:0] = [str(_HERE.parents[3]), str(_HERE.parents[1] / "tests")]
+
+from etcd_lab import ETCD, EtcdServer  # noqa: E402
+
+from tests.lab.polling import until  # noqa: E402
+from tests.lab.stats import percentile  # noqa: E402
+
 COOKIE = "bench-registry-etcd"
 BATCH = 100
 ETCD_HOST = "127.0.5.250"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((ETCD_HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def etcd_server() -> Iterator[tuple[str, str]]:
+@contextlib.asynccontextmanager
+async def etcd_server() -> AsyncIterator[tuple[str, str]]:
     """A single-member etcd in a temporary directory: its endpoint and version line."""
-    etcd = shutil.which("etcd") or "/usr/bin/etcd"
-    version = subprocess.run([etcd, "--version"], capture_output=True, text=True).stdout
-    client, peer = free_port(), free_port()
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-etcd-") as directory,
-        Path(directory, "etcd.log").open("wb") as log,
-    ):
-        process = subprocess.Popen(
-            [
-                etcd,
-                "--name=bench",
-                f"--data-dir={directory}/data",
-                f"--listen-client-urls=http://{ETCD_HOST}:{client}",
-                f"--advertise-client-urls=http://{ETCD_HOST}:{client}",
-                f"--listen-peer-urls=http://{ETCD_HOST}:{peer}",
-                f"--initial-advertise-peer-urls=http://{ETCD_HOST}:{peer}",
-                f"--initial-cluster=bench=http://{ETCD_HOST}:{peer}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    version = (
+        await asyncio.to_thread(
+            subprocess.run, [ETCD, "--version"], capture_output=True, text=True, check=False
         )
+    ).stdout
+    with tempfile.TemporaryDirectory(prefix="bench-etcd-") as directory:
+        server = EtcdServer(Path(directory), "bench", host=ETCD_HOST)
+        server.start()
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    url = f"http://{ETCD_HOST}:{client}/health"
-                    with urllib.request.urlopen(url, timeout=1) as answer:
-                        if b'"true"' in answer.read():
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("etcd did not start")
-                time.sleep(0.05)
-            yield f"{ETCD_HOST}:{client}", version.splitlines()[0]
+            await server.until_healthy()
+            yield server.endpoint, version.splitlines()[0]
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(10)
+            server.stop()
 
 
 def make_node(index: int, backend: str, endpoint: str) -> Node:
@@ -109,25 +84,16 @@ async def cluster(backend: str, endpoint: str, first: int) -> AsyncIterator[list
         await node.start()
     try:
         await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
-        await until(lambda: all(len(n.nodes()) == 2 and n.ready() for n in nodes))
+        await settled(lambda: all(len(n.nodes()) == 2 and n.ready() for n in nodes))
         yield nodes
     finally:
         for node in nodes:
             await node.stop()
 
 
-async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
-    """Poll ``condition`` on every turn of the loop, for at most ``seconds``."""
-    deadline = time.perf_counter() + seconds
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0)
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+async def settled(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition`` holds, checked on every turn of the loop (30 s at most)."""
+    await until(condition, timeout=30.0, interval=0, what="the registry settled")
 
 
 async def rate(count: int, make: Callable[[int], Awaitable[Any]]) -> float:
@@ -168,7 +134,7 @@ async def measure(nodes: list[Node], count: int) -> dict[str, Any]:
         def seen(name: str = f"p{i}", ref: ActorRef = ref) -> bool:
             return all(n.registry.whereis(name) == ref for n in nodes[1:])
 
-        await until(seen)
+        await settled(seen)
         spread.append((time.perf_counter() - started) * 1e3)
     results["propagation"] = spread
     return results
@@ -195,7 +161,7 @@ def machine() -> str:
 
 
 async def main(count: int) -> None:
-    with etcd_server() as (endpoint, version):
+    async with etcd_server() as (endpoint, version):
         async with cluster("etcd", endpoint, 0) as nodes:
             etcd = await measure(nodes, count)
         async with cluster("crdt", endpoint, 10) as nodes:

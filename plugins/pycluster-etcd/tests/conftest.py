@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pycluster_etcd
 import pytest
+import pytest_asyncio
 from etcd_lab import EtcdServer, Gate
 
 from pycluster import Plugins, load_config
 from pycluster.node import Node
+from tests.lab.polling import until
 
 COOKIE = "etcd-plugin-test-cookie"
 LEASE_TTL = 3
 """Short enough for quick expiry tests, long enough for a loaded 2-core CI machine."""
 
 
-async def eventually(
-    condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.01
-) -> None:
-    """Poll ``condition`` until it holds; fail the test if it does not within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0) -> float:
+    """The lab's :func:`~tests.lab.polling.until`, with this suite's deadline (etcd round
+    trips on a loaded machine)."""
+    return await until(condition, timeout=timeout, interval=0.01)
 
 
 def plugins() -> Plugins:
@@ -82,25 +78,25 @@ async def mesh(nodes: list[Node]) -> None:
     await eventually(lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes))
 
 
-@pytest.fixture(scope="session")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def etcd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EtcdServer]:
     """One etcd for the session's tests that leave it alone (each uses its own prefix)."""
     server = EtcdServer(tmp_path_factory.mktemp("etcd"), "shared")
     server.start()
     try:
-        server.wait_healthy()
+        await server.until_healthy()
         yield server
     finally:
         server.stop()
 
 
 @pytest.fixture
-def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+async def own_etcd(tmp_path: Path) -> AsyncIterator[EtcdServer]:
     """An etcd of this test alone, which it may pause, kill or restart."""
     server = EtcdServer(tmp_path, "own")
     server.start()
     try:
-        server.wait_healthy()
+        await server.until_healthy()
         yield server
     finally:
         server.stop()

@@ -1,8 +1,8 @@
 """Real etcd servers for the tests (Debian's etcd-server, /usr/bin/etcd), on loopback only.
 
 Each server gets a data directory under the test's tmp dir and free ports on its own
-127.0.5.x address; it is started through a tiny launcher that asks the kernel to kill it if
-the test process dies (PR_SET_PDEATHSIG survives execve), so no etcd outlives a test run.
+127.0.5.x address; it is started through the test lab's launcher (tests/lab), which asks the
+kernel to kill it if the test process dies, so no etcd outlives a test run.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import secrets
 import shutil
 import signal
@@ -18,35 +17,18 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+
+from tests.lab.node import launcher
+from tests.lab.polling import NotWithin, until
+from tests.lab.ports import free_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 START_TIMEOUT = 20.0
 ADDRESSES = itertools.count(200)
 """Host parts of 127.0.5.x given to etcd servers (nodes use the low ones)."""
-
-LAUNCHER = """\
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):
-    os._exit(70)  # the test process died before prctl took effect
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-
-
-def launcher(program: str, *args: str) -> list[str]:
-    """A command that runs ``program`` and dies with this (the test) process."""
-    return [sys.executable, "-c", LAUNCHER, str(os.getpid()), program, *args]
-
-
-def free_port(host: str) -> int:
-    """A TCP port nothing listens on at ``host`` right now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def next_address() -> str:
@@ -124,20 +106,21 @@ class EtcdServer:
     async def until_healthy_inside(self, timeout: float = START_TIMEOUT) -> None:
         """Wait until healthy, checked from inside the member's namespace (``prefix``)."""
         probe = (
-            "import sys, time, urllib.request\n"
-            f"deadline = time.monotonic() + {timeout}\n"
-            "while time.monotonic() < deadline:\n"
-            "    try:\n"
-            f"        url = 'http://{self.endpoint}/health'\n"
-            "        with urllib.request.urlopen(url, timeout=1) as r:\n"
-            "            if b'\"true\"' in r.read(): sys.exit(0)\n"
-            "    except OSError: pass\n"
-            "    time.sleep(0.05)\n"
-            "sys.exit(1)\n"
+            "import sys, urllib.request\n"
+            "try:\n"
+            f"    with urllib.request.urlopen('http://{self.endpoint}/health', timeout=1) as r:\n"
+            "        sys.exit(0 if b'\"true\"' in r.read() else 1)\n"
+            "except OSError:\n"
+            "    sys.exit(1)\n"
         )
-        process = await asyncio.create_subprocess_exec(*self.prefix, sys.executable, "-c", probe)
-        if await process.wait() != 0:
-            raise AssertionError(f"etcd {self.name} not healthy in {timeout}s: {self.tail()}")
+
+        async def healthy() -> bool:
+            process = await asyncio.create_subprocess_exec(
+                *self.prefix, sys.executable, "-c", probe
+            )
+            return await process.wait() == 0
+
+        await self._until(healthy, timeout)
 
     def healthy(self) -> bool:
         """Whether the member answers its HTTP health check (and has a leader)."""
@@ -162,19 +145,24 @@ class EtcdServer:
             return True
         return False
 
-    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
-        """Block until :meth:`healthy`; fail with the log's tail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
+    async def until_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until :meth:`healthy`; fail with the log's tail after ``timeout``, or as
+        soon as the member exits."""
+
+        async def healthy() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"etcd {self.name} exited: {self.tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"etcd {self.name} not healthy in {timeout}s: {self.tail()}")
-            time.sleep(0.05)
+            return await asyncio.to_thread(self.healthy)
 
-    async def until_healthy(self, timeout: float = START_TIMEOUT) -> None:
-        """:meth:`wait_healthy` without blocking the event loop."""
-        await asyncio.to_thread(self.wait_healthy, timeout)
+        await self._until(healthy, timeout)
+
+    async def _until(self, healthy: Callable[[], Awaitable[bool]], timeout: float) -> None:
+        try:
+            await until(healthy, timeout=timeout, interval=0.05, what=f"etcd {self.name} healthy")
+        except NotWithin:
+            raise AssertionError(
+                f"etcd {self.name} not healthy in {timeout}s: {self.tail()}"
+            ) from None
 
     def signal(self, signum: signal.Signals) -> None:
         """Send ``signum`` to the member (SIGSTOP: etcd stops answering, sockets stay up)."""
@@ -208,7 +196,7 @@ class EtcdServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def start_cluster(directory: Path, size: int, **options: object) -> list[EtcdServer]:
+async def start_cluster(directory: Path, size: int, **options: object) -> list[EtcdServer]:
     """``size`` members forming one cluster, started and healthy."""
     members = [EtcdServer(directory, f"etcd{i}", **options) for i in range(size)]  # type: ignore[arg-type]
     for member in members:
@@ -218,7 +206,7 @@ def start_cluster(directory: Path, size: int, **options: object) -> list[EtcdSer
         member.start()
     try:
         for member in members:
-            member.wait_healthy()
+            await member.until_healthy()
     except BaseException:
         for member in members:
             member.kill()

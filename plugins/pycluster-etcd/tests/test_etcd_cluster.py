@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ class Named(Actor):
 
 
 @pytest.fixture
-def members(tmp_path: Path) -> Iterator[list[EtcdServer]]:
-    cluster = start_cluster(tmp_path, 3)
+async def members(tmp_path: Path) -> AsyncIterator[list[EtcdServer]]:
+    cluster = await start_cluster(tmp_path, 3)
     try:
         yield cluster
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from pycluster import ConfigError, load_config
 from pycluster.actors import Actor
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, ClaimFailed
+from tests.lab.polling import until
 
 
 class Named(Actor):
@@ -273,11 +275,12 @@ async def test_etcd_killed_and_restarted_from_its_data(own_etcd: EtcdServer, pre
 
 async def _spawn_eventually(node: Node, name: str, timeout: float = 15.0) -> ActorRef:
     """Spawn ``name`` on ``node``, retrying while claims fail (etcd coming back)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await node.registry.spawn(name, Named, timeout=1)
-        except ClaimFailed:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+    spawned: list[ActorRef] = []
+
+    async def claimed() -> bool:
+        with contextlib.suppress(ClaimFailed):
+            spawned.append(await node.registry.spawn(name, Named, timeout=1))
+        return bool(spawned)
+
+    await until(claimed, timeout=timeout, interval=0.05, what=f"{name} claimed")
+    return spawned[0]

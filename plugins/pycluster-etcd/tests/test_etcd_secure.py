@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class Named(Actor):
 
 
 @pytest.fixture
-def secure_etcd(tmp_path: Path) -> Iterator[tuple[EtcdServer, dict[str, str]]]:
+async def secure_etcd(tmp_path: Path) -> AsyncIterator[tuple[EtcdServer, dict[str, str]]]:
     server = EtcdServer(tmp_path, "secure")
     pki = make_pki(tmp_path, server.host)
     server.extra = [
@@ -48,7 +48,7 @@ def secure_etcd(tmp_path: Path) -> Iterator[tuple[EtcdServer, dict[str, str]]]:
     server.client_tls = (pki["cafile"], pki["client_cert"], pki["client_key"])
     server.start()
     try:
-        server.wait_healthy()
+        await server.until_healthy()
         yield server, pki
     finally:
         server.stop()

@@ -16,6 +16,7 @@ from pycluster_etcd.options import EtcdConnection
 from pycluster_etcd.strategy import listed_nodes
 
 from pycluster.node import Node
+from tests.lab.polling import until
 
 
 def discovering(
@@ -151,11 +152,12 @@ async def test_while_etcd_is_down_nobody_is_disconnected(own_etcd: EtcdServer, p
         # Every entry may have expired meanwhile; every node registers again, and the mesh
         # holds all along (peers get a lease_ttl to come back before they are dropped).
         names = full_names(nodes)
-        deadline = time.monotonic() + 15
-        while await registered(own_etcd, prefix) != names:
-            assert all(len(peers(n)) == 2 for n in nodes)
-            assert time.monotonic() < deadline, await registered(own_etcd, prefix)
-            await asyncio.sleep(0.05)
+
+        async def registered_again() -> bool:
+            assert all(len(peers(n)) == 2 for n in nodes)  # all along
+            return await registered(own_etcd, prefix) == names
+
+        await until(registered_again, timeout=15, interval=0.05, what="every node registered")
         for _ in range(int((LEASE_TTL + 2) / 0.05)):
             assert all(len(peers(n)) == 2 for n in nodes)
             await asyncio.sleep(0.05)

@@ -29,8 +29,11 @@ from typing import Any
 import attrs
 import pytest
 import yaml
-from etcd_lab import EtcdServer, launcher
+from etcd_lab import EtcdServer
 from netns_lab import Network, netns_available
+
+from tests.lab.node import launcher
+from tests.lab.polling import until
 
 
 @pytest.fixture(autouse=True)
@@ -219,13 +222,6 @@ def start_node(
         )
 
 
-async def until(what: str, timeout: float, check: Any) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.05)
-
-
 def logs(directory: Path) -> str:
     """Every process's log (etcd's last lines only), for failure reports."""
     parts = []
@@ -258,7 +254,7 @@ async def test_a_partition_never_leaves_a_name_with_two_live_actors(
             return True
 
         try:
-            await until("the three nodes meshed and synced", 60, meshed)
+            await until(meshed, timeout=60, what="the three nodes meshed and synced", interval=0.05)
             for name in NAMES:
                 await driver.ask("spawn", name=name, on=n3)
 
@@ -285,7 +281,9 @@ async def test_a_partition_never_leaves_a_name_with_two_live_actors(
                 running = {life.name for life in found if life.stop is None and life.node != n3}
                 return running == set(NAMES)
 
-            await until("every name running on n1 or n2", 30, taken_over)
+            await until(
+                taken_over, timeout=30, what="every name running on n1 or n2", interval=0.05
+            )
             took = time.monotonic() - cut_at
             found = lives(records)
             assert overlaps(found) == [], overlaps(found)
@@ -307,7 +305,12 @@ async def test_a_partition_never_leaves_a_name_with_two_live_actors(
                 statuses = [await driver.status(name) for name in names.values()]
                 return all(s is not None and s["registry"]["names"] == len(NAMES) for s in statuses)
 
-            await until("n3 back in the mesh, every registry agreeing", 60, agreed)
+            await until(
+                agreed,
+                timeout=60,
+                what="n3 back in the mesh, every registry agreeing",
+                interval=0.05,
+            )
             back = time.monotonic() - healed_at
             await asyncio.sleep(1.0)  # the adversary keeps trying after the heal too
             watcher.cancel()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pycluster.plugins import hookimpl
+from pycluster import Strategy, hookimpl
 from pycluster.strategies.dns import DnsPoll, KubernetesDns, KubernetesDnsSrv
 from pycluster.strategies.epmd import Epmd
 from pycluster.strategies.gossip import Gossip
 from pycluster.strategies.hosts_file import HostsFile
 from pycluster.strategies.kubernetes import Kubernetes
 from pycluster.strategies.local_epmd import LocalEpmd
-from pycluster.strategy import Strategy
 
 __all__ = [
     "DnsPoll",

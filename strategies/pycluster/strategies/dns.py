@@ -29,9 +29,16 @@ import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
 import dns.resolver
 
-from pycluster.config import checks, setting
-from pycluster.nodename import NodeNameError, parse_node_name
-from pycluster.polling import PollSchedule, poll
+from pycluster import (
+    NodeNameError,
+    PollSchedule,
+    Strategy,
+    Topology,
+    checks,
+    parse_node_name,
+    poll,
+    setting,
+)
 from pycluster.strategies.dns_answers import (
     Failed,
     Lookup,
@@ -46,7 +53,6 @@ from pycluster.strategies.dns_answers import (
     srv_node_names,
     srv_query_name,
 )
-from pycluster.strategy import Strategy, Topology
 
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]{0,61}[A-Za-z0-9_])?")
 _KUBERNETES_NAME = re.compile(r"[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?")
@@ -292,7 +298,7 @@ class _DnsPolling(Strategy):
             outcome = await self.discover(config)
             for _ in range(outcome.skipped):
                 topology.dropped("bad_record")
-            topology.problem(outcome.problem)
+            topology.problem(outcome.problem, reason=outcome.reason)
             await topology.apply(outcome.answer)
             others = set(outcome.answer or ()) - {topology.self_name}
             return bool(others) and not others - set(topology.list_nodes())

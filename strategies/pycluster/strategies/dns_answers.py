@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
-from pycluster.nodename import NodeName, NodeNameError, parse_node_name
+from pycluster import NodeName, NodeNameError, parse_node_name
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_DOMAIN_ENV = "CLUSTER_DOMAIN"
@@ -69,6 +69,9 @@ class Outcome:
     skipped: int = attrs.field(default=0, eq=False)
     """Records that made no node name, for the dropped-input counter (not compared: it
     is bookkeeping, not part of what the topology is told)."""
+    reason: str | None = attrs.field(default=None, kw_only=True)
+    """The kind of problem, a fixed word (``failed``, ``nxdomain``, ``no_records``,
+    ``no_usable_records``, ``bad_records``): the ``reason`` field of its log records."""
 
 
 def merge_addresses(a: Lookup, aaaa: Lookup) -> Lookup:
@@ -151,20 +154,26 @@ def interpret(query: str, wanted: str, lookup: Lookup, names: Names) -> Outcome:
     """
     keeping = "keeping current nodes"
     if isinstance(lookup, Failed):
-        return Outcome(None, f"DNS lookup of {query} failed ({lookup.reason}); {keeping}")
+        problem = f"DNS lookup of {query} failed ({lookup.reason}); {keeping}"
+        return Outcome(None, problem, reason="failed")
     if isinstance(lookup, NoDomain):
-        return Outcome(None, f"{query} does not exist (NXDOMAIN); {keeping}")
+        return Outcome(None, f"{query} does not exist (NXDOMAIN); {keeping}", reason="nxdomain")
     if isinstance(lookup, NoRecords):
-        return Outcome(None, f"{query} has no {wanted} records; {keeping}")
+        problem = f"{query} has no {wanted} records; {keeping}"
+        return Outcome(None, problem, reason="no_records")
     found, problems = names(lookup.values)
     if not found:
         return Outcome(
             None,
             f"{query}: no usable {wanted} records ({'; '.join(problems)}); {keeping}",
             len(problems),
+            reason="no_usable_records",
         )
     if problems:
         return Outcome(
-            found, f"{query}: skipped {wanted} records: {'; '.join(problems)}", len(problems)
+            found,
+            f"{query}: skipped {wanted} records: {'; '.join(problems)}",
+            len(problems),
+            reason="bad_records",
         )
     return Outcome(found, None)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from pycluster.config import checks, setting
-from pycluster.polling import PollSchedule, poll
-from pycluster.strategy import Strategy, Topology
+from pycluster import PollSchedule, Strategy, Topology, checks, poll, setting
 
 
 @attrs.frozen(kw_only=True)

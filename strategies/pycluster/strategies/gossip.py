@@ -24,11 +24,8 @@ from typing import Any
 
 import attrs
 
-from pycluster.config import checks, setting
-from pycluster.polling import PollSchedule
+from pycluster import PollSchedule, Strategy, Throttle, Topology, checks, setting
 from pycluster.strategies.gossip_packet import Drop, Heard, HeartbeatCodec, Rejected
-from pycluster.strategy import Strategy, Topology
-from pycluster.throttle import Throttle
 
 BROADCAST_ADDR = "255.255.255.255"
 FIRST_RETRY = 0.5
@@ -319,7 +316,10 @@ class GossipProtocol(asyncio.DatagramProtocol):
             if unlogged is not None:
                 more = f" ({unlogged} more since the last report)" if unlogged else ""
                 self._log.exception(
-                    "dropped a datagram from %s that could not be handled%s", addr, more
+                    "dropped a datagram from %s that could not be handled%s",
+                    addr,
+                    more,
+                    extra={"event": "gossip_failed", "source": str(addr), "repeats": unlogged},
                 )
 
     def error_received(self, exc: Exception) -> None:
@@ -375,7 +375,8 @@ class Gossip(Strategy):
         if config.secret is None:
             topology.log.warning(
                 "gossip heartbeats are not authenticated (no secret): anyone on the network "
-                "can make this node dial addresses of their choice"
+                "can make this node dial addresses of their choice",
+                extra={"event": "gossip_unauthenticated"},
             )
         reopen = PollSchedule(config.heartbeat_interval / 1000, first=FIRST_RETRY)
         try:
@@ -384,7 +385,7 @@ class Gossip(Strategy):
                     transport, protocol = await self._open(topology, config, codec)
                 except OSError as exc:
                     reason = str(exc) if isinstance(exc, GossipSocketError) else repr(exc)
-                    topology.problem(f"gossip socket: {reason}; retrying")
+                    topology.problem(f"gossip socket: {reason}; retrying", reason="socket")
                 else:
                     self.protocol = protocol
                     reopen.reset()
@@ -434,7 +435,8 @@ class Gossip(Strategy):
             if error is not None:
                 topology.problem(
                     f"cannot send heartbeats to {_where(*config.destination)} "
-                    f"({describe_send_error(error, config)}); retrying"
+                    f"({describe_send_error(error, config)}); retrying",
+                    reason="send",
                 )
                 wait = schedule.failed()
             else:
@@ -445,6 +447,12 @@ class Gossip(Strategy):
                         topology.full_name,
                         config.cluster_name,
                         "encrypted" if codec.sealed else "not encrypted",
+                        extra={
+                            "event": "first_heartbeat",
+                            "destination": _where(*config.destination),
+                            "cluster": config.cluster_name,
+                            "encrypted": codec.sealed,
+                        },
                     )
                 self.sent += 1
                 topology.problem(None)
@@ -458,7 +466,9 @@ class Gossip(Strategy):
             if protocol.lost.done():
                 lost = protocol.lost.result()
                 reason = describe_send_error(lost, config) if isinstance(lost, OSError) else lost
-                topology.problem(f"the gossip socket closed ({reason}); reopening")
+                topology.problem(
+                    f"the gossip socket closed ({reason}); reopening", reason="socket_closed"
+                )
                 return False
             if not sleep.result():
                 return True
@@ -502,6 +512,13 @@ class Gossip(Strategy):
             rejected.reason.description,
             detail,
             more,
+            extra={
+                "event": "gossip_dropped",
+                "source": source,
+                "reason": rejected.reason.value,
+                "detail": rejected.detail,
+                "repeats": unlogged,
+            },
         )
 
 

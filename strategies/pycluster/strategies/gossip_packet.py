@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pycluster.nodename import NodeNameError, parse_node_name
+from pycluster import NodeNameError, parse_node_name
 
 MAGIC = "pycluster-gossip"
 """First element of every heartbeat: tells ours apart from other traffic on the port."""

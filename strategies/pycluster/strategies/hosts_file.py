@@ -7,10 +7,16 @@ from pathlib import Path
 
 import attrs
 
-from pycluster.config import checks, setting
-from pycluster.nodename import NodeNameError, parse_node_name
-from pycluster.polling import PollSchedule, poll
-from pycluster.strategy import Strategy, Topology
+from pycluster import (
+    NodeNameError,
+    PollSchedule,
+    Strategy,
+    Topology,
+    checks,
+    parse_node_name,
+    poll,
+    setting,
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -68,15 +74,21 @@ class HostsFile(Strategy):
                 text = await asyncio.to_thread(path.read_text, encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                topology.problem(f"cannot read {path} ({reason}); keeping current nodes")
+                topology.problem(
+                    f"cannot read {path} ({reason}); keeping current nodes", reason="unreadable"
+                )
             else:
                 answer, problems = parse_hosts(text)
                 for _ in problems:
                     topology.dropped("bad_line")
                 if problems:
-                    topology.problem(f"{path}: skipped bad lines: " + "; ".join(problems))
+                    topology.problem(
+                        f"{path}: skipped bad lines: " + "; ".join(problems), reason="bad_lines"
+                    )
                 elif not answer:
-                    topology.problem(f"{path} lists no nodes; keeping current nodes")
+                    topology.problem(
+                        f"{path} lists no nodes; keeping current nodes", reason="empty"
+                    )
                 else:
                     topology.problem(None)
             await topology.apply(answer)

@@ -19,9 +19,17 @@ from typing import Literal
 
 import attrs
 
-from pycluster.config import checks, setting
-from pycluster.nodename import NodeName, NodeNameError, parse_node_name
-from pycluster.polling import PollSchedule, poll
+from pycluster import (
+    NodeName,
+    NodeNameError,
+    PollSchedule,
+    Strategy,
+    Topology,
+    checks,
+    parse_node_name,
+    poll,
+    setting,
+)
 from pycluster.strategies.kubernetes_api import (
     RESOURCES,
     Address,
@@ -33,7 +41,6 @@ from pycluster.strategies.kubernetes_api import (
     WatchEvent,
     connect,
 )
-from pycluster.strategy import Strategy, Topology
 
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 """Where a pod finds its own namespace (the default ``namespace``)."""
@@ -291,7 +298,8 @@ class _Discovery:
         """When to call the API again."""
         self.objects: dict[str, tuple[Address, ...]] | None = None
         """What the API last said (None before its first answer)."""
-        self.api_problem: str | None = None
+        self.api_problem: tuple[str, str] | None = None
+        """What is wrong with the API calls: (message, reason), None while they work."""
         self.changed = asyncio.Event()
 
     async def run(self) -> None:
@@ -344,7 +352,9 @@ class _Discovery:
             except Gone:
                 # The history we would resume from is gone: list afresh, then watch again.
                 self.topology.log.info(
-                    "watch of %s expired (410 Gone); listing again", self.api.resource.name
+                    "watch of %s expired (410 Gone); listing again",
+                    self.api.resource.name,
+                    extra={"event": "watch_expired", "resource": self.api.resource.name},
                 )
                 since = None
                 delay = self.calls.failed()
@@ -353,7 +363,14 @@ class _Discovery:
                 if lasted is not None and lasted >= SHORTEST_WATCH:
                     # A long watch cut (a proxy, a restarting server): resume at once.
                     self.topology.log.info(
-                        "watch of %s interrupted (%s); resuming", self.api.resource.name, exc
+                        "watch of %s interrupted (%s); resuming",
+                        self.api.resource.name,
+                        exc,
+                        extra={
+                            "event": "watch_interrupted",
+                            "resource": self.api.resource.name,
+                            "error": str(exc),
+                        },
                     )
                     delay = 0.0
                 else:
@@ -390,8 +407,9 @@ class _Discovery:
         self.api_problem = self.describe(exc, verb)
         self.changed.set()
 
-    def describe(self, exc: ApiFailure, verb: str) -> str:
-        """One line for a failed call; identical failures give identical lines (logged once)."""
+    def describe(self, exc: ApiFailure, verb: str) -> tuple[str, str]:
+        """One line for a failed call, and its reason (``forbidden``, ``unauthorized``,
+        ``api_failed``); identical failures give identical lines (logged once)."""
         api, keeping = self.api, "keeping current nodes"
         where = f'namespace "{api.namespace}"'
         if isinstance(exc, ApiError) and exc.status == 403:
@@ -400,16 +418,17 @@ class _Discovery:
             return (
                 f"forbidden: {api.identity} needs {verbs} on {api.resource.described} "
                 f"in {where}; {keeping}{said}"
-            )
+            ), "forbidden"
         if isinstance(exc, ApiError) and exc.status == 401:
-            return f"unauthorized: the API rejected the credentials of {api.identity}; {keeping}"
-        return f"cannot {verb} {api.resource.name} in {where} ({exc}); {keeping}"
+            message = f"unauthorized: the API rejected the credentials of {api.identity}"
+            return f"{message}; {keeping}", "unauthorized"
+        return f"cannot {verb} {api.resource.name} in {where} ({exc}); {keeping}", "api_failed"
 
     # -- feeding the topology -------------------------------------------------------------
 
-    def answer(self) -> tuple[frozenset[str] | None, str | None]:
+    def answer(self) -> tuple[frozenset[str] | None, tuple[str, str] | None]:
         """The node names the API lists now (None: no answer yet), and what is wrong with
-        that answer, if anything."""
+        that answer, if anything: (message, reason)."""
         if self.objects is None:
             return None, None
         names, unnamed = node_names(all_addresses(self.objects), self.naming)
@@ -417,16 +436,18 @@ class _Discovery:
         if not names:
             return names, (
                 f'no {api.resource.name} matching "{api.selector}" in namespace '
-                f'"{api.namespace}" list a node (or only terminating ones); keeping current nodes'
+                f'"{api.namespace}" list a node (or only terminating ones); keeping current nodes',
+                "no_nodes",
             )
         if unnamed:
             if self.naming.mode == "hostname" and any(not a.hostname for a in unnamed):
                 why = "have no hostname (hostname mode needs pods with spec.hostname and "
                 why += "spec.subdomain, as a StatefulSet sets)"
+                reason = "no_hostname"
             else:
-                why = "do not make valid node names"
+                why, reason = "do not make valid node names", "bad_addresses"
             shown = ", ".join(sorted(str(a.ip)[:64] for a in unnamed)[:5])
-            return names, f"skipped {len(unnamed)} addresses that {why}: {shown}"
+            return names, (f"skipped {len(unnamed)} addresses that {why}: {shown}", reason)
         return names, None
 
     async def keep_applying(self) -> None:
@@ -436,7 +457,8 @@ class _Discovery:
         while True:
             self.changed.clear()
             names, answer_problem = self.answer()
-            self.topology.problem(self.api_problem or answer_problem)
+            message, reason = self.api_problem or answer_problem or (None, None)
+            self.topology.problem(message, reason=reason)
             plan = await self.topology.apply(names)
             missing = plan.listed - set(self.topology.list_nodes())
             woken = await self._wait(dials.failed() if missing else dials.succeeded())

@@ -408,6 +408,7 @@ async def connect(
                 "kubeconfig %s turns TLS verification off (insecure-skip-tls-verify) for %s",
                 kubeconfig,
                 configuration.host,
+                extra={"event": "api_tls_unverified", "api_server": configuration.host},
             )
         identity = "the kubeconfig's user"
     elif api_server is not None:
@@ -417,12 +418,14 @@ async def connect(
                 "using the Kubernetes API at %s over plain HTTP, without TLS or credentials "
                 "(meant for a local proxy such as kubectl proxy, or a test server)",
                 configuration.host,
+                extra={"event": "api_plain_http", "api_server": configuration.host},
             )
         else:
             log.info(
                 "using the Kubernetes API at %s without credentials "
                 "(TLS verified against the system's CAs)",
                 configuration.host,
+                extra={"event": "api_no_credentials", "api_server": configuration.host},
             )
         identity = f"the user behind {configuration.host}"
     else:

@@ -17,10 +17,16 @@ from urllib.parse import quote
 
 import attrs
 
-from pycluster.config import checks, setting
-from pycluster.nodename import NodeNameError, parse_node_name
-from pycluster.polling import PollSchedule, poll
-from pycluster.strategy import Strategy, Topology
+from pycluster import (
+    NodeNameError,
+    PollSchedule,
+    Strategy,
+    Topology,
+    checks,
+    parse_node_name,
+    poll,
+    setting,
+)
 
 ENTRY_SUFFIX = ".json"
 MAX_ENTRY_SIZE = 64 * 1024
@@ -265,10 +271,12 @@ class LocalEpmd(Strategy):
             nonlocal registered
             answer: list[str] | None = None
             problems: list[str] = []
+            reasons: list[str] = []  # a word for each problem: the first is the record's
             try:
                 make_directory(base, directory, must_own=must_own)
             except OSError as exc:
                 problems.append(f"cannot use {directory} ({_reason(exc)})")
+                reasons.append("unusable_directory")
             else:
                 try:
                     # On the loop, not in a thread: the removal in `finally` must never
@@ -276,30 +284,35 @@ class LocalEpmd(Strategy):
                     there = register(own, me)
                 except OSError as exc:
                     problems.append(f"cannot register in {own} ({_reason(exc)})")
+                    reasons.append("cannot_register")
                 else:
                     if there is None:
+                        fields = {"event": "registered", "entry": str(own), "again": registered}
                         if registered:
-                            topology.log.info("%s had gone; registered again", own)
+                            topology.log.info("%s had gone; registered again", own, extra=fields)
                         else:
-                            topology.log.info("registered in %s", own)
+                            topology.log.info("registered in %s", own, extra=fields)
                         registered = True
                     elif there.pid != me.pid:
                         problems.append(
                             f"{own} holds the entry of another live process (pid "
                             f"{there.pid}) with this node's name; leaving it"
                         )
+                        reasons.append("taken")
                 try:
                     answer, bad = await asyncio.to_thread(scan, directory)
                 except OSError as exc:
                     problems.append(f"cannot read {directory} ({_reason(exc)})")
+                    reasons.append("unreadable")
                 else:
                     for _ in bad:
                         topology.dropped("bad_entry")
                     if bad:
                         problems.append(f"{directory}: skipped bad entries: " + "; ".join(bad))
+                        reasons.append("bad_entries")
             if answer is None:
                 problems.append("keeping current nodes")
-            topology.problem("; ".join(problems) or None)
+            topology.problem("; ".join(problems) or None, reason=next(iter(reasons), None))
             await topology.apply(answer)
             return True  # a steady pace: entries appear when nodes start, not sooner
 

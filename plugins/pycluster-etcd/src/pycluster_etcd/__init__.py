@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pycluster
-from pycluster.registry import RegistryBackend
+from pycluster import RegistryBackend
 from pycluster_etcd.options import (
     EtcdAuth,
     EtcdConnection,

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from pycluster.config import checks, setting
+from pycluster import checks, setting
 
 MIN_LEASE_TTL = 2
 """etcd grants no lease shorter than about 1.5 s with its default timings."""

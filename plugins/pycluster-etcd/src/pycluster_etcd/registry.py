@@ -30,15 +30,14 @@ from urllib.parse import quote, unquote
 
 from etcd3aio.kv import KVService
 
-from pycluster.registry import ActorRef, ClaimFailed, RegistryBackend
-from pycluster.registry.backend import Resolve
+from pycluster import ActorRef, ClaimFailed, RegistryBackend, Resolve
 from pycluster_etcd.client import FAILURES, EtcdClient, describe, transient, unexpected
 from pycluster_etcd.lease import LeaseKeeper
 from pycluster_etcd.mirror import Change, Mirror
 from pycluster_etcd.options import EtcdRegistryOptions
 
 if TYPE_CHECKING:
-    from pycluster.node import Node
+    from pycluster import Transport
 
 log = logging.getLogger("pycluster_etcd")
 
@@ -112,7 +111,7 @@ class EtcdRegistry(RegistryBackend):
     """A dead node's names go when its lease expires (set from ``lease_ttl`` per instance;
     a node that stops gracefully revokes its lease: its names go at once)."""
 
-    def __init__(self, node: Node, options: EtcdRegistryOptions, resolve: Resolve) -> None:
+    def __init__(self, node: Transport, options: EtcdRegistryOptions, resolve: Resolve) -> None:
         super().__init__(node, options, resolve)
         self.forget_after = options.lease_ttl + 1.0
         self.keys = Keys(options.prefix)

@@ -19,8 +19,7 @@ import contextlib
 import functools
 import time
 
-from pycluster import Strategy, Topology, parse_node_name
-from pycluster.nodename import NodeNameError
+from pycluster import NodeNameError, Strategy, Topology, parse_node_name
 from pycluster_etcd.client import FAILURES, EtcdClient, describe
 from pycluster_etcd.lease import LeaseKeeper
 from pycluster_etcd.mirror import Change, Mirror
