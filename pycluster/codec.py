@@ -77,6 +77,11 @@ class Codec:
     def __init__(self) -> None:
         self._by_type: dict[type[Any], _Kind] = {}
         self._by_code: dict[int, _Kind] = {}
+        # One packer, reused: msgpack.packb builds a new one per call, which costs more
+        # than packing a small message. An extension's encoder that packs with this same
+        # codec (re-entering it) gets a fresh one instead.
+        self._packer = msgpack.Packer(use_bin_type=True, default=self._default)
+        self._packing = False
 
     def register(
         self,
@@ -98,7 +103,17 @@ class Codec:
 
     def pack(self, value: Any) -> bytes:
         """``value`` as msgpack; TypeError for a type nobody registered."""
-        data: bytes = msgpack.packb(value, use_bin_type=True, default=self._default)
+        if self._packing:
+            nested: bytes = msgpack.packb(value, use_bin_type=True, default=self._default)
+            return nested
+        self._packing = True
+        try:
+            data: bytes = self._packer.pack(value)
+        except BaseException:
+            self._packer.reset()
+            raise
+        finally:
+            self._packing = False
         return data
 
     def unpack(self, data: bytes, limits: Limits | None = DEFAULT_LIMITS) -> Any:

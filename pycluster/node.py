@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from pycluster.actors import Actors
@@ -283,19 +283,23 @@ class Node:
         """Stop delivering to ``name``; later messages to it are dropped (calls fail)."""
         self.transport.unregister_mailbox(name)
 
-    async def send(self, node: str, mailbox: str, message: Any) -> None:
+    # send and call hand back the transport's coroutine rather than await it in one of
+    # their own: a coroutine frame less on the busiest path.
+    def send(self, node: str, mailbox: str, message: Any) -> Coroutine[Any, Any, None]:
         """Send ``message`` to ``mailbox`` on ``node``, in order with other sends to it;
         waits only while the peer is congested. NotConnected without a connection."""
-        await self.transport.send(node, mailbox, message)
+        return self.transport.send(node, mailbox, message)
 
     def send_nowait(self, node: str, mailbox: str, message: Any) -> None:
         """Like :meth:`send`, without waiting for a slow peer (for small control messages)."""
         self.transport.send_nowait(node, mailbox, message)
 
-    async def call(self, node: str, mailbox: str, message: Any, timeout: float = 5.0) -> Any:
+    def call(
+        self, node: str, mailbox: str, message: Any, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, Any]:
         """Send ``message`` and wait for the handler's reply: RemoteError if it raised,
         TimeoutError after ``timeout`` seconds, NotConnected if the connection is lost."""
-        return await self.transport.call(node, mailbox, message, timeout)
+        return self.transport.call(node, mailbox, message, timeout)
 
     # -- status -----------------------------------------------------------------------------
 

@@ -62,3 +62,21 @@ def test_codes_are_checked() -> None:
 def test_junk_raises_codec_error_only(data: bytes) -> None:
     with contextlib.suppress(CodecError):
         point_codec().unpack(data)
+
+
+def test_the_reused_packer_survives_a_failure_and_an_encoder_that_packs_too() -> None:
+    """Codec.pack reuses one msgpack packer: a value it cannot encode leaves nothing behind
+    for the next message, and an extension whose encoder packs with the same codec works."""
+    codec = Codec()
+
+    class Box:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+    codec.register(Box, 20, lambda box: codec.pack(box.inner), lambda data: Box(codec.unpack(data)))
+    with pytest.raises(TypeError):
+        codec.pack({"t": "msg", "body": [1, object()]})
+    assert codec.unpack(codec.pack({"t": "msg", "body": 7})) == {"t": "msg", "body": 7}
+    boxed = codec.unpack(codec.pack([Box({"a": [1, 2]})]))
+    assert isinstance(boxed[0], Box)
+    assert boxed[0].inner == {"a": [1, 2]}

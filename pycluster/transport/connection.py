@@ -19,10 +19,12 @@ from pycluster.transport.wire import (
     LEAVE,
     TICK,
     TOCK,
+    Call,
     Leave,
     Message,
+    Msg,
+    Reply,
     Tick,
-    Tock,
     WireError,
     decode,
 )
@@ -170,16 +172,17 @@ class Connection:
                         quiet=logging.DEBUG,
                     )
                     continue
-                if type(received) is Tick:
+                kind = type(received)
+                if kind is Msg or kind is Call or kind is Reply:
+                    self._on_message(self, received)
+                elif kind is Tick:
                     # Answered, so a peer with a shorter tick timeout than ours (a hidden
                     # client with the default, a node configured apart) hears from us
                     # often enough.
                     with contextlib.suppress(ConnectionClosed):
                         self.send_nowait(TOCK)
-                elif type(received) is Leave:
+                elif kind is Leave:
                     self._finish("left")
-                elif type(received) is not Tock:
-                    self._on_message(self, received)
         except Exception as exc:
             # A bug in a handler: the messages behind it would be lost in silence, so the
             # connection ends here (the peer reconnects and resynchronises).

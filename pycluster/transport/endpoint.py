@@ -368,7 +368,7 @@ class Endpoint:
             call.future.set_exception(RemoteError(sender, *reply.error))
 
     def _on_message(self, channel: Channel, message: Message) -> None:
-        if isinstance(message, Msg):
+        if type(message) is Msg:
             self._deliver(channel.peer, message.to, message.body, None, channel)
         elif isinstance(message, Call):
             self._deliver(channel.peer, message.to, message.body, message.id, channel)

@@ -22,6 +22,7 @@ taken on these types and their fields, never on text meant for people.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -36,7 +37,7 @@ class WireError(ValueError):
     """A decoded frame that is no message of this vocabulary."""
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Msg:
     """A message to mailbox ``to``; no reply."""
 
@@ -47,7 +48,7 @@ class Msg:
         return {"t": "msg", "to": self.to, "body": self.body}
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Call:
     """A request to mailbox ``to``; the :class:`Reply` carries the same ``id``."""
 
@@ -59,7 +60,7 @@ class Call:
         return {"t": "call", "id": self.id, "to": self.to, "body": self.body}
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Reply:
     """The answer to call ``id``: ``body`` if ``error`` is None, else ``(type, message)``
     of what the handler raised."""
@@ -74,7 +75,7 @@ class Reply:
         return {"t": "reply", "id": self.id, "ok": False, "error": list(self.error)}
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Tick:
     """Sent after a quiet spell so the peer knows this node is alive."""
 
@@ -84,7 +85,7 @@ class Tick:
         return self.WIRE
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Tock:
     """The answer to a :class:`Tick`."""
 
@@ -94,7 +95,7 @@ class Tock:
         return self.WIRE
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Leave:
     """The sender leaves the cluster: a graceful goodbye, not a failure."""
 
@@ -111,26 +112,50 @@ TICK, TOCK, LEAVE = Tick(), Tock(), Leave()
 def decode(frame: dict[str, Any]) -> Message:
     """The message a decoded frame holds; WireError if it holds none."""
     kind = frame.get("t")
+    if kind == "msg":  # the busiest kind first, without a further call
+        to = frame.get("to")
+        if type(to) is str:
+            return Msg(to, frame.get("body"))
+    else:
+        decoder = _DECODERS.get(kind)  # type: ignore[arg-type]
+        message = None if decoder is None else decoder(frame)
+        if message is not None:
+            return message
+    raise WireError(f"malformed or unknown {str(kind)[:40]!r} message")
+
+
+def _msg(frame: dict[str, Any]) -> Msg | None:
     to = frame.get("to")
-    if kind == "msg" and type(to) is str:
-        return Msg(to, frame.get("body"))
+    return Msg(to, frame.get("body")) if type(to) is str else None
+
+
+def _call(frame: dict[str, Any]) -> Call | None:
+    to, call_id = frame.get("to"), frame.get("id")
+    if type(to) is str and type(call_id) is int:
+        return Call(call_id, to, frame.get("body"))
+    return None
+
+
+def _reply(frame: dict[str, Any]) -> Reply | None:
     call_id = frame.get("id")
     if type(call_id) is not int:
-        call_id = None
-    if kind == "call" and type(to) is str and call_id is not None:
-        return Call(call_id, to, frame.get("body"))
-    if kind == "reply" and call_id is not None:
-        if frame.get("ok") is True:
-            return Reply(call_id, frame.get("body"))
-        error = frame.get("error")
-        if isinstance(error, list) and len(error) == 2:
-            kind_, text = str(error[0])[:MAX_ERROR_TYPE], str(error[1])[:MAX_ERROR_TEXT]
-            return Reply(call_id, error=(kind_, text))
-        return Reply(call_id, error=("Error", "malformed error reply"))
-    if kind == "tick":
-        return TICK
-    if kind == "tock":
-        return TOCK
-    if kind == "leave":
-        return LEAVE
-    raise WireError(f"malformed or unknown {str(kind)[:40]!r} message")
+        return None
+    if frame.get("ok") is True:
+        return Reply(call_id, frame.get("body"))
+    error = frame.get("error")
+    if isinstance(error, list) and len(error) == 2:
+        return Reply(
+            call_id, error=(str(error[0])[:MAX_ERROR_TYPE], str(error[1])[:MAX_ERROR_TEXT])
+        )
+    return Reply(call_id, error=("Error", "malformed error reply"))
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Message | None]] = {
+    "msg": _msg,
+    "call": _call,
+    "reply": _reply,
+    "tick": lambda frame: TICK,
+    "tock": lambda frame: TOCK,
+    "leave": lambda frame: LEAVE,
+}
+"""The decoder of each kind: the message, or None if the frame's fields are wrong."""
