@@ -17,14 +17,13 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycluster.actors import Actors
 from pycluster.actors.ref import register_ref
 from pycluster.codec import Codec
 from pycluster.config import Config, checks
 from pycluster.events import NodeDown, NodeUp
-from pycluster.http import HttpEndpoints
 from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
 from pycluster.registry import Registry
@@ -38,6 +37,9 @@ from pycluster.transport.mesh import (
     TcpMesh,
 )
 from pycluster.transport.waist import Mailbox, NodeEvent
+
+if TYPE_CHECKING:
+    from pycluster.http import HttpEndpoints
 
 log = logging.getLogger("pycluster.node")
 
@@ -193,6 +195,10 @@ class Node:
         http = self.config.node.http
         if http is not None and not self.hidden:
             host = transport.listen_host if isinstance(transport, TcpMesh) else None
+            # Imported here, not above: aiohttp takes about 0.1 s to import, which a node
+            # without node.http, and every `pycluster status` or `check`, need not pay.
+            from pycluster.http import HttpEndpoints
+
             self._http = HttpEndpoints(self, host, http.port)
             await self._http.start()
         if not self.hidden:
