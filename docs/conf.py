@@ -38,6 +38,8 @@ nitpick_ignore = [
     ("py:class", "collections.abc.Awaitable"),
     ("py:class", "collections.abc.Callable"),
     ("py:class", "collections.abc.Collection"),
+    ("py:class", "collections.abc.Hashable"),
+    ("py:class", "logging.Logger"),
     ("py:class", "collections.abc.Coroutine"),
     ("py:class", "collections.abc.Iterable"),
     ("py:class", "collections.abc.Mapping"),

@@ -2,8 +2,7 @@
 
 A topology never touches sockets: it asks a :class:`Membership` to connect or disconnect
 node names and to list the connected ones. The node's transport implements it; the
-:class:`InMemoryNetwork` here implements it without sockets, for tests of strategies and
-applications (and for the demo until nodes talk over TCP).
+:class:`InMemoryNetwork` here implements it without sockets, for tests of strategies.
 
 Names cross this boundary in canonical form (:meth:`Membership.canonical`): a topology puts
 every name discovery gives it in that form, so each written form of a node is that node.
