@@ -133,7 +133,8 @@ class Node:
                 max_unauthenticated_per_source=max_unauthenticated_per_source,
             )
         else:
-            self.transport = network.transport(
+            self.transport = MemoryTransport(
+                network,
                 config,
                 keys=keys,
                 incarnation=self.incarnation,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from pycluster import InMemoryNetwork, Plugins, TopologyRestartPolicy, load_config
 from pycluster.supervisor import Supervisor
+from pycluster.transport.memory import MemoryNetwork
 from tests.lab.polling import until
 
 # Example timing is not what the property tests check; on a loaded 2-core CI machine a
@@ -122,6 +123,21 @@ def run_cli(
         env=environment,
         preexec_fn=preexec_fn,
     )
+
+
+class Memory:
+    """The in-memory network of the running test, for tests that need no sockets: a test
+    module sets ``pytestmark = pytest.mark.usefixtures("memory_network")`` and its nodes
+    join ``Memory.network``."""
+
+    network = MemoryNetwork()
+
+
+@pytest.fixture
+def memory_network() -> MemoryNetwork:
+    """A fresh in-memory network for this test (also as ``Memory.network``)."""
+    Memory.network = MemoryNetwork()
+    return Memory.network
 
 
 async def mesh(nodes: Sequence[Node]) -> None:

@@ -16,20 +16,9 @@ from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, LocalRegistry, RegistryBackend
 from pycluster.registry.messages import Spec
 from pycluster.registry.placement import ABSENT_GRACE
-from pycluster.transport.memory import MemoryNetwork
-from tests.conftest import eventually, mesh, meshed
+from tests.conftest import Memory, eventually, mesh, meshed
 
-
-class NETWORK:
-    """The in-memory network of the running test: these tests need no sockets."""
-
-    current = MemoryNetwork()
-
-
-@pytest.fixture(autouse=True)
-def network() -> MemoryNetwork:
-    NETWORK.current = MemoryNetwork()
-    return NETWORK.current
+pytestmark = pytest.mark.usefixtures("memory_network")
 
 
 COOKIE = "placement-test-cookie"
@@ -40,7 +29,7 @@ def make_node(index: int) -> Node:
     config = load_config(
         {"node": {"name": f"p{index}@127.0.6.{index + 2}", "net_tick_timeout": 1.0}}, env={}
     )
-    return Node(config, cookie=COOKIE, network=NETWORK.current)
+    return Node(config, cookie=COOKIE, network=Memory.network)
 
 
 def where(nodes: list[Node], name: str) -> set[str | None]:
@@ -261,7 +250,7 @@ async def test_a_backend_that_reports_no_changes_is_polled() -> None:
         env={},
         plugins=plugins,
     )
-    async with Node(config, cookie=COOKIE, plugins=plugins, network=NETWORK.current) as node:
+    async with Node(config, cookie=COOKIE, plugins=plugins, network=Memory.network) as node:
         await node.registry.spawn("polled", Counter, placement="ring")
         checks = node.registry.ring.checks
         await eventually(lambda: node.registry.ring.checks >= checks + 5)

@@ -17,20 +17,9 @@ from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, Entry
 from pycluster.registry.messages import Registered, Snapshot
 from pycluster.testing import ContractCounter
-from pycluster.transport.memory import MemoryNetwork
-from tests.conftest import eventually, mesh, meshed
+from tests.conftest import Memory, eventually, mesh, meshed
 
-
-class NETWORK:
-    """The in-memory network of the running test: these tests need no sockets."""
-
-    current = MemoryNetwork()
-
-
-@pytest.fixture(autouse=True)
-def network() -> MemoryNetwork:
-    NETWORK.current = MemoryNetwork()
-    return NETWORK.current
+pytestmark = pytest.mark.usefixtures("memory_network")
 
 
 COOKIE = "registry-test-cookie"
@@ -48,7 +37,7 @@ def make_node(index: int, backend: str = "crdt", plugins: Plugins | None = None)
         },
         env={},
     )
-    return Node(config, cookie=COOKIE, plugins=plugins, network=NETWORK.current)
+    return Node(config, cookie=COOKIE, plugins=plugins, network=Memory.network)
 
 
 @pytest.fixture

@@ -307,10 +307,7 @@ class Endpoint:
         try:
             result = handler(sender, body)
         except Exception as exc:
-            if call_id is not None:
-                self._reply(via, call_id, error=(type(exc).__name__, str(exc)))
-            else:
-                log.exception("mailbox %r raised on a message from %s", mailbox, sender)
+            self._raised(exc, mailbox, sender, call_id, via)
             return
         # Most handlers return None or a plain value: test for those before the slower
         # Awaitable check.
@@ -330,13 +327,24 @@ class Endpoint:
         try:
             value = await pending
         except Exception as exc:
-            if call_id is not None:
-                self._reply(via, call_id, error=(type(exc).__name__, str(exc)))
-            else:
-                log.exception("mailbox %r raised on a message from %s", mailbox, sender)
+            self._raised(exc, mailbox, sender, call_id, via)
             return
         if call_id is not None:
             self._reply(via, call_id, value=value)
+
+    def _raised(
+        self,
+        exc: Exception,
+        mailbox: str,
+        sender: str,
+        call_id: int | None,
+        via: Channel | None,
+    ) -> None:
+        """A handler raised: a caller gets the error as its reply, a message is logged."""
+        if call_id is not None:
+            self._reply(via, call_id, error=(type(exc).__name__, str(exc)))
+        else:
+            log.exception("mailbox %r raised on a message from %s", mailbox, sender, exc_info=exc)
 
     def _reply(
         self,

@@ -49,33 +49,6 @@ class MemoryNetwork:
         """``name`` in canonical form with this network's port."""
         return str(parse_node_name(name).canonical(self.port))
 
-    def transport(
-        self,
-        config: Config,
-        *,
-        keys: Sequence[bytes],
-        incarnation: bytes,
-        codec: Codec,
-        metrics: NodeMetrics,
-        refuses: Callable[[str], bool] = lambda peer: False,
-        hidden: bool = False,
-    ) -> MemoryTransport:
-        """A node's end of this network (it is reachable once started)."""
-        if config.node.port != self.port:
-            raise ValueError(
-                f"node.port is {config.node.port}, but this network's nodes use {self.port}"
-            )
-        return MemoryTransport(
-            self,
-            config,
-            keys=keys,
-            incarnation=incarnation,
-            codec=codec,
-            metrics=metrics,
-            refuses=refuses,
-            hidden=hidden,
-        )
-
     # -- faults -----------------------------------------------------------------------------
 
     def partition(self, *sides: Iterable[str]) -> None:
@@ -208,9 +181,13 @@ class MemoryTransport(Endpoint):
         incarnation: bytes,
         codec: Codec,
         metrics: NodeMetrics,
-        refuses: Callable[[str], bool],
-        hidden: bool,
+        refuses: Callable[[str], bool] = lambda peer: False,
+        hidden: bool = False,
     ) -> None:
+        if config.node.port != network.port:
+            raise ValueError(
+                f"node.port is {config.node.port}, but this network's nodes use {network.port}"
+            )
         super().__init__(
             config.node.name,
             port=config.node.port,
