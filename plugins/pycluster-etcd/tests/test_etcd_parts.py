@@ -102,7 +102,7 @@ def test_diff_turns_the_old_copy_into_the_new(
     old: dict[bytes, bytes], new: dict[bytes, bytes]
 ) -> None:
     copy = dict(old)
-    for key, value in diff(old, new):
+    for key, value, _ in diff(old, new, 1):
         if value is None:
             del copy[key]
         else:
@@ -161,17 +161,41 @@ async def test_a_broken_watch_resumes_from_its_revision_or_lists_again_if_compac
             await eventually(lambda: mirror.items == expected)
             assert mirror.relists == (1 if compacted else 0)
             copy: dict[bytes, bytes] = {}
-            for key, value in seen:
+            for key, value, _ in seen:
                 if value is None:
                     copy.pop(key, None)
                 else:
                     copy[key] = value
             changed = {k: v for k, v in expected.items() if k.endswith((b"k1", b"k6"))}
             assert copy == changed
-            assert (prefix + "k0").encode() in {k for k, v in seen if v is None}
+            assert (prefix + "k0").encode() in {k for k, v, _ in seen if v is None}
             # And it keeps following.
             await client.kv.put(f"{prefix}k7", "v7", timeout=5)
             await eventually(lambda: mirror.items.get(f"{prefix}k7".encode()) == b"v7")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_each_change_carries_the_revision_that_made_it(etcd: EtcdServer, prefix: str) -> None:
+    # The registry drops reported changes older than a claim it applied from etcd's answer,
+    # so a deletion must carry the revision of the deletion, not of the value it removed.
+    seen: list[Change] = []
+    async with connected(etcd) as client:
+        mirror = Mirror(client, prefix.encode(), what="test", on_change=seen.extend)
+        task = asyncio.ensure_future(mirror.run())
+        try:
+            await eventually(mirror.loaded.is_set)
+            put = await client.kv.put(f"{prefix}k", "v", timeout=5)
+            deleted = await client.kv.delete(f"{prefix}k", timeout=5)
+            await eventually(lambda: len(seen) == 2)
+            key = f"{prefix}k".encode()
+            assert seen == [
+                Change(key, b"v", int(put.header.revision)),
+                Change(key, None, int(deleted.header.revision)),
+            ]
+            assert mirror.revision == int(deleted.header.revision)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from etcd3aio.errors import EtcdError
 from etcd3aio.kv import prefix_range_end
@@ -20,8 +21,15 @@ from pycluster_etcd.client import FAILURES, EtcdClient, describe, unexpected
 
 log = logging.getLogger("pycluster_etcd")
 
-Change = tuple[bytes, bytes | None]
-"""A key and its new value; None when the key was deleted."""
+
+class Change(NamedTuple):
+    """A key, its new value (None when the key was deleted), and the etcd revision of the
+    change (of the listing, for changes found by listing again)."""
+
+    key: bytes
+    value: bytes | None
+    revision: int
+
 
 DELETE = 1
 """``mvccpb.Event.EventType.DELETE``."""
@@ -29,10 +37,13 @@ RETRY_FIRST = 0.2
 RETRY_MAX = 2.0
 
 
-def diff(old: Mapping[bytes, bytes], new: Mapping[bytes, bytes]) -> list[Change]:
-    """The changes that turn ``old`` into ``new``: deletions first, then puts."""
-    changes: list[Change] = [(key, None) for key in old if key not in new]
-    changes.extend((key, value) for key, value in new.items() if old.get(key) != value)
+def diff(old: Mapping[bytes, bytes], new: Mapping[bytes, bytes], revision: int) -> list[Change]:
+    """The changes that turn ``old`` into ``new`` (as of ``revision``): deletions first,
+    then puts."""
+    changes = [Change(key, None, revision) for key in old if key not in new]
+    changes.extend(
+        Change(key, value, revision) for key, value in new.items() if old.get(key) != value
+    )
     return changes
 
 
@@ -94,9 +105,9 @@ class Mirror:
             )
         )
         fresh = {bytes(kv.key): bytes(kv.value) for kv in response.kvs}
-        changes = diff(self.items, fresh)
-        self.items = fresh
         self.revision = int(response.header.revision)
+        changes = diff(self.items, fresh, self.revision)
+        self.items = fresh
         if self.loaded.is_set():
             self.relists += 1
         self._must_list = False
@@ -128,13 +139,15 @@ class Mirror:
             changes: list[Change] = []
             for event in response.events:
                 key = bytes(event.kv.key)
+                # A deletion's mod_revision is the revision of the deletion.
+                revision = int(event.kv.mod_revision)
                 if event.type == DELETE:
                     self.items.pop(key, None)
-                    changes.append((key, None))
+                    changes.append(Change(key, None, revision))
                 else:
                     value = bytes(event.kv.value)
                     self.items[key] = value
-                    changes.append((key, value))
-                self.revision = max(self.revision, int(event.kv.mod_revision))
+                    changes.append(Change(key, value, revision))
+                self.revision = max(self.revision, revision)
             if changes:
                 self._on_change(changes)

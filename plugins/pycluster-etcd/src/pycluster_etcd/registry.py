@@ -130,6 +130,9 @@ class EtcdRegistry(RegistryBackend):
         self._owned: dict[str, ActorRef] = {}
         """Names this node holds under its current lease."""
         self._claiming: set[tuple[str, ActorRef]] = set()
+        self._ahead: dict[str, int] = {}
+        """Names whose claim this node applied from etcd's answer, before the watch reported
+        it: the revision of the claim."""
         self._joined: set[tuple[str, ActorRef]] = set()
         self._rejoin: set[tuple[str, ActorRef]] = set()
         """Memberships to put back under the next lease (the old one was given up)."""
@@ -200,36 +203,51 @@ class EtcdRegistry(RegistryBackend):
     async def claim(self, name: str, ref: ActorRef, timeout: float) -> ActorRef | None:
         lease = self._usable_lease(f"claim {name!r}")
         key, value = self.keys.name(name), encode_ref(ref)
+        deadline = time.monotonic() + timeout
         self._claiming.add((name, ref))
         try:
-            response = await self._claim_txn(key, value, lease, timeout)
+            while True:
+                response = await self._claim_txn(key, value, lease, deadline - time.monotonic())
+                if response.succeeded:
+                    revision = int(response.header.revision)
+                    break
+                kv = response.responses[0].response_range.kvs[0]
+                held, revision = bytes(kv.value), int(kv.mod_revision)
+                holder = decode_ref(held)
+                if holder is None:
+                    raise ClaimFailed(f"claim of {name!r}: etcd holds something else under {key!r}")
+                if holder == ref:
+                    lease = int(kv.lease)  # an earlier attempt of this very claim got through
+                    break
+                if self._leftovers.get(key) != held:
+                    self._names.setdefault(name, holder)
+                    return holder
+                # An earlier claim of this node whose answer never came (etcd stalled), and
+                # whose actor is gone: it is no holder. Delete it, and claim again.
+                await self._delete_if(key, held)
+                if self._leftovers.get(key) == held:
+                    del self._leftovers[key]
         except FAILURES as exc:
             self._leftover(key, value)  # it may have been written all the same
             raise ClaimFailed(f"claim of {name!r} in etcd failed: {describe(exc)}") from None
         finally:
             self._claiming.discard((name, ref))
-        if not response.succeeded:
-            kvs = response.responses[0].response_range.kvs
-            holder = decode_ref(bytes(kvs[0].value)) if kvs else None
-            if holder is None:
-                raise ClaimFailed(f"claim of {name!r}: etcd holds something else under {key!r}")
-            if holder != ref:
-                self._names.setdefault(name, holder)
-                return holder
-            lease = int(kvs[0].lease)  # an earlier attempt of this very claim got through
         if self.lease.alive() != lease:
             # Fenced meanwhile: the name rides on a lease this node has given up.
             self._leftover(key, value)
             raise ClaimFailed(f"claim of {name!r}: the etcd lease was lost during the claim")
         self._owned[name] = ref
         self._names[name] = ref
+        # Known here before the watch tells: changes it reports from before this revision
+        # are older than what this node knows (see _name_changed).
+        self._ahead[name] = revision
         return None
 
     async def _claim_txn(self, key: bytes, value: bytes, lease: int, timeout: float) -> Any:
         """Create ``key`` if absent (else read it), retrying within ``timeout`` while etcd
         does not answer: a request sent while the cluster elects a leader waits in vain,
         the next one reaches the new leader. Repeating the transaction is harmless."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             attempt = min(deadline - time.monotonic(), max(ATTEMPT, self.client.timeout / 2))
             try:
@@ -313,9 +331,14 @@ class EtcdRegistry(RegistryBackend):
     # -- what etcd tells ------------------------------------------------------------------
 
     def _changed(self, changes: list[Change]) -> None:
-        for key, value in changes:
+        for key, value, revision in changes:
             name = self.keys.parse_name(key)
             if name is not None:
+                ahead = self._ahead.get(name)
+                if ahead is not None:
+                    if revision < ahead:
+                        continue  # older than the claim this node already applied
+                    del self._ahead[name]  # the watch has caught up
                 self._name_changed(name, key, value)
                 continue
             member = self.keys.parse_member(key)
