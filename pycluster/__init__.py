@@ -36,7 +36,17 @@ from pycluster.registry import (
     Registry,
     RegistryBackend,
 )
-from pycluster.registry.backend import Resolve
+from pycluster.registry.backend import Registration, Resolve
+from pycluster.registry.events import (
+    EventsLost,
+    EventStream,
+    Joined,
+    Left,
+    NameConflict,
+    Registered,
+    RegistryEvent,
+    Unregistered,
+)
 from pycluster.strategy import Strategy, Topology
 from pycluster.supervisor import TopologyRestartPolicy, TopologyStatus
 from pycluster.throttle import Throttle
@@ -56,10 +66,15 @@ __all__ = [
     "Config",
     "ConfigError",
     "Entry",
+    "EventStream",
+    "EventsLost",
     "InMemoryNetwork",
+    "Joined",
     "JsonFormatter",
+    "Left",
     "Mailbox",
     "Membership",
+    "NameConflict",
     "NoSuchActor",
     "Node",
     "NodeDown",
@@ -71,8 +86,11 @@ __all__ = [
     "PluginError",
     "Plugins",
     "PollSchedule",
+    "Registered",
+    "Registration",
     "Registry",
     "RegistryBackend",
+    "RegistryEvent",
     "RemoteError",
     "Resolve",
     "Strategy",
@@ -84,6 +102,7 @@ __all__ = [
     "TopologyRestartPolicy",
     "TopologyStatus",
     "Transport",
+    "Unregistered",
     "__version__",
     "checks",
     "configure_logging",

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
         TopologyDisconnect,
     )
     from pycluster.registry import Entry, RegistryBackend
+    from pycluster.registry.events import (
+        Joined,
+        Left,
+        NameConflict,
+        Registered,
+        Unregistered,
+    )
     from pycluster.strategy import Strategy
 
 
@@ -87,3 +94,30 @@ def pycluster_strategy_crashed(event: StrategyCrashed) -> None:
     ``event.delay`` is None when the crash exhausted the restart intensity and the topology
     is now failed (other topologies keep running).
     """
+
+
+@_hookspec
+def pycluster_name_registered(event: Registered, scope: str) -> None:
+    """Called when this node learns that a name now names an actor (or that its
+    metadata changed), whichever node made the change; ``scope`` is ``""`` by default."""
+
+
+@_hookspec
+def pycluster_name_unregistered(event: Unregistered, scope: str) -> None:
+    """Called when this node learns that a name no longer names its actor, with why."""
+
+
+@_hookspec
+def pycluster_group_joined(event: Joined, scope: str) -> None:
+    """Called when this node learns that an actor joined a group (or changed its meta)."""
+
+
+@_hookspec
+def pycluster_group_left(event: Left, scope: str) -> None:
+    """Called when this node learns that an actor left a group, with why."""
+
+
+@_hookspec
+def pycluster_name_conflict(event: NameConflict, scope: str) -> None:
+    """Called when this node sees two actors registered under one name: ``event.winner``
+    keeps it, ``event.loser`` is stopped by its node."""

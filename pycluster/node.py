@@ -27,6 +27,14 @@ from pycluster.events import NodeDown, NodeUp
 from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
 from pycluster.registry import Registry
+from pycluster.registry.events import (
+    Joined,
+    Left,
+    NameConflict,
+    Registered,
+    RegistryEvent,
+    Unregistered,
+)
 from pycluster.registry.refs import Entry, first_claim_wins
 from pycluster.supervisor import Supervisor, TopologyRestartPolicy
 from pycluster.transport.handshake import cookie_key
@@ -40,6 +48,15 @@ from pycluster.transport.waist import Mailbox, NodeEvent
 
 if TYPE_CHECKING:
     from pycluster.http import HttpEndpoints
+
+REGISTRY_HOOKS: dict[type[RegistryEvent], str] = {
+    Registered: "pycluster_name_registered",
+    Unregistered: "pycluster_name_unregistered",
+    Joined: "pycluster_group_joined",
+    Left: "pycluster_group_left",
+    NameConflict: "pycluster_name_conflict",
+}
+"""The plugin hook told of each kind of registry event."""
 
 log = logging.getLogger("pycluster.node")
 
@@ -159,6 +176,7 @@ class Node:
         backend = backend_class(self.transport, config.registry.options, self._resolve_conflict)
         self.registry = Registry(self.transport, self.actors, backend)
         """Cluster-unique names and process groups (``spawn``, ``whereis``, ...)."""
+        self.registry.listeners.append(self._registry_event)
         self._subscriptions: set[Subscription] = set()
         self.transport.subscribe(self._publish)
         self.transport.register_mailbox(STATUS_MAILBOX, lambda sender, body: self.status())
@@ -172,6 +190,9 @@ class Node:
     def _resolve_conflict(self, a: Entry, b: Entry) -> Entry:
         chosen = self.plugins.manager.hook.pycluster_resolve_name_conflict(name=a.name, a=a, b=b)
         return chosen if chosen in (a, b) else first_claim_wins(a, b)
+
+    def _registry_event(self, scope: str, event: RegistryEvent) -> None:
+        self.plugins.notify(REGISTRY_HOOKS[type(event)], event, scope=scope)
 
     def _publish(self, event: NodeEvent) -> None:
         for subscription in list(self._subscriptions):

@@ -82,12 +82,12 @@ class Plugins:
                     owners[name] = call.owner
         return found
 
-    def notify(self, hook_name: str, event: object) -> None:
-        """Tell every observer of ``hook_name`` about ``event``; an observer that raises is
-        logged and the others still run."""
+    def notify(self, hook_name: str, event: object, **extra: object) -> None:
+        """Tell every observer of ``hook_name`` about ``event`` (and ``extra`` arguments);
+        an observer that raises is logged and the others still run."""
         for call in self._calls(hook_name):
             try:
-                call.hook(event=event)
+                call.hook(event=event, **extra)
             except Exception:
                 log.exception("plugin %s raised in %s", call.owner, hook_name)
 

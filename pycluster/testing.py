@@ -33,6 +33,15 @@ from pycluster.actors import Actor
 from pycluster.node import Node
 from pycluster.plugins import load_config
 from pycluster.registry import ActorRef, AlreadyRegistered, AlreadyStarted, NotRegistered
+from pycluster.registry.events import (
+    EventsLost,
+    EventStream,
+    Joined,
+    Left,
+    Registered,
+    RegistryEvent,
+    Unregistered,
+)
 from pycluster.supervisor import Supervisor
 from pycluster.transport.memory import MemoryNetwork
 
@@ -63,7 +72,13 @@ class ContractCounter(Actor):
             self.value += 1
         elif message == "where":
             return self.node.name
+        elif message == "fail" or message == ["fail-on", self.node.name]:
+            raise ValueError("asked to fail")
         return self.value
+
+    async def handle_cast(self, message: Any) -> None:
+        if message == "increment":
+            self.value += 1
 
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -353,6 +368,264 @@ async def _an_ended_actor_is_unregistered_everywhere(nodes: list[Node]) -> None:
     assert again.node == nodes[1].name
 
 
+async def _next_events(stream: EventStream, count: int, timeout: float) -> list[Any]:
+    """The next ``count`` events of ``stream`` (AssertionError after ``timeout``)."""
+    found: list[Any] = []
+
+    async def take() -> None:
+        async for event in stream:
+            found.append(event)
+            if len(found) == count:
+                return
+
+    try:
+        await asyncio.wait_for(take(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"{count} events expected within {timeout} s, got {found}") from None
+    return found
+
+
+def _shape(event: RegistryEvent | EventsLost) -> tuple[Any, ...]:
+    """An event without its reason or metadata: what every backend reports alike."""
+    match event:
+        case Registered(name, ref) | Unregistered(name, ref):
+            return (type(event).__name__, name, ref)
+        case Joined(group, ref) | Left(group, ref):
+            return (type(event).__name__, group, ref)
+    return (type(event).__name__,)
+
+
+async def _metadata_groups_events_and_scopes_on_one_node(nodes: list[Node]) -> None:
+    node = nodes[0]
+    registry = node.registry
+    async with registry.events() as stream:
+        ref = await registry.spawn("meta", ContractCounter, meta={"zone": "a", "n": [1, 2]})
+        found = registry.lookup("meta")
+        assert found is not None
+        assert found.ref == ref
+        assert found.meta == {"zone": "a", "n": [1, 2]}
+        assert registry.lookup("nobody") is None
+        again = await registry.spawn("meta", ContractCounter, if_exists="return")
+        assert again == ref
+        await registry.update_meta("meta", {"zone": "b"})
+        await until(
+            lambda: (found := registry.lookup("meta")) is not None and found.meta == {"zone": "b"},
+            5,
+            "updated metadata",
+        )
+        other = node.actors.spawn(ContractCounter)
+        await registry.register("other", other, meta=7)
+        await registry.join("workers", ref, meta={"weight": 2})
+        await registry.join("workers", other)
+        await until(lambda: registry.count("workers") == 2, 5, "two members")
+        assert registry.memberships("workers") == {ref: {"weight": 2}, other: None}
+        assert registry.local_members("workers") == sorted([ref, other])
+        assert registry.which_groups(ref) == ["workers"]
+        assert await registry.publish("workers", "increment") == 2
+        await until(
+            lambda: all(node.actors.local(r).value == 1 for r in (ref, other)),  # type: ignore[union-attr]
+            5,
+            "a published message at every member",
+        )
+        replies, failures = await registry.multi_call("workers", "value")
+        assert replies == {ref: 1, other: 1}
+        assert failures == {}
+        await registry.leave("workers", other)
+        await node.actors.stop(ref)
+        await until(
+            lambda: registry.count("workers") == 0 and registry.whereis("meta") is None,
+            5,
+            "an ended actor's name and membership gone",
+        )
+        await registry.unregister("other")
+        events = await _next_events(stream, 9, 5)
+    assert [_shape(e) for e in events] == [
+        ("Registered", "meta", ref),
+        ("Registered", "meta", ref),
+        ("Registered", "other", other),
+        ("Joined", "workers", ref),
+        ("Joined", "workers", other),
+        ("Left", "workers", other),
+        ("Unregistered", "meta", ref),
+        ("Left", "workers", ref),
+        ("Unregistered", "other", other),
+    ], events
+    by_kind = {_shape(e): e for e in events}
+    assert by_kind[("Registered", "meta", ref)].meta == {"zone": "b"}
+    assert by_kind[("Left", "workers", other)].reason == "left"
+    assert by_kind[("Unregistered", "meta", ref)].reason == "normal"
+    assert by_kind[("Left", "workers", ref)].reason == "normal"
+    assert by_kind[("Unregistered", "other", other)].reason == "unregistered"
+    # A member that fails is a failure of its own; the others reply.
+    crasher = node.actors.spawn(ContractCounter)
+    await registry.join("fragile", crasher)
+    await registry.join("fragile", other)
+    await until(lambda: registry.count("fragile") == 2, 5, "two fragile members")
+    with_failure = registry.multi_call("fragile", ["fail-on", node.name], timeout=5)
+    replies, failures = await with_failure
+    assert replies == {}
+    assert set(failures) == {crasher, other}
+    await until(lambda: registry.count("fragile") == 0, 5, "crashed members gone")
+    # Scopes: the same name in two scopes names two actors; each sees only its own.
+    tenant = registry.scope("tenant")
+    first = await registry.spawn("same", ContractCounter)
+    second = await tenant.spawn("same", ContractCounter)
+    assert first != second
+    assert registry.whereis("same") == first
+    assert tenant.whereis("same") == second
+    assert "same" in registry.registered()
+    assert tenant.registered() == {"same": second}
+    await tenant.join("crew", second)
+    await until(lambda: tenant.members("crew") == [second], 5, "a scoped member")
+    assert registry.members("crew") == []
+    assert tenant.groups() == ["crew"]
+    assert "crew" not in registry.groups()
+    await tenant.unregister("same")
+    await until(lambda: tenant.whereis("same") is None, 5, "a scoped unregister")
+    assert registry.whereis("same") == first
+    # A consumer that falls behind loses the oldest events, and is told how many.
+    async with registry.events(backlog=2) as slow:
+        for i in range(5):
+            await registry.register(f"burst-{i}", first)
+        await until(lambda: slow.pending() == 2, 5, "a full backlog")
+        lost, *rest = await _next_events(slow, 3, 5)
+    assert lost == EventsLost(3)
+    assert [_shape(e) for e in rest] == [("Registered", f"burst-{i}", first) for i in (3, 4)]
+
+
+async def _entries_end_with_their_actor_whoever_made_them(nodes: list[Node]) -> None:
+    a, b, c = nodes[:3]
+    ref = b.actors.spawn(ContractCounter)
+    await a.registry.register("given", ref, meta="by a")
+    await c.registry.join("team", ref, meta="by c")
+    timeout = _replication_timeout(a)
+    await until(
+        lambda: all(
+            n.registry.whereis("given") == ref and n.registry.members("team") == [ref]
+            for n in nodes
+        ),
+        timeout,
+        "a name and a membership given by other nodes, seen everywhere",
+    )
+    found = c.registry.lookup("given")
+    assert found is not None
+    assert found.meta == "by a"
+    assert a.registry.memberships("team") == {ref: "by c"}
+    await b.actors.stop(ref, "done")
+    await until(
+        lambda: all(
+            n.registry.whereis("given") is None and n.registry.members("team") == [] for n in nodes
+        ),
+        timeout,
+        "the ended actor's name and membership gone everywhere",
+    )
+    # Refused for an actor that is not running: nothing outlives it.
+    try:
+        await a.registry.register("ghost", ref)
+    except Exception:
+        pass
+    else:
+        raise AssertionError("a name was given to an actor that has ended")
+    assert all(n.registry.whereis("ghost") is None for n in nodes)
+
+
+async def _unregister_leave_and_update_from_any_node(nodes: list[Node]) -> None:
+    a, b, c = nodes[:3]
+    ref = b.actors.spawn(ContractCounter)
+    await a.registry.register("anywhere", ref)
+    await a.registry.join("anywhere", ref)
+    timeout = _replication_timeout(a)
+    await until(
+        lambda: (
+            all(n.registry.whereis("anywhere") == ref for n in nodes)
+            and all(n.registry.members("anywhere") == [ref] for n in nodes)
+        ),
+        timeout,
+        "registered and joined everywhere",
+    )
+    await c.registry.update_meta("anywhere", {"set": "by c"})
+    await until(
+        lambda: all(
+            (f := n.registry.lookup("anywhere")) is not None and f.meta == {"set": "by c"}
+            for n in nodes
+        ),
+        timeout,
+        "metadata updated from a third node, seen everywhere",
+    )
+    async with a.registry.events() as stream:
+        await c.registry.unregister("anywhere")
+        await c.registry.leave("anywhere", ref)
+        seen = await _next_events(stream, 2, timeout)
+    assert sorted(map(_shape, seen)) == [
+        ("Left", "anywhere", ref),
+        ("Unregistered", "anywhere", ref),
+    ]
+    await until(
+        lambda: all(
+            n.registry.whereis("anywhere") is None and n.registry.members("anywhere") == []
+            for n in nodes
+        ),
+        timeout,
+        "unregistered and left everywhere",
+    )
+    assert b.actors.local(ref) is not None  # the actor keeps running
+    try:
+        await a.registry.update_meta("anywhere", 1)
+    except NotRegistered:
+        pass
+    else:
+        raise AssertionError("metadata of an unregistered name was updated")
+
+
+async def _group_messages_reach_members_on_every_node(nodes: list[Node]) -> None:
+    refs = [node.actors.spawn(ContractCounter) for node in nodes]
+    for node, ref in zip(nodes, refs, strict=True):
+        await nodes[0].registry.join("all", ref, meta=node.name)
+    timeout = _replication_timeout(nodes[0])
+    await until(
+        lambda: all(n.registry.count("all") == len(nodes) for n in nodes),
+        timeout,
+        "every member seen everywhere",
+    )
+    for node, ref in zip(nodes, refs, strict=True):
+        assert node.registry.local_members("all") == [ref]
+        assert node.registry.which_groups(ref) == ["all"]
+        assert nodes[-1].registry.memberships("all")[ref] == node.name
+    assert await nodes[-1].registry.publish("all", "increment") == len(nodes)
+    actors = [node.actors.local(ref) for node, ref in zip(nodes, refs, strict=True)]
+    await until(
+        lambda: all(getattr(actor, "value", None) == 1 for actor in actors),
+        timeout,
+        "a published message at every member",
+    )
+    replies, failures = await nodes[0].registry.multi_call("all", "value", timeout=5)
+    assert failures == {}
+    assert replies == dict.fromkeys(refs, 1)
+    failing = ["fail-on", nodes[1].name]
+    replies, failures = await nodes[0].registry.multi_call("all", failing, timeout=5)
+    assert set(failures) == {refs[1]}
+    assert replies == {ref: 1 for ref in refs if ref != refs[1]}
+
+
+async def _every_node_hears_every_change(nodes: list[Node]) -> None:
+    listener, actor_node = nodes[0], nodes[-1]
+    async with listener.registry.events() as stream:
+        ref = await actor_node.registry.spawn("heard", ContractCounter, meta=1)
+        await actor_node.registry.join("heard", ref)
+        await actor_node.registry.update_meta("heard", 2)
+        await actor_node.registry.unregister("heard")
+        await actor_node.actors.stop(ref)
+        seen = await _next_events(stream, 5, _replication_timeout(listener))
+    assert [_shape(e) for e in seen] == [
+        ("Registered", "heard", ref),
+        ("Joined", "heard", ref),
+        ("Registered", "heard", ref),
+        ("Unregistered", "heard", ref),
+        ("Left", "heard", ref),
+    ]
+    assert [e.meta for e in seen if isinstance(e, Registered)] == [1, 2]
+
+
 CONTRACT: list[ContractCheck] = [
     ContractCheck("names and groups on one node", 1, _names_and_groups_on_one_node),
     ContractCheck(
@@ -366,5 +639,26 @@ CONTRACT: list[ContractCheck] = [
     ContractCheck(
         "an ended actor is unregistered everywhere", 2, _an_ended_actor_is_unregistered_everywhere
     ),
+    ContractCheck(
+        "metadata, groups, events and scopes on one node",
+        1,
+        _metadata_groups_events_and_scopes_on_one_node,
+    ),
+    ContractCheck(
+        "entries end with their actor, whoever made them",
+        3,
+        _entries_end_with_their_actor_whoever_made_them,
+    ),
+    ContractCheck(
+        "unregister, leave and update from any node",
+        3,
+        _unregister_leave_and_update_from_any_node,
+    ),
+    ContractCheck(
+        "group messages reach members on every node",
+        3,
+        _group_messages_reach_members_on_every_node,
+    ),
+    ContractCheck("every node hears every change", 2, _every_node_hears_every_change),
 ]
 """Every check of the registry contract."""

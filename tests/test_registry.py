@@ -15,7 +15,7 @@ from pycluster.actors import Actor
 from pycluster.errors import RemoteError
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, Entry
-from pycluster.registry.messages import Registered, Snapshot
+from pycluster.registry.messages import RegOp, Snapshot
 from pycluster.testing import ContractCounter
 from tests.conftest import Memory, eventually, mesh, meshed
 
@@ -170,8 +170,8 @@ async def test_a_change_that_cannot_be_sent_closes_the_connection_not_the_claim(
     replica = a.registry.backend.replica
     register = replica.register
     # A bug in what it would send: a Lamport time msgpack cannot carry.
-    replica.register = lambda name, ref: Registered(
-        attrs.evolve(register(name, ref).entry, lamport=object())
+    replica.register = lambda name, ref, meta=None: RegOp(
+        attrs.evolve(register(name, ref, meta).entry, lamport=object())
     )
     ref = await a.registry.spawn("unsendable", Counter)
     assert a.registry.whereis("unsendable") == ref

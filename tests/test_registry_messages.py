@@ -22,11 +22,11 @@ from pycluster.registry.messages import (
     CallRequest,
     Claim,
     ClaimAnswer,
-    Joined,
-    Left,
+    JoinOp,
+    LeaveOp,
     MalformedMessage,
     NotOwner,
-    Registered,
+    RegOp,
     RingAdopt,
     RingForget,
     RingSpawn,
@@ -35,7 +35,7 @@ from pycluster.registry.messages import (
     Spawned,
     SpawnRequest,
     Spec,
-    Unregistered,
+    UnregOp,
     decode_names_request,
     decode_registry_message,
     decode_spawn_answer,
@@ -48,25 +48,33 @@ ENTRY = Entry("counter", REF, 3)
 SPEC = Spec("c", "pycluster.demo:Counter", [1], {"step": 2}, ActorRestartPolicy(), "id1")
 SPEC_WIRE = ["c", "pycluster.demo:Counter", [1], {"step": 2}, ["temporary", 3, 5.0], "id1"]
 
-# Each message and the wire form it had before the vocabulary had classes (nodes of both
-# kinds must understand each other, and tests/cluster sends these forms).
+# Each message and its wire form (tests/cluster sends these forms).
 REGISTRY_FORMS: list[tuple[Any, Any]] = [
     (Claim("counter", REF), ["claim", "counter", [A, "7"]]),
     (
-        Snapshot(3, (ENTRY,), {"g": frozenset({REF, ActorRef(B, "1")})}),
+        Snapshot(3, (ENTRY,), {"g": {REF: None, ActorRef(B, "1"): {"zone": 2}}}),
         [
             "snap",
             {
                 "lamport": 3,
                 "entries": [["counter", A, "7", 3]],
-                "groups": {"g": [[A, "7"], [B, "1"]]},
+                "groups": {"g": [[A, "7"], [B, "1", {"zone": 2}]]},
             },
         ],
     ),
-    (Registered(ENTRY), ["op", {"op": "reg", "e": ["counter", A, "7", 3]}]),
-    (Unregistered("counter"), ["op", {"op": "unreg", "name": "counter"}]),
-    (Joined("g", REF), ["op", {"op": "join", "g": "g", "r": [A, "7"]}]),
-    (Left("g", REF), ["op", {"op": "leave", "g": "g", "r": [A, "7"]}]),
+    (RegOp(ENTRY), ["op", {"op": "reg", "e": ["counter", A, "7", 3]}]),
+    (
+        RegOp(Entry("counter", REF, 4, {"v": 1}, (ActorRef(B, "1"),))),
+        ["op", {"op": "reg", "e": ["counter", A, "7", 4, {"v": 1}, [[B, "1"]]]}],
+    ),
+    (UnregOp("counter"), ["op", {"op": "unreg", "name": "counter", "why": "unregistered"}]),
+    (
+        UnregOp("counter", "normal"),
+        ["op", {"op": "unreg", "name": "counter", "why": "normal"}],
+    ),
+    (JoinOp("g", REF), ["op", {"op": "join", "g": "g", "r": [A, "7"]}]),
+    (JoinOp("g", REF, [1, 2]), ["op", {"op": "join", "g": "g", "r": [A, "7"], "m": [1, 2]}]),
+    (LeaveOp("g", REF), ["op", {"op": "leave", "g": "g", "r": [A, "7"], "why": "left"}]),
 ]
 NAMES_FORMS: list[tuple[Any, Any]] = [
     (

@@ -26,7 +26,7 @@ from pycluster.actors.ref import ActorRef
 from pycluster.config import checks, setting
 from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
-from pycluster.registry.backend import ClaimFailed, RegistryBackend, Resolve
+from pycluster.registry.backend import ClaimFailed, Registration, RegistryBackend, Resolve
 from pycluster.registry.messages import (
     REGISTRY_MAILBOX,
     Change,
@@ -88,8 +88,18 @@ class CrdtRegistry(RegistryBackend):
     def registered(self) -> dict[str, ActorRef]:
         return self.replica.names()
 
+    def lookup(self, name: str) -> Registration | None:
+        entry = self.replica.lookup(name)
+        return None if entry is None else Registration(name, entry.ref, entry.meta)
+
+    def memberships(self, group: str) -> dict[ActorRef, Any]:
+        return self.replica.memberships(group)
+
     def members(self, group: str) -> list[ActorRef]:
         return self.replica.members(group)
+
+    def groups(self) -> list[str]:
+        return self.replica.groups()
 
     def synced(self) -> bool:
         return not self._awaiting
@@ -99,7 +109,9 @@ class CrdtRegistry(RegistryBackend):
 
     # -- this node's changes ----------------------------------------------------------------
 
-    async def claim(self, name: str, ref: ActorRef, timeout: float) -> ActorRef | None:
+    async def claim(
+        self, name: str, ref: ActorRef, timeout: float, meta: Any = None
+    ) -> ActorRef | None:
         holder = self.replica.whereis(name)
         if holder is not None:
             return holder
@@ -120,24 +132,36 @@ class CrdtRegistry(RegistryBackend):
         if holder is not None and holder != ref:
             return holder
         if not self.replica.owns(name):
-            self._broadcast(self.replica.register(name, ref))
+            self._broadcast(self.replica.register(name, ref, meta))
             self.on_changed([name])
         self._settle_reservations([name])  # granted here: the registration is now visible
         return None
 
-    async def release(self, name: str, ref: ActorRef) -> None:
-        op = self.replica.unregister(name, ref)
+    async def release(self, name: str, ref: ActorRef, reason: str = "unregistered") -> None:
+        op = self.replica.unregister(name, ref, reason)
         self._broadcast(op)
         if op is not None:
             self.on_changed([name])
 
-    async def join(self, group: str, ref: ActorRef) -> None:
-        self._broadcast(self.replica.join(group, ref))
+    async def update_meta(self, name: str, ref: ActorRef, meta: Any) -> bool:
+        if self.replica.whereis(name) != ref:
+            return False
+        op = self.replica.update_meta(name, meta)
+        self._broadcast(op)
+        return op is not None
 
-    async def leave(self, group: str, ref: ActorRef) -> None:
-        self._broadcast(self.replica.leave(group, ref))
+    async def join(self, group: str, ref: ActorRef, meta: Any = None) -> None:
+        self._broadcast(self.replica.join(group, ref, meta))
+
+    async def leave(self, group: str, ref: ActorRef, reason: str = "left") -> None:
+        self._broadcast(self.replica.leave(group, ref, reason))
+
+    def _emit(self) -> None:
+        for event in self.replica.take_events():
+            self.on_event(event)
 
     def _broadcast(self, change: Change | None) -> None:
+        self._emit()
         if change is None:
             return
         body = change.to_wire()
@@ -194,6 +218,7 @@ class CrdtRegistry(RegistryBackend):
             return
         self._awaiting.discard(peer)
         gone = self.replica.drop(peer)
+        self._emit()
         for name in [n for n, r in self._reservations.items() if r.ref.node == peer]:
             del self._reservations[name]
         if gone:
@@ -227,6 +252,7 @@ class CrdtRegistry(RegistryBackend):
         except ValueError as exc:  # a change before the snapshot
             self._refusals.refuse(sender, "malformed", str(exc))
             return None
+        self._emit()
         self._check_lost(names)
         self._settle_reservations(names)
         self.on_changed(names)
@@ -258,6 +284,6 @@ class CrdtRegistry(RegistryBackend):
                 winner,
                 entry.ref,
             )
-            self._broadcast(self.replica.unregister(entry.name, entry.ref))
+            self._broadcast(self.replica.unregister(entry.name, entry.ref, "name conflict"))
             self.on_lost(entry.name, entry.ref, "name conflict")
             self.on_changed([entry.name])

@@ -2,7 +2,7 @@
 
 Each message travels as a list whose first item names its kind. ``$registry`` is the
 ``crdt`` backend's, between members (``ref`` is an actor ref's plain form ``[node, id]``,
-an entry ``[name, node, id, lamport]``):
+an entry ``[name, node, id, lamport(, meta, supersedes)]``):
 
 =========  ================================  =============================================
 kind       fields                            meaning
@@ -11,16 +11,18 @@ kind       fields                            meaning
                                              owner): may ``ref`` take it? Answered None
                                              (granted) or the ``ref`` that holds it
 ``snap``   ``{lamport, entries, groups}``    the sender's whole slice, first on a new
-                                             connection (``groups``: name -> refs)
-``op``     ``{op: "reg", e: entry}``         the sender registered a name ...
-           ``{op: "unreg", name}``           ... dropped its registration of ``name``
-           ``{op: "join", g, r}``            ... added ``r`` to group ``g``
-           ``{op: "leave", g, r}``           ... removed ``r`` from group ``g``
+                                             connection (``groups``: name -> members,
+                                             each ``[node, id(, meta)]``)
+``op``     ``{op: "reg", e: entry}``         the sender registered a name (or updated
+                                             its metadata) ...
+           ``{op: "unreg", name, why}``      ... dropped its registration of ``name``
+           ``{op: "join", g, r(, m)}``       ... added ``r`` to group ``g`` (meta ``m``)
+           ``{op: "leave", g, r, why}``      ... removed ``r`` from group ``g``
 =========  ================================  =============================================
 
 ``$names`` is the :class:`~pycluster.registry.Registry`'s, for clients (hidden ones too)
 and, for ``ring-*``, between members. A ``spec`` is a ring actor's
-:class:`Spec` ``[name, class, args, kwargs, [restart, max_restarts, window], id]``; refs in
+:class:`Spec` ``[name, class, args, kwargs, [restart, max_restarts, window], id(, meta)]``; refs in
 answers are :class:`~pycluster.actors.ref.ActorRef` values (the codec's extension):
 
 ================  ================================  ======================================
@@ -28,9 +30,17 @@ kind              fields                            meaning
 ================  ================================  ======================================
 ``spawn``         ``name``, ``class``, ``args``,    a call: start ``class`` as ``name``
                   ``kwargs``, ``timeout``           here (or on the ring); answered the
-                  [, ``placement``]                 ref, or ``{already_started: ref}``
+                  [, ``placement`` [, ``meta``]]    ref, or ``{already_started: ref}``
 ``call``          ``name``, ``message``,            a call: call the actor registered as
                   ``timeout``                       ``name``; answered its reply
+``register``      ``name``, ``ref``, ``meta``,      a call to ``ref``'s node: register it
+                  ``timeout``                       as its own; answered None or
+                                                    ``{already_started: ref}``
+``unregister``    ``name``, ``ref``                 a call to the holder's node: drop it
+``meta``          ``name``, ``ref``, ``meta``       a call to the holder's node: replace
+                                                    the metadata; answered a boolean
+``join``          ``group``, ``ref``, ``meta``      a call to ``ref``'s node: join ``group``
+``leave``         ``group``, ``ref``                a call to ``ref``'s node: leave it
 ``registered``                                      a call: answered ``{name: ref}``
 ``running``                                         a call: answered the names of the
                                                     actors running on the node
@@ -64,7 +74,7 @@ import attrs
 
 from pycluster.actors import ActorRestartPolicy
 from pycluster.actors.ref import ActorRef
-from pycluster.registry.refs import Entry
+from pycluster.registry.refs import Entry, meta_from_wire
 
 REGISTRY_MAILBOX = "$registry"
 """The ``crdt`` backend's mailbox."""
@@ -72,6 +82,8 @@ NAMES_MAILBOX = "$names"
 """The registry's mailbox for clients and ring placement."""
 
 Placement = Literal["here", "ring"]
+MAX_REASON = 200
+"""Characters of a reason (why a name or membership ended) kept from a peer."""
 
 
 class MalformedMessage(ValueError):
@@ -107,11 +119,13 @@ class Spec:
     policy: ActorRestartPolicy
     id: str
     """Unique to this spawn: a forgotten spec is not revived by a late copy."""
+    meta: Any = attrs.field(default=None, eq=False)
+    """The metadata of the actor's registration."""
 
     def to_wire(self) -> list[Any]:
         """The spec as plain msgpack values."""
         p = self.policy
-        return [
+        wire = [
             self.name,
             self.cls,
             self.args,
@@ -119,13 +133,16 @@ class Spec:
             [p.restart, p.max_restarts, p.window],
             self.id,
         ]
+        if self.meta is not None:
+            wire.append(self.meta)
+        return wire
 
     @classmethod
     def from_wire(cls, data: object) -> Spec:
         """A spec from a peer; ValueError when ``data`` is not one."""
-        if not (isinstance(data, list) and len(data) == 6):
-            raise ValueError("a ring spec is [name, class, args, kwargs, policy, id]")
-        name, path, args, kwargs, policy, spec_id = data
+        if not (isinstance(data, list) and len(data) in (6, 7)):
+            raise ValueError("a ring spec is [name, class, args, kwargs, policy, id(, meta)]")
+        name, path, args, kwargs, policy, spec_id = data[:6]
         if not (isinstance(name, str) and isinstance(spec_id, str)):
             raise ValueError("ring spec name and id must be strings")
         if not isinstance(args, list):
@@ -148,6 +165,7 @@ class Spec:
                 window=_seconds(window, "a restart window"),
             ),
             spec_id,
+            meta_from_wire(data[6]) if len(data) == 7 else None,
         )
 
 
@@ -194,12 +212,13 @@ class ClaimAnswer:
 @attrs.frozen
 class Snapshot:
     """A node's whole slice, sent first on each new connection; it replaces what the
-    receiver held of the sender. ``entries`` name each name at most once."""
+    receiver held of the sender. ``entries`` name each name at most once; ``groups`` map
+    each group to its members and their metadata."""
 
     KIND: ClassVar[str] = "snap"
     lamport: int
     entries: tuple[Entry, ...]
-    groups: Mapping[str, frozenset[ActorRef]]
+    groups: Mapping[str, Mapping[ActorRef, Any]]
 
     def to_wire(self) -> list[Any]:
         return [
@@ -208,7 +227,7 @@ class Snapshot:
                 "lamport": self.lamport,
                 "entries": [entry.to_wire() for entry in self.entries],
                 "groups": {
-                    group: [ref.to_wire() for ref in sorted(refs)]
+                    group: [_member_to_wire(ref, refs[ref]) for ref in sorted(refs)]
                     for group, refs in self.groups.items()
                 },
             },
@@ -235,15 +254,26 @@ class Snapshot:
         if not isinstance(groups, dict):
             raise ValueError("snapshot groups must be a map")
         members = {
-            _string(group, "a group name"): frozenset(map(ActorRef.from_wire, _list(refs)))
+            _string(group, "a group name"): dict(map(_member_from_wire, _list(refs)))
             for group, refs in groups.items()
         }
         return cls(_lamport(fields.get("lamport")), decoded, members)
 
 
+def _member_to_wire(ref: ActorRef, meta: Any) -> list[Any]:
+    return [ref.node, ref.id] if meta is None else [ref.node, ref.id, meta]
+
+
+def _member_from_wire(data: object) -> tuple[ActorRef, Any]:
+    if isinstance(data, list) and len(data) == 3:
+        return ActorRef.from_wire(data[:2]), meta_from_wire(data[2])
+    return ActorRef.from_wire(data), None
+
+
 @attrs.frozen
-class Registered:
-    """The sender registered ``entry.name`` (replacing its own earlier entry for it)."""
+class RegOp:
+    """The sender registered ``entry.name`` (replacing its own earlier entry for it: a
+    metadata update is a new entry with the same identity)."""
 
     OP: ClassVar[str] = "reg"
     entry: Entry
@@ -252,63 +282,79 @@ class Registered:
         return ["op", {"op": "reg", "e": self.entry.to_wire()}]
 
     @classmethod
-    def from_op(cls, op: dict[Any, Any]) -> Registered:
+    def from_op(cls, op: dict[Any, Any]) -> RegOp:
         return cls(Entry.from_wire(op.get("e")))
 
 
 @attrs.frozen
-class Unregistered:
-    """The sender dropped its registration of ``name``."""
+class UnregOp:
+    """The sender dropped its registration of ``name``, for ``reason``."""
 
     OP: ClassVar[str] = "unreg"
     name: str
+    reason: str = "unregistered"
 
     def to_wire(self) -> list[Any]:
-        return ["op", {"op": "unreg", "name": self.name}]
+        return ["op", {"op": "unreg", "name": self.name, "why": self.reason}]
 
     @classmethod
-    def from_op(cls, op: dict[Any, Any]) -> Unregistered:
-        return cls(_string(op.get("name"), "an unregistered name"))
+    def from_op(cls, op: dict[Any, Any]) -> UnregOp:
+        return cls(
+            _string(op.get("name"), "an unregistered name"), _reason(op.get("why"), "unregistered")
+        )
 
 
 @attrs.frozen
-class Joined:
-    """The sender added ``ref`` to process group ``group``."""
+class JoinOp:
+    """The sender added ``ref`` to process group ``group`` (or changed its metadata)."""
 
     OP: ClassVar[str] = "join"
     group: str
     ref: ActorRef
+    meta: Any = None
 
     def to_wire(self) -> list[Any]:
-        return ["op", {"op": "join", "g": self.group, "r": self.ref.to_wire()}]
+        op = {"op": "join", "g": self.group, "r": self.ref.to_wire()}
+        if self.meta is not None:
+            op["m"] = self.meta
+        return ["op", op]
 
     @classmethod
-    def from_op(cls, op: dict[Any, Any]) -> Joined:
-        return cls(_string(op.get("g"), "a group name"), ActorRef.from_wire(op.get("r")))
+    def from_op(cls, op: dict[Any, Any]) -> JoinOp:
+        return cls(
+            _string(op.get("g"), "a group name"),
+            ActorRef.from_wire(op.get("r")),
+            meta_from_wire(op.get("m")),
+        )
 
 
 @attrs.frozen
-class Left:
-    """The sender removed ``ref`` from process group ``group``."""
+class LeaveOp:
+    """The sender removed ``ref`` from process group ``group``, for ``reason``."""
 
     OP: ClassVar[str] = "leave"
     group: str
     ref: ActorRef
+    reason: str = "left"
 
     def to_wire(self) -> list[Any]:
-        return ["op", {"op": "leave", "g": self.group, "r": self.ref.to_wire()}]
+        return ["op", {"op": "leave", "g": self.group, "r": self.ref.to_wire(), "why": self.reason}]
 
     @classmethod
-    def from_op(cls, op: dict[Any, Any]) -> Left:
-        return cls(_string(op.get("g"), "a group name"), ActorRef.from_wire(op.get("r")))
+    def from_op(cls, op: dict[Any, Any]) -> LeaveOp:
+        return cls(
+            _string(op.get("g"), "a group name"),
+            ActorRef.from_wire(op.get("r")),
+            _reason(op.get("why"), "left"),
+        )
 
 
-Change = Registered | Unregistered | Joined | Left
+Change = RegOp | UnregOp | JoinOp | LeaveOp
 """One change a node made to its own slice, sent to every peer in order."""
 RegistryMessage = Claim | Snapshot | Change
 
 _CHANGES: dict[object, Callable[[dict[Any, Any]], Change]] = {
-    change.OP: change.from_op for change in (Registered, Unregistered, Joined, Left)
+    change.OP: change.from_op for change in (RegOp, UnregOp, JoinOp, LeaveOp)
 }
 
 
@@ -360,19 +406,23 @@ class SpawnRequest:
     kwargs: dict[str, Any]
     timeout: float = attrs.field(validator=_timeout)
     placement: Placement = "here"
+    meta: Any = None
 
     def to_wire(self) -> list[Any]:
         body = ["spawn", self.name, self.cls, list(self.args), self.kwargs, self.timeout]
-        if self.placement != "here":
+        if self.placement != "here" or self.meta is not None:
             body.append(self.placement)
+        if self.meta is not None:
+            body.append(self.meta)
         return body
 
     @classmethod
     def from_wire(cls, data: object) -> SpawnRequest:
         """A spawn request; ValueError when ``data`` is not one."""
-        if not (isinstance(data, list) and len(data) in (6, 7) and data[0] == cls.KIND):
+        if not (isinstance(data, list) and len(data) in (6, 7, 8) and data[0] == cls.KIND):
             raise ValueError(
-                "a spawn request is ['spawn', name, class, args, kwargs, timeout(, placement)]"
+                "a spawn request is "
+                "['spawn', name, class, args, kwargs, timeout(, placement(, meta))]"
             )
         _, name, path, args, kwargs, timeout, *rest = data
         placement: Placement = "here"
@@ -389,6 +439,7 @@ class SpawnRequest:
             _kwargs(kwargs),
             _seconds(timeout),
             placement,
+            meta_from_wire(rest[1]) if len(rest) == 2 else None,
         )
 
 
@@ -544,7 +595,135 @@ class RingAdopt:
 
 
 RingRequest = RingSpecs | RingForget | RingLeaving | RingSpawn | RingAdopt
-NamesRequest = SpawnRequest | CallRequest | RegisteredRequest | RunningRequest | RingRequest
+
+
+@attrs.frozen
+class RegisterRequest:
+    """A call to the node of actor ``ref``: register it as ``name`` (with ``meta``), as
+    that node's own registration, so it ends with the actor; answered None, or
+    :class:`AlreadyRunning` with the holder."""
+
+    KIND: ClassVar[str] = "register"
+    name: str
+    ref: ActorRef
+    meta: Any
+    timeout: float = attrs.field(validator=_timeout)
+
+    def to_wire(self) -> list[Any]:
+        return ["register", self.name, self.ref.to_wire(), self.meta, self.timeout]
+
+    @classmethod
+    def from_wire(cls, data: object) -> RegisterRequest:
+        """A register request; ValueError when ``data`` is not one."""
+        if not (isinstance(data, list) and len(data) == 5 and data[0] == cls.KIND):
+            raise ValueError("a register request is ['register', name, ref, meta, timeout]")
+        return cls(
+            _string(data[1], "a registered name"),
+            ActorRef.from_wire(data[2]),
+            meta_from_wire(data[3]),
+            _seconds(data[4]),
+        )
+
+
+@attrs.frozen
+class UnregisterRequest:
+    """A call to the node holding ``name`` for ``ref``: drop that registration."""
+
+    KIND: ClassVar[str] = "unregister"
+    name: str
+    ref: ActorRef
+
+    def to_wire(self) -> list[Any]:
+        return ["unregister", self.name, self.ref.to_wire()]
+
+    @classmethod
+    def from_wire(cls, data: object) -> UnregisterRequest:
+        """An unregister request; ValueError when ``data`` is not one."""
+        if not (isinstance(data, list) and len(data) == 3 and data[0] == cls.KIND):
+            raise ValueError("an unregister request is ['unregister', name, ref]")
+        return cls(_string(data[1], "an unregistered name"), ActorRef.from_wire(data[2]))
+
+
+@attrs.frozen
+class MetaRequest:
+    """A call to the node holding ``name`` for ``ref``: replace its metadata; answered
+    whether it still held it."""
+
+    KIND: ClassVar[str] = "meta"
+    name: str
+    ref: ActorRef
+    meta: Any
+
+    def to_wire(self) -> list[Any]:
+        return ["meta", self.name, self.ref.to_wire(), self.meta]
+
+    @classmethod
+    def from_wire(cls, data: object) -> MetaRequest:
+        """A metadata update; ValueError when ``data`` is not one."""
+        if not (isinstance(data, list) and len(data) == 4 and data[0] == cls.KIND):
+            raise ValueError("a metadata update is ['meta', name, ref, meta]")
+        return cls(
+            _string(data[1], "a registered name"),
+            ActorRef.from_wire(data[2]),
+            meta_from_wire(data[3]),
+        )
+
+
+@attrs.frozen
+class JoinRequest:
+    """A call to the node of actor ``ref``: add it to ``group`` (with ``meta``)."""
+
+    KIND: ClassVar[str] = "join"
+    group: str
+    ref: ActorRef
+    meta: Any
+
+    def to_wire(self) -> list[Any]:
+        return ["join", self.group, self.ref.to_wire(), self.meta]
+
+    @classmethod
+    def from_wire(cls, data: object) -> JoinRequest:
+        """A join request; ValueError when ``data`` is not one."""
+        if not (isinstance(data, list) and len(data) == 4 and data[0] == cls.KIND):
+            raise ValueError("a join request is ['join', group, ref, meta]")
+        return cls(
+            _string(data[1], "a group name"),
+            ActorRef.from_wire(data[2]),
+            meta_from_wire(data[3]),
+        )
+
+
+@attrs.frozen
+class LeaveRequest:
+    """A call to the node of actor ``ref``: remove it from ``group``."""
+
+    KIND: ClassVar[str] = "leave"
+    group: str
+    ref: ActorRef
+
+    def to_wire(self) -> list[Any]:
+        return ["leave", self.group, self.ref.to_wire()]
+
+    @classmethod
+    def from_wire(cls, data: object) -> LeaveRequest:
+        """A leave request; ValueError when ``data`` is not one."""
+        if not (isinstance(data, list) and len(data) == 3 and data[0] == cls.KIND):
+            raise ValueError("a leave request is ['leave', group, ref]")
+        return cls(_string(data[1], "a group name"), ActorRef.from_wire(data[2]))
+
+
+NamesRequest = (
+    SpawnRequest
+    | CallRequest
+    | RegisterRequest
+    | UnregisterRequest
+    | MetaRequest
+    | JoinRequest
+    | LeaveRequest
+    | RegisteredRequest
+    | RunningRequest
+    | RingRequest
+)
 
 REGISTERED, RUNNING, RING_LEAVING = RegisteredRequest(), RunningRequest(), RingLeaving()
 
@@ -553,6 +732,11 @@ _NAMES_KINDS: dict[str, Callable[[object], NamesRequest]] = {
     for kind in (
         SpawnRequest,
         CallRequest,
+        RegisterRequest,
+        UnregisterRequest,
+        MetaRequest,
+        JoinRequest,
+        LeaveRequest,
         RegisteredRequest,
         RunningRequest,
         RingSpecs,
@@ -643,6 +827,12 @@ def _string(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} is a string, not {type(value).__name__}")
     return value
+
+
+def _reason(value: object, default: str) -> str:
+    if value is None:
+        return default
+    return _string(value, "a reason")[:MAX_REASON]
 
 
 def _list(value: object) -> list[Any]:

@@ -99,6 +99,7 @@ class Names(Protocol):
         policy: ActorRestartPolicy | None,
         timeout: float,
         state: tuple[Any, ...] = (),
+        meta: Any = None,
     ) -> ActorRef: ...
 
 
@@ -168,6 +169,7 @@ class RingPlacement:
         kwargs: dict[str, Any],
         policy: ActorRestartPolicy | None,
         timeout: float,
+        meta: Any = None,
     ) -> ActorRef:
         """Start ``name`` on its ring owner; AlreadyStarted if it runs anywhere."""
         spec = Spec(
@@ -177,6 +179,7 @@ class RingPlacement:
             dict(kwargs),
             policy or ActorRestartPolicy(),
             uuid.uuid4().hex,
+            meta,
         )
         # Every node must receive the spec, now and on each later connection: refuse here
         # what could not travel, rather than start an actor no other node can know of.
@@ -227,6 +230,7 @@ class RingPlacement:
                 spec.policy,
                 timeout,
                 (state,) if resumed else (),
+                spec.meta,
             )
         finally:
             self._busy.discard(spec.name)
@@ -489,7 +493,7 @@ class RingPlacement:
                 state = await self._actors.handoff(ref, timeout)
             except (LookupError, TimeoutError):
                 return  # it ended meanwhile; its end decides what happens next
-            await self._registry.backend.release(name, ref)
+            await self._registry.backend.release(name, ref, "moved")
             if await self._hand_to(owner, spec, state, timeout):
                 return
         finally:

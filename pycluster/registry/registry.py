@@ -1,8 +1,14 @@
 """The registry API every node offers as ``node.registry``.
 
-Its mailbox ``$names`` answers clients' requests (spawn here, call by name, what is
-registered, what runs) and carries ring placement's; both are in
-:mod:`~pycluster.registry.messages`.
+Its mailbox ``$names`` answers clients' requests (spawn here, call by name, register,
+unregister, join or leave on behalf of another node, what is registered, what runs) and
+carries ring placement's; all are in :mod:`~pycluster.registry.messages`.
+
+Every name and group membership belongs to the node of its actor: a request about
+another node's actor is forwarded there, and that node holds the entry, so it ends when
+the actor ends (whatever the reason) or when the node goes down. Scopes
+(:meth:`Registry.scope`) are separate namespaces over the same backend: a scoped name is
+stored as ``scope + SEPARATOR + name``, and names may not contain :data:`SEPARATOR`.
 """
 
 from __future__ import annotations
@@ -10,48 +16,110 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Literal
+
+import attrs
 
 from pycluster.actors import Actor, ActorRestartPolicy, Actors
 from pycluster.actors.actor import actor_class, class_path
 from pycluster.actors.ref import ActorRef
-from pycluster.registry.backend import RegistryBackend
+from pycluster.actors.runtime import NoSuchActor
+from pycluster.errors import NotConnected
+from pycluster.registry.backend import Registration, RegistryBackend
 from pycluster.registry.errors import AlreadyRegistered, AlreadyStarted, NotRegistered
+from pycluster.registry.events import (
+    DEFAULT_BACKLOG,
+    EventStream,
+    Joined,
+    Left,
+    Listener,
+    RegistryEvent,
+)
 from pycluster.registry.messages import (
     NAMES_MAILBOX,
     AlreadyRunning,
     CallRequest,
+    JoinRequest,
+    LeaveRequest,
     MalformedMessage,
+    MetaRequest,
     RegisteredRequest,
+    RegisterRequest,
     RunningRequest,
     Spawned,
     SpawnRequest,
+    UnregisterRequest,
     decode_names_request,
     decode_spawn_answer,
 )
 from pycluster.registry.placement import RingPlacement
+from pycluster.registry.refs import checked_meta
 from pycluster.registry.refusals import Refusals
 from pycluster.transport.waist import Transport
 
 log = logging.getLogger("pycluster.registry")
 
+SEPARATOR = "\x00"
+"""Between a scope and a name in the backend's keys; no name or group may contain it."""
+
+
+def _checked(name: object, what: str = "name") -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"a registry {what} is a string, not {type(name).__name__}")
+    if SEPARATOR in name:
+        raise ValueError(f"a registry {what} may not contain NUL characters: {name!r}")
+    return name
+
+
+@attrs.define
+class _Binding:
+    """The names and groups a local actor holds: they end when it ends."""
+
+    names: set[str] = attrs.Factory(set)
+    groups: set[str] = attrs.Factory(set)
+
 
 class Registry:
-    """Cluster-unique names for actors, and process groups.
+    """Cluster-unique names for actors, and process groups, in one scope (``node.registry``
+    is the default scope; :meth:`scope` gives others).
 
-    ``whereis``, ``registered`` and ``members`` are local reads; ``spawn`` and
-    ``register`` are claims the backend arbitrates (they raise rather than succeed
-    silently when the claim cannot complete).
+    ``whereis``, ``lookup``, ``registered``, ``members`` and the other reads are local;
+    ``spawn`` and ``register`` are claims the backend arbitrates (they raise rather than
+    succeed silently when the claim cannot complete).
     """
 
-    def __init__(self, node: Transport, actors: Actors, backend: RegistryBackend) -> None:
+    def __init__(
+        self,
+        node: Transport,
+        actors: Actors,
+        backend: RegistryBackend,
+        *,
+        _scope: str = "",
+        _root: Registry | None = None,
+    ) -> None:
         self._node = node
         self._actors = actors
         self.backend = backend
+        self.scope_name = _scope
+        """The scope of this view (``""``: the default)."""
+        self._prefix = f"{_scope}{SEPARATOR}" if _scope else ""
+        self.ring: RingPlacement
+        """Ring-placed actors (``spawn(..., placement="ring")``)."""
+        if _root is not None:
+            self._root: Registry = _root
+            self.ring = _root.ring
+            return
+        self._root = self
+        self._scopes: dict[str, Registry] = {}
+        self._bound: dict[ActorRef, _Binding] = {}
+        self._streams: dict[str, set[EventStream]] = {}
+        self.listeners: list[Listener] = []
+        """Called with ``(scope, event)`` for every registry event (the node's plugins)."""
         backend.on_lost = self._lost
+        backend.on_event = self._on_event
         self._refusals = Refusals(node)
         self.ring = RingPlacement(node, actors, self, self._refusals)
-        """Ring-placed actors (``spawn(..., placement="ring")``)."""
         backend.on_changed = self.ring.registry_changed
         node.register_mailbox(NAMES_MAILBOX, self._on_request)
 
@@ -70,6 +138,9 @@ class Registry:
     async def stop(self) -> None:
         """Stop the backend: this node's names are released."""
         await self.backend.stop()
+        for streams in self._root._streams.values():
+            for stream in streams:
+                stream.close()
 
     def ready(self) -> bool:
         """Whether this node has merged the registry of every peer connected now."""
@@ -78,6 +149,33 @@ class Registry:
     def status(self) -> dict[str, Any]:
         """The ``registry`` object of ``/status``."""
         return self.backend.status()
+
+    # -- scopes -----------------------------------------------------------------------------
+
+    def scope(self, name: str) -> Registry:
+        """The registry of scope ``name``: the same API over a separate namespace (its
+        names and groups never collide with another scope's). ``scope("")`` is the
+        default scope, ``node.registry`` itself."""
+        _checked(name, "scope")
+        root = self._root
+        if not name:
+            return root
+        view = root._scopes.get(name)
+        if view is None:
+            view = Registry(self._node, self._actors, self.backend, _scope=name, _root=root)
+            root._scopes[name] = view
+        return view
+
+    def _key(self, name: str, what: str = "name") -> str:
+        return self._prefix + _checked(name, what)
+
+    def _mine(self, key: str) -> str | None:
+        """The name of backend key ``key`` in this scope, or None if it is another's."""
+        if not self._prefix:
+            return None if SEPARATOR in key else key
+        return key[len(self._prefix) :] if key.startswith(self._prefix) else None
+
+    # -- names ------------------------------------------------------------------------------
 
     async def spawn(
         self,
@@ -88,10 +186,13 @@ class Registry:
         placement: Literal["here", "ring"] = "here",
         policy: ActorRestartPolicy | None = None,
         timeout: float = 5.0,
+        meta: Any = None,
+        if_exists: Literal["raise", "return"] = "raise",
         **kwargs: Any,
     ) -> ActorRef:
         """Start ``cls(*args, **kwargs)`` as ``name``, unique in the cluster, on this node
-        (or on node ``on``, which must be able to import ``cls``).
+        (or on node ``on``, which must be able to import ``cls``), registered with
+        metadata ``meta``.
 
         With ``placement="ring"`` the actor runs on the node a consistent hash of its name
         picks, moves (``handoff()`` -> ``resume(state)``) when nodes join or leave, and is
@@ -99,18 +200,42 @@ class Registry:
         every node, and its arguments msgpack values.
 
         Raises AlreadyStarted (with the running actor's ref) if the name is taken
-        anywhere, ClaimFailed if the claim cannot complete within ``timeout``. The actor's
-        code runs only once the claim is won.
+        anywhere, unless ``if_exists="return"``: then the running actor's ref is returned.
+        ClaimFailed if the claim cannot complete within ``timeout``. The actor's code
+        runs only once the claim is won.
         """
+        if if_exists not in ("raise", "return"):
+            raise ValueError(f"if_exists is 'raise' or 'return', not {if_exists!r}")
+        try:
+            return await self._spawn(name, cls, args, on, placement, policy, timeout, meta, kwargs)
+        except AlreadyStarted as exc:
+            if if_exists == "return":
+                return exc.ref
+            raise AlreadyStarted(name, exc.ref) from None
+
+    async def _spawn(
+        self,
+        name: str,
+        cls: type[Actor],
+        args: tuple[Any, ...],
+        on: str | None,
+        placement: Literal["here", "ring"],
+        policy: ActorRestartPolicy | None,
+        timeout: float,
+        meta: Any,
+        kwargs: dict[str, Any],
+    ) -> ActorRef:
+        key = self._key(name)
+        meta = checked_meta(meta)
         if placement == "ring":
             if on is not None:
                 raise ValueError("spawn takes either on= or placement='ring', not both")
-            return await self.ring.spawn(name, cls, args, kwargs, policy, timeout)
+            return await self.ring.spawn(key, cls, args, kwargs, policy, timeout, meta)
         if placement != "here":
             raise ValueError(f"unknown placement {placement!r}: 'here' or 'ring'")
         if on is not None and self._node.canonical(on) != self._node.name:
-            return await self._spawn_on(on, name, cls, args, kwargs, timeout)
-        return await self.spawn_here(name, cls, args, kwargs, policy, timeout)
+            return await self._spawn_on(on, key, cls, args, kwargs, timeout, meta)
+        return await self.spawn_here(key, cls, args, kwargs, policy, timeout, (), meta)
 
     async def spawn_here(
         self,
@@ -121,54 +246,210 @@ class Registry:
         policy: ActorRestartPolicy | None,
         timeout: float,
         state: tuple[Any, ...] = (),
+        meta: Any = None,
     ) -> ActorRef:
-        """Claim ``name`` and start the actor on this node (``state``: a one-element tuple
-        holding what ``handoff()`` returned elsewhere, to ``resume`` from)."""
+        """Claim backend key ``name`` and start the actor on this node (``state``: a
+        one-element tuple holding what ``handoff()`` returned elsewhere, to ``resume``
+        from)."""
         actors = self._actors
         ref = actors.allocate()
-        holder = await self.backend.claim(name, ref, timeout)
+        holder = await self.backend.claim(name, ref, timeout, meta)
         if holder is not None:
             raise AlreadyStarted(name, holder)
         try:
             extra = {"state": state[0]} if state else {}
             actors.spawn(cls, *args, name=name, policy=policy, ref=ref, **extra, **kwargs)
         except BaseException:
-            await self.backend.release(name, ref)
+            await self.backend.release(name, ref, "failed to start")
             raise
-        actors.on_end(ref, lambda reason: self._released(name, ref))
+        self._root._bind(ref, name=name)
         return ref
 
-    async def register(self, name: str, ref: ActorRef, timeout: float = 5.0) -> None:
-        """Register an existing actor as ``name``; AlreadyRegistered if taken."""
-        holder = await self.backend.claim(name, ref, timeout)
+    async def register(
+        self, name: str, ref: ActorRef, *, meta: Any = None, timeout: float = 5.0
+    ) -> None:
+        """Register the running actor ``ref`` (of any node) as ``name``, with metadata
+        ``meta``; AlreadyRegistered if taken. The name ends when the actor ends."""
+        key = self._key(name)
+        meta = checked_meta(meta)
+        if ref.node == self._node.name:
+            holder = await self._root._register_here(key, ref, meta, timeout)
+        else:
+            request = RegisterRequest(key, ref, meta, timeout).to_wire()
+            answer = await self._node.call(ref.node, NAMES_MAILBOX, request, timeout + 1)
+            holder = _holder(answer, ref.node)
         if holder is not None:
             raise AlreadyRegistered(name, holder)
 
     async def unregister(self, name: str) -> None:
-        """Drop this node's registration of ``name`` (the actor keeps running)."""
-        ref = self.backend.whereis(name)
+        """Drop the registration of ``name``, whichever node made it (the actor keeps
+        running); nothing if it is not registered."""
+        key = self._key(name)
+        ref = self.backend.whereis(key)
+        if ref is None:
+            return
+        if ref.node == self._node.name:
+            await self._root._release(key, ref, "unregistered")
+        else:
+            request = UnregisterRequest(key, ref).to_wire()
+            await self._node.call(ref.node, NAMES_MAILBOX, request)
+
+    async def update_meta(self, name: str, meta: Any) -> None:
+        """Replace the whole metadata of ``name``'s registration (from any node);
+        NotRegistered if it is not registered."""
+        key = self._key(name)
+        meta = checked_meta(meta)
+        ref = self.backend.whereis(key)
+        updated = False
         if ref is not None and ref.node == self._node.name:
-            await self.backend.release(name, ref)
+            updated = await self.backend.update_meta(key, ref, meta)
+        elif ref is not None:
+            request = MetaRequest(key, ref, meta).to_wire()
+            updated = await self._node.call(ref.node, NAMES_MAILBOX, request) is True
+        if not updated:
+            raise NotRegistered(name)
 
     def whereis(self, name: str) -> ActorRef | None:
         """The actor registered as ``name``, or None: a local read, no network."""
-        return self.backend.whereis(name)
+        return self.backend.whereis(self._key(name))
+
+    def lookup(self, name: str) -> Registration | None:
+        """The registration of ``name`` (``.ref``, ``.meta``), or None: a local read."""
+        found = self.backend.lookup(self._key(name))
+        return None if found is None else Registration(name, found.ref, found.meta)
 
     def registered(self) -> dict[str, ActorRef]:
-        """Every registered name and its actor."""
-        return self.backend.registered()
+        """Every registered name of this scope and its actor."""
+        mine = self._mine
+        found = {}
+        for key, ref in self.backend.registered().items():
+            name = mine(key)
+            if name is not None:
+                found[name] = ref
+        return found
 
-    async def join(self, group: str, ref: ActorRef) -> None:
-        """Add ``ref`` to process group ``group``."""
-        await self.backend.join(group, ref)
+    # -- groups -----------------------------------------------------------------------------
+
+    async def join(self, group: str, ref: ActorRef, *, meta: Any = None) -> None:
+        """Add the running actor ``ref`` (of any node) to process group ``group``, with
+        metadata ``meta`` (joining again replaces it). It leaves when it ends."""
+        key = self._key(group, "group")
+        meta = checked_meta(meta)
+        if ref.node == self._node.name:
+            await self._root._join_here(key, ref, meta)
+        else:
+            request = JoinRequest(key, ref, meta).to_wire()
+            await self._node.call(ref.node, NAMES_MAILBOX, request)
 
     async def leave(self, group: str, ref: ActorRef) -> None:
-        """Remove ``ref`` from ``group``."""
-        await self.backend.leave(group, ref)
+        """Remove ``ref`` from ``group`` (from any node)."""
+        key = self._key(group, "group")
+        if ref.node == self._node.name:
+            await self._root._leave_here(key, ref, "left")
+        else:
+            await self._node.call(ref.node, NAMES_MAILBOX, LeaveRequest(key, ref).to_wire())
 
     def members(self, group: str) -> list[ActorRef]:
-        """Members of ``group`` on every node: a local read."""
-        return self.backend.members(group)
+        """Members of ``group`` on every node, sorted: a local read."""
+        return self.backend.members(self._key(group, "group"))
+
+    def memberships(self, group: str) -> dict[ActorRef, Any]:
+        """Members of ``group`` on every node, each with its metadata: a local read."""
+        return self.backend.memberships(self._key(group, "group"))
+
+    def local_members(self, group: str) -> list[ActorRef]:
+        """Members of ``group`` running on this node, sorted."""
+        me = self._node.name
+        return [ref for ref in self.members(group) if ref.node == me]
+
+    def which_groups(self, ref: ActorRef) -> list[str]:
+        """The groups of this scope ``ref`` is a member of, sorted."""
+        found = []
+        for key in self.backend.groups():
+            group = self._mine(key)
+            if group is not None and ref in self.backend.memberships(key):
+                found.append(group)
+        return found
+
+    def groups(self) -> list[str]:
+        """Every group of this scope with at least one member, sorted."""
+        return [group for key in self.backend.groups() if (group := self._mine(key)) is not None]
+
+    def count(self, group: str) -> int:
+        """How many members ``group`` has."""
+        return len(self.backend.memberships(self._key(group, "group")))
+
+    async def publish(self, group: str, message: Any) -> int:
+        """Cast ``message`` to every member of ``group``; return to how many it was sent
+        (members whose node is not connected, or that ended meanwhile, are skipped)."""
+        sent = 0
+        for ref in self.members(group):
+            try:
+                await self._actors.cast(ref, message)
+            except (NotConnected, NoSuchActor):
+                continue
+            sent += 1
+        return sent
+
+    async def multi_call(
+        self, group: str, message: Any, timeout: float = 5.0
+    ) -> tuple[dict[ActorRef, Any], dict[ActorRef, Exception]]:
+        """Call every member of ``group`` at once; return ``(replies, failures)``: each
+        member's reply, and the exception of each member that failed or timed out."""
+        members = self.members(group)
+        results = await asyncio.gather(
+            *(self._actors.call(ref, message, timeout) for ref in members),
+            return_exceptions=True,
+        )
+        replies: dict[ActorRef, Any] = {}
+        failures: dict[ActorRef, Exception] = {}
+        for ref, result in zip(members, results, strict=True):
+            if isinstance(result, Exception):
+                failures[ref] = result
+            elif isinstance(result, BaseException):
+                raise result  # cancellation and the like are not a member's failure
+            else:
+                replies[ref] = result
+        return replies, failures
+
+    # -- events -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def events(self, backlog: int = DEFAULT_BACKLOG) -> AsyncIterator[EventStream]:
+        """``async with registry.events() as stream: async for event in stream:`` every
+        change of this scope this node learns of, whichever node made it. A consumer more
+        than ``backlog`` events behind loses the oldest, then reads
+        :class:`~pycluster.registry.events.EventsLost`; it never slows the registry."""
+        stream = EventStream(backlog)
+        streams = self._root._streams.setdefault(self.scope_name, set())
+        streams.add(stream)
+        try:
+            yield stream
+        finally:
+            streams.discard(stream)
+            stream.close()
+
+    def _on_event(self, event: RegistryEvent) -> None:
+        key = event.group if isinstance(event, Joined | Left) else event.name
+        scope, sep, name = key.partition(SEPARATOR)
+        if not sep:
+            scope, name = "", key
+        elif not scope:
+            return  # no scope makes such a key
+        if sep:
+            if isinstance(event, Joined | Left):
+                event = attrs.evolve(event, group=name)
+            else:
+                event = attrs.evolve(event, name=name)
+        for stream in self._streams.get(scope, ()):
+            stream.put(event)
+        for listener in self.listeners:
+            try:
+                listener(scope, event)
+            except Exception:
+                log.exception("%s: a registry event listener failed", self._node.name)
+
+    # -- calls ------------------------------------------------------------------------------
 
     async def call(self, target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
         """Call the actor registered as ``target`` (or the ref ``target``)."""
@@ -181,26 +462,99 @@ class Registry:
     async def call_via(self, node: str, name: str, message: Any, timeout: float = 5.0) -> Any:
         """Have ``node`` call the actor registered as ``name`` (for hidden clients, which
         hold no copy of the registry)."""
-        request = CallRequest(name, message, timeout).to_wire()
+        request = CallRequest(self._key(name), message, timeout).to_wire()
         return await self._node.call(node, NAMES_MAILBOX, request, timeout + 1)
+
+    def _resolve(self, target: str | ActorRef) -> ActorRef:
+        if isinstance(target, ActorRef):
+            return target
+        ref = self.backend.whereis(self._key(target))
+        if ref is None:
+            raise NotRegistered(target)
+        return ref
+
+    # -- this node's entries, bound to their actors' lives -----------------------------------
+
+    def _alive(self, ref: ActorRef) -> None:
+        if self._actors.local(ref) is None:
+            raise NoSuchActor(f"{ref} is not running")
+
+    async def _register_here(
+        self, key: str, ref: ActorRef, meta: Any, timeout: float
+    ) -> ActorRef | None:
+        self._alive(ref)
+        holder = await self.backend.claim(key, ref, timeout, meta)
+        if holder is None:
+            self._bind(ref, name=key)
+        return holder
+
+    async def _release(self, key: str, ref: ActorRef, reason: str) -> None:
+        binding = self._bound.get(ref)
+        if binding is not None:
+            binding.names.discard(key)
+        await self.backend.release(key, ref, reason)
+
+    async def _join_here(self, key: str, ref: ActorRef, meta: Any) -> None:
+        self._alive(ref)
+        await self.backend.join(key, ref, meta)
+        self._bind(ref, group=key)
+
+    async def _leave_here(self, key: str, ref: ActorRef, reason: str) -> None:
+        binding = self._bound.get(ref)
+        if binding is not None:
+            binding.groups.discard(key)
+        await self.backend.leave(key, ref, reason)
+
+    def _bind(self, ref: ActorRef, *, name: str | None = None, group: str | None = None) -> None:
+        binding = self._bound.get(ref)
+        if binding is None:
+            binding = self._bound[ref] = _Binding()
+            self._actors.on_end(ref, lambda reason: self._ended(ref, reason))
+        if name is not None:
+            binding.names.add(name)
+        if group is not None:
+            binding.groups.add(group)
+
+    def _ended(self, ref: ActorRef, reason: str) -> None:
+        binding = self._bound.pop(ref, None)
+        if binding is None:
+            return
+        task = asyncio.ensure_future(self._unbind(ref, binding, reason))
+        task.add_done_callback(_log_failure)
+
+    async def _unbind(self, ref: ActorRef, binding: _Binding, reason: str) -> None:
+        for key in binding.names:
+            await self.backend.release(key, ref, reason)
+        for key in binding.groups:
+            await self.backend.leave(key, ref, reason)
+
+    def _lost(self, name: str, ref: ActorRef, reason: str) -> None:
+        """The backend took ``name`` away from this node's actor ``ref``: stop it."""
+        if ref.node != self._node.name:
+            return
+        task = asyncio.ensure_future(self._actors.stop(ref, reason))
+        task.add_done_callback(_log_failure)
+
+    # -- requests from other nodes ----------------------------------------------------------
 
     async def _spawn_on(
         self,
         node: str,
-        name: str,
+        key: str,
         cls: type[Actor],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float,
+        meta: Any,
     ) -> ActorRef:
-        request = SpawnRequest(name, class_path(cls), args, kwargs, timeout).to_wire()
+        request = SpawnRequest(key, class_path(cls), args, kwargs, timeout, meta=meta).to_wire()
         answer = await self._node.call(node, NAMES_MAILBOX, request, timeout + 1)
         try:
             decoded = decode_spawn_answer(answer)
         except ValueError as exc:
             raise TypeError(f"{node} answered a remote spawn: {exc}") from None
         if isinstance(decoded, AlreadyRunning):
-            raise AlreadyStarted(name, decoded.ref)
+            raise AlreadyStarted(key, decoded.ref)
         if not isinstance(decoded, Spawned):
             raise TypeError(f"{node} answered a remote spawn: {decoded}")
         return decoded.ref
@@ -218,7 +572,17 @@ class Registry:
             case SpawnRequest():
                 return self._remote_spawn(request, actor_class(request.cls))
             case CallRequest(name, message, timeout):
-                return self.call(name, message, timeout)
+                return self._call_key(name, message, timeout)
+            case RegisterRequest(key, ref, meta, timeout):
+                return self._remote_register(key, ref, meta, timeout)
+            case UnregisterRequest(key, ref):
+                return self._release(key, ref, "unregistered")
+            case MetaRequest(key, ref, meta):
+                return self.backend.update_meta(key, ref, meta)
+            case JoinRequest(key, ref, meta):
+                return self._join_here(key, ref, meta)
+            case LeaveRequest(key, ref):
+                return self._leave_here(key, ref, "left")
             case RegisteredRequest():
                 return self.registered()
             case RunningRequest():
@@ -226,37 +590,57 @@ class Registry:
             case _:
                 return self.ring.on_request(sender, request)
 
+    async def _call_key(self, key: str, message: Any, timeout: float) -> Any:
+        ref = self.backend.whereis(key)
+        if ref is None:
+            raise NotRegistered(key.rpartition(SEPARATOR)[2])
+        return await self._actors.call(ref, message, timeout)
+
+    async def _remote_register(self, key: str, ref: ActorRef, meta: Any, timeout: float) -> Any:
+        if ref.node != self._node.name:
+            raise ValueError(f"{ref} is not an actor of {self._node.name}")
+        holder = await self._register_here(key, ref, meta, timeout)
+        return None if holder is None else AlreadyRunning(holder).to_wire()
+
     async def _remote_spawn(self, request: SpawnRequest, cls: type[Actor]) -> Any:
         try:
-            ref = await self.spawn(
-                request.name,
-                cls,
-                *request.args,
-                placement=request.placement,
-                timeout=request.timeout,
-                **request.kwargs,
-            )
+            if request.placement == "ring":
+                ref = await self.ring.spawn(
+                    request.name,
+                    cls,
+                    request.args,
+                    request.kwargs,
+                    None,
+                    request.timeout,
+                    request.meta,
+                )
+            else:
+                ref = await self.spawn_here(
+                    request.name,
+                    cls,
+                    request.args,
+                    request.kwargs,
+                    None,
+                    request.timeout,
+                    (),
+                    request.meta,
+                )
         except AlreadyStarted as exc:
             return AlreadyRunning(exc.ref).to_wire()
         return Spawned(ref).to_wire()
 
-    def _resolve(self, target: str | ActorRef) -> ActorRef:
-        if isinstance(target, ActorRef):
-            return target
-        ref = self.backend.whereis(target)
-        if ref is None:
-            raise NotRegistered(target)
-        return ref
 
-    def _released(self, name: str, ref: ActorRef) -> None:
-        task = asyncio.ensure_future(self.backend.release(name, ref))
-        task.add_done_callback(_log_failure)
-
-    def _lost(self, name: str, ref: ActorRef, reason: str) -> None:
-        if ref.node != self._node.name:
-            return
-        task = asyncio.ensure_future(self._actors.stop(ref, reason))
-        task.add_done_callback(_log_failure)
+def _holder(answer: object, node: str) -> ActorRef | None:
+    """The holder in ``node``'s answer to a :class:`RegisterRequest` (None: granted)."""
+    if answer is None:
+        return None
+    try:
+        decoded = decode_spawn_answer(answer)
+    except ValueError as exc:
+        raise TypeError(f"{node} answered a registration: {exc}") from None
+    if not isinstance(decoded, AlreadyRunning):
+        raise TypeError(f"{node} answered a registration: {decoded}")
+    return decoded.ref
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

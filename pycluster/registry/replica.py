@@ -7,9 +7,21 @@ merge that waits for nobody: a snapshot replaces the sender's slice (idempotent)
 node that goes down takes its slice with it (a restarted node has a new incarnation and
 sends a fresh, empty slice: its previous life's names never come back).
 
-When two slices hold the same name (claimed on both sides of a partition), every node
-picks the same winner with a pure resolution function of the two entries; the node
-holding the loser is told (:meth:`Replica.lost`) and stops it.
+Entries and memberships live in the slice of their actor's node, so they end with the
+actor (its node removes them) or with the node (its slice goes).
+
+A node that goes down leaves its entries behind as *departed*: a later claim of one of
+those names records the departed holder (``Entry.supersedes``). If the departed node was
+only frozen or cut off and comes back, its entry loses to the one that took over,
+whatever the resolution rule says: what the new holder acknowledged meanwhile is kept.
+When two slices hold the same name and neither took it over from the other (claimed on
+both sides of a partition), every node picks the same winner with a pure resolution
+function of the two entries. The node holding a loser is told (:meth:`Replica.lost`) and
+stops it.
+
+Every change to what this node sees (the winner of a name, a group's members) is also
+recorded as a :mod:`~pycluster.registry.events` event, collected with
+:meth:`Replica.take_events`.
 
 It speaks the messages of :mod:`~pycluster.registry.messages`: its changes return the
 :data:`~pycluster.registry.messages.Change` to send to every peer, and it takes decoded
@@ -23,17 +35,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pycluster.actors.ref import ActorRef
+from pycluster.registry import events
 from pycluster.registry.messages import (
     Change,
-    Joined,
-    Left,
-    Registered,
+    JoinOp,
+    LeaveOp,
+    RegOp,
     Snapshot,
-    Unregistered,
+    UnregOp,
 )
-from pycluster.registry.refs import Entry, first_claim_wins
+from pycluster.registry.refs import MAX_SUPERSEDES, Entry, first_claim_wins
 
 Resolve = Callable[[Entry, Entry], Entry]
 
@@ -51,6 +65,10 @@ class ClockRejected(ValueError):
     """A peer sent a Lamport time this node refuses to adopt (see CLOCK_LIMIT, CLOCK_JUMP)."""
 
 
+MAX_DEPARTED = 100_000
+"""Departed entries remembered at most (the oldest are forgotten first)."""
+
+
 class Replica:
     """Registrations and group memberships: this node's own, and each peer's."""
 
@@ -62,9 +80,12 @@ class Replica:
         self._resolve = resolve
         self._own: dict[str, Entry] = {}
         self._peers: dict[str, dict[str, Entry]] = {}
-        self._own_groups: dict[str, set[ActorRef]] = {}
-        self._peer_groups: dict[str, dict[str, set[ActorRef]]] = {}
+        self._own_groups: dict[str, dict[ActorRef, Any]] = {}
+        self._peer_groups: dict[str, dict[str, dict[ActorRef, Any]]] = {}
         self._candidates: dict[str, list[Entry]] = {}
+        self._departed: dict[str, Entry] = {}
+        """The last entry of each name whose node went down with it (see supersedes)."""
+        self._events: list[events.RegistryEvent] = []
         self._key = functools.cmp_to_key(self._compare)
 
     # -- reads ------------------------------------------------------------------------------
@@ -73,6 +94,11 @@ class Replica:
         """The actor registered as ``name`` (the winner, if several claim it)."""
         candidates = self._candidates.get(name)
         return candidates[0].ref if candidates else None
+
+    def lookup(self, name: str) -> Entry | None:
+        """The winning entry of ``name``."""
+        candidates = self._candidates.get(name)
+        return candidates[0] if candidates else None
 
     def names(self) -> dict[str, ActorRef]:
         """Every registered name and its actor."""
@@ -92,10 +118,30 @@ class Replica:
 
     def members(self, group: str) -> list[ActorRef]:
         """Members of ``group`` on every node, sorted."""
-        found = set(self._own_groups.get(group, ()))
+        return sorted(self.memberships(group))
+
+    def memberships(self, group: str) -> dict[ActorRef, Any]:
+        """Members of ``group`` on every node, with their metadata."""
+        found = dict(self._own_groups.get(group, {}))
         for groups in self._peer_groups.values():
-            found |= groups.get(group, set())
+            found.update(groups.get(group, {}))
+        return found
+
+    def groups(self) -> list[str]:
+        """Every group with at least one member."""
+        found = set(self._own_groups)
+        for groups in self._peer_groups.values():
+            found.update(groups)
         return sorted(found)
+
+    def own_groups(self, ref: ActorRef) -> list[str]:
+        """The groups this node added ``ref`` to."""
+        return [group for group, members in self._own_groups.items() if ref in members]
+
+    def departed(self, name: str) -> Entry | None:
+        """The entry ``name`` had when its node was last seen going down, if no one has
+        claimed the name since."""
+        return self._departed.get(name)
 
     def lost(self, names: Iterable[str] | None = None) -> list[Entry]:
         """This node's own entries (among ``names``, if given) that lose to another node's
@@ -103,54 +149,80 @@ class Replica:
         own = self._own if names is None else {n: self._own[n] for n in names if n in self._own}
         return [entry for name, entry in own.items() if self._candidates[name][0] != entry]
 
+    def take_events(self) -> list[events.RegistryEvent]:
+        """The events of the changes since the last call, in order."""
+        taken, self._events = self._events, []
+        return taken
+
     # -- this node's changes (each returns the change to send to every peer) -------------
 
-    def register(self, name: str, ref: ActorRef) -> Registered:
+    def register(self, name: str, ref: ActorRef, meta: Any = None) -> RegOp:
         """Record this node's claim of ``name``; ValueError if it already holds it, or if
-        ``name`` is not a string (every peer must be able to receive it)."""
+        ``name`` is not a string (every peer must be able to receive it). A claim of a
+        name whose holder departed takes it over (see the module's doc)."""
         _sendable(name)
         if name in self._own:
             raise ValueError(f"this node already registered {name!r}")
         self.lamport += 1
-        entry = Entry(name, ref, self.lamport)
+        departed = self._departed.pop(name, None)
+        supersedes: tuple[ActorRef, ...] = ()
+        if departed is not None and departed.ref != ref:
+            supersedes = (departed.ref, *departed.supersedes)[:MAX_SUPERSEDES]
+        entry = Entry(name, ref, self.lamport, meta, supersedes)
         self._own[name] = entry
         self._add(entry)
-        return Registered(entry)
+        return RegOp(entry)
 
-    def unregister(self, name: str, ref: ActorRef | None = None) -> Unregistered | None:
+    def update_meta(self, name: str, meta: Any) -> RegOp | None:
+        """Replace the metadata of this node's registration of ``name``; None if this
+        node holds no such registration."""
+        entry = self._own.get(name)
+        if entry is None:
+            return None
+        updated = Entry(entry.name, entry.ref, entry.lamport, meta, entry.supersedes)
+        self._own[name] = updated
+        self._replace(entry, updated)
+        return RegOp(updated)
+
+    def unregister(
+        self, name: str, ref: ActorRef | None = None, reason: str = "unregistered"
+    ) -> UnregOp | None:
         """Drop this node's registration of ``name`` (only if it names ``ref``, if given)."""
         entry = self._own.get(name)
         if entry is None or (ref is not None and entry.ref != ref):
             return None
         del self._own[name]
-        self._remove(entry)
-        return Unregistered(name)
+        self._remove(entry, reason)
+        return UnregOp(name, reason)
 
-    def join(self, group: str, ref: ActorRef) -> Joined | None:
-        """Add ``ref`` to ``group``; None if it was a member already."""
+    def join(self, group: str, ref: ActorRef, meta: Any = None) -> JoinOp | None:
+        """Add ``ref`` to ``group`` (or replace its metadata); None if it was a member
+        with that metadata already."""
         _sendable(group)
-        members = self._own_groups.setdefault(group, set())
-        if ref in members:
+        members = self._own_groups.setdefault(group, {})
+        if ref in members and members[ref] == meta:
             return None
-        members.add(ref)
-        return Joined(group, ref)
+        members[ref] = meta
+        self._events.append(events.Joined(group, ref, meta))
+        return JoinOp(group, ref, meta)
 
-    def leave(self, group: str, ref: ActorRef) -> Left | None:
+    def leave(self, group: str, ref: ActorRef, reason: str = "left") -> LeaveOp | None:
         """Remove ``ref`` from ``group``; None if it was not a member."""
         members = self._own_groups.get(group)
         if not members or ref not in members:
             return None
-        members.discard(ref)
+        del members[ref]
         if not members:
             del self._own_groups[group]
-        return Left(group, ref)
+        self._events.append(events.Left(group, ref, reason))
+        return LeaveOp(group, ref, reason)
 
     def snapshot(self) -> Snapshot:
         """This node's whole slice, sent to a peer when they connect."""
         return Snapshot(
             self.lamport,
             tuple(self._own.values()),
-            {group: frozenset(refs) for group, refs in self._own_groups.items()},
+            {group: dict(refs) for group, refs in self._own_groups.items()},
         )
 
     # -- what peers send --------------------------------------------------------------------
@@ -164,18 +236,27 @@ class Replica:
             self._clock(entry.lamport)
         self.lamport = max(self.lamport, snapshot.lamport)
         self._heard = True
-        before = list(self._peers.get(peer, ()))
-        self.drop(peer)
+        old = self._peers.pop(peer, {})
+        old_groups = self._peer_groups.pop(peer, {})
         slice_: dict[str, Entry] = {}
         self._peers[peer] = slice_
         for entry in snapshot.entries:
-            old = slice_.get(entry.name)
-            if old is not None:  # not from the wire (refused there), but keep one per name
-                self._remove(old)
             slice_[entry.name] = entry
-            self._add(entry)
-        self._peer_groups[peer] = {group: set(refs) for group, refs in snapshot.groups.items()}
-        return list(dict.fromkeys([*before, *slice_]))
+            previous = old.pop(entry.name, None)
+            if previous is None:
+                self._add(entry)
+            elif previous != entry or previous.meta != entry.meta:
+                self._replace(previous, entry)
+        for entry in old.values():
+            self._remove(entry, "resync")
+        if self._departed:
+            # The peer is back (or a new life of it): its entries are its snapshot's now.
+            for name in [n for n, e in self._departed.items() if e.ref.node == peer]:
+                del self._departed[name]
+        groups = {group: dict(refs) for group, refs in snapshot.groups.items()}
+        self._peer_groups[peer] = groups
+        self._group_events(old_groups, groups, "resync")
+        return list(dict.fromkeys([*old, *slice_]))
 
     def apply(self, peer: str, change: Change) -> str | None:
         """Apply one change ``peer`` made to its slice (ValueError if it comes before the
@@ -185,38 +266,44 @@ class Replica:
         if slice_ is None:
             raise ValueError(f"a change from {peer} before its snapshot")
         match change:
-            case Registered(entry):
+            case RegOp(entry):
                 self.lamport = max(self.lamport, self._clock(entry.lamport))
                 self._heard = True
                 old = slice_.get(entry.name)
-                if old is not None:
-                    self._remove(old)
                 slice_[entry.name] = entry
-                self._add(entry)
+                if old is None:
+                    self._add(entry)
+                else:
+                    self._replace(old, entry)
                 return entry.name
-            case Unregistered(name):
+            case UnregOp(name, reason):
                 old = slice_.pop(name, None)
                 if old is not None:
-                    self._remove(old)
+                    self._remove(old, reason)
                     return old.name
-            case Joined(group, ref):
-                self._peer_groups[peer].setdefault(group, set()).add(ref)
-            case Left(group, ref):
-                members = self._peer_groups[peer].get(group)
-                if members is not None:
-                    members.discard(ref)
-                    if not members:
+            case JoinOp(group, ref, meta):
+                members = self._peer_groups[peer].setdefault(group, {})
+                members[ref] = meta
+                self._events.append(events.Joined(group, ref, meta))
+            case LeaveOp(group, ref, reason):
+                had = self._peer_groups[peer].get(group)
+                if had is not None and ref in had:
+                    del had[ref]
+                    if not had:
                         del self._peer_groups[peer][group]
+                    self._events.append(events.Left(group, ref, reason))
         return None
 
     def drop(self, peer: str) -> list[str]:
-        """Forget ``peer``'s slice (it went down); return the names that disappeared."""
+        """Forget ``peer``'s slice (it went down); return the names that disappeared.
+        Its entries are remembered as departed (see the module's doc)."""
         gone = []
         for entry in self._peers.pop(peer, {}).values():
-            self._remove(entry)
+            self._remove(entry, "nodedown")
             if entry.name not in self._candidates:
                 gone.append(entry.name)
-        self._peer_groups.pop(peer, None)
+                self._depart(entry)
+        self._group_events(self._peer_groups.pop(peer, {}), {}, "nodedown")
         return gone
 
     def peers(self) -> list[str]:
@@ -225,25 +312,81 @@ class Replica:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _depart(self, entry: Entry) -> None:
+        self._departed.pop(entry.name, None)
+        self._departed[entry.name] = entry
+        if len(self._departed) > MAX_DEPARTED:
+            del self._departed[next(iter(self._departed))]
+
     def _compare(self, a: Entry, b: Entry) -> int:
         if a == b:
             return 0
+        if a.overrides(b):
+            return -1
+        if b.overrides(a):
+            return 1
         return -1 if self._resolve(a, b) == a else 1
 
     def _add(self, entry: Entry) -> None:
         candidates = self._candidates.setdefault(entry.name, [])
+        before = candidates[0] if candidates else None
         candidates.append(entry)
         if len(candidates) > 1:
             candidates.sort(key=self._key)
-
-    def _remove(self, entry: Entry) -> None:
-        candidates = self._candidates.get(entry.name)
-        if candidates is None:
+        after = candidates[0]
+        if before is None:
+            self._events.append(events.Registered(entry.name, entry.ref, entry.meta))
             return
-        if entry in candidates:
-            candidates.remove(entry)
-        if not candidates:
+        winner, loser = (after, entry) if after is before else (after, before)
+        self._events.append(events.NameConflict(entry.name, winner.ref, loser.ref))
+        if after is not before:
+            self._events.append(events.Registered(entry.name, after.ref, after.meta))
+
+    def _replace(self, old: Entry, new: Entry) -> None:
+        """``new`` takes ``old``'s place (the same holder re-registered, or new meta)."""
+        candidates = self._candidates.get(old.name)
+        if not candidates or old not in candidates:
+            self._add(new)
+            return
+        before = candidates[0]
+        candidates[candidates.index(old)] = new
+        if len(candidates) > 1:
+            candidates.sort(key=self._key)
+        after = candidates[0]
+        if after is new or before is not after:
+            self._events.append(events.Registered(new.name, after.ref, after.meta))
+
+    def _remove(self, entry: Entry, reason: str) -> None:
+        candidates = self._candidates.get(entry.name)
+        if candidates is None or entry not in candidates:
+            return
+        before = candidates[0]
+        candidates.remove(entry)
+        if before is not entry:
+            return
+        self._events.append(events.Unregistered(entry.name, entry.ref, reason))
+        if candidates:
+            after = candidates[0]
+            self._events.append(events.Registered(after.name, after.ref, after.meta))
+        else:
             del self._candidates[entry.name]
+
+    def _group_events(
+        self,
+        old: dict[str, dict[ActorRef, Any]],
+        new: dict[str, dict[ActorRef, Any]],
+        reason: str,
+    ) -> None:
+        for group, members in old.items():
+            kept = new.get(group, {})
+            for ref in members:
+                if ref not in kept:
+                    self._events.append(events.Left(group, ref, reason))
+        for group, members in new.items():
+            was = old.get(group, {})
+            for ref, meta in members.items():
+                if ref not in was or was[ref] != meta:
+                    self._events.append(events.Joined(group, ref, meta))
 
     def _clock(self, lamport: int) -> int:
         """``lamport``, if it is a Lamport time this node may adopt from a peer (a

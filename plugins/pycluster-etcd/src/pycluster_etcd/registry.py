@@ -2,10 +2,14 @@
 
 Keys, under ``options.prefix`` (default ``/pycluster/registry/``):
 
-- ``n/NAME`` -> ``["node", "actor id"]``: a registered name. Claimed with a transaction
-  that creates the key only if it does not exist, so etcd (a Raft majority) arbitrates:
-  exactly one claim wins, and a claim made after another one returned sees it.
-- ``g/GROUP/NODE/ID`` -> the same ref: one member of a process group.
+- ``n/NAME`` -> msgpack ``[node, actor id]`` (``[node, actor id, meta]`` with metadata):
+  a registered name. Claimed with a transaction that creates the key only if it does not
+  exist, so etcd (a Raft majority) arbitrates: exactly one claim wins, and a claim made
+  after another one returned sees it.
+- ``g/GROUP/NODE/ID`` -> the same form: one member of a process group.
+
+Only the actor's own node writes its keys (the registry forwards requests about another
+node's actor there), so every key rides on the lease of the actor's node.
 
 Each key is attached to this node's lease, so the keys of a node that dies or is cut off
 from etcd expire ``lease_ttl`` seconds later. Every node watches the prefix and keeps a
@@ -22,15 +26,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+import msgpack
 from etcd3aio.kv import KVService
 
-from pycluster import ActorRef, ClaimFailed, RegistryBackend, Resolve
+from pycluster import (
+    ActorRef,
+    ClaimFailed,
+    Joined,
+    Left,
+    NameConflict,
+    Registered,
+    Registration,
+    RegistryBackend,
+    Resolve,
+    Unregistered,
+)
 from pycluster_etcd.client import FAILURES, EtcdClient, describe, transient, unexpected
 from pycluster_etcd.lease import LeaseKeeper
 from pycluster_etcd.mirror import Change, Mirror
@@ -49,20 +64,40 @@ RETRY_PAUSE = 0.05
 STOP_TIMEOUT = 2.0
 
 
-def encode_ref(ref: ActorRef) -> bytes:
-    """A ref as stored in etcd."""
-    return json.dumps([ref.node, ref.id]).encode()
+MAX_VALUE = 8192
+"""Bytes of a value this backend reads (its own are a ref and at most 4 KiB of meta)."""
+
+
+def encode_ref(ref: ActorRef, meta: Any = None) -> bytes:
+    """A ref (and its registration's metadata) as stored in etcd."""
+    data: list[Any] = [ref.node, ref.id] if meta is None else [ref.node, ref.id, meta]
+    packed: bytes = msgpack.packb(data, use_bin_type=True)
+    return packed
+
+
+def decode_value(value: bytes) -> tuple[ActorRef, Any] | None:
+    """A ref and metadata stored in etcd; None when the value is not one (written by
+    something else)."""
+    if len(value) > MAX_VALUE:
+        return None
+    try:
+        data = msgpack.unpackb(value, raw=False, strict_map_key=False)
+    except Exception:  # msgpack raises several unrelated types for bad input
+        return None
+    if (
+        isinstance(data, list)
+        and len(data) in (2, 3)
+        and isinstance(data[0], str)
+        and isinstance(data[1], str)
+    ):
+        return ActorRef(data[0], data[1]), (data[2] if len(data) == 3 else None)
+    return None
 
 
 def decode_ref(value: bytes) -> ActorRef | None:
-    """A ref stored in etcd; None when the value is not one (written by something else)."""
-    try:
-        data = json.loads(value)
-    except ValueError:
-        return None
-    if isinstance(data, list) and len(data) == 2 and all(isinstance(v, str) for v in data):
-        return ActorRef(data[0], data[1])
-    return None
+    """A ref stored in etcd; None when the value is not one."""
+    decoded = decode_value(value)
+    return None if decoded is None else decoded[0]
 
 
 def _part(text: str) -> str:
@@ -125,17 +160,22 @@ class EtcdRegistry(RegistryBackend):
             on_granted=self._granted,
         )
         self.mirror = Mirror(self.client, self.keys.prefix, what=what, on_change=self._changed)
-        self._names: dict[str, ActorRef] = {}
-        self._groups: dict[str, set[ActorRef]] = {}
-        self._owned: dict[str, ActorRef] = {}
-        """Names this node holds under its current lease."""
-        self._claiming: set[tuple[str, ActorRef]] = set()
-        self._ahead: dict[str, int] = {}
-        """Names whose claim this node applied from etcd's answer, before the watch reported
-        it: the revision of the claim."""
-        self._joined: set[tuple[str, ActorRef]] = set()
+        self._names: dict[str, Registration] = {}
+        self._groups: dict[str, dict[ActorRef, Any]] = {}
+        self._owned: dict[str, bytes] = {}
+        """Names this node holds under its current lease, and the value of each key."""
+        self._claiming: set[tuple[str, bytes]] = set()
+        self._updating: dict[str, bytes] = {}
+        """Names whose metadata this node is replacing, and the new value."""
+        self._ahead: dict[bytes, int] = {}
+        """Keys this node changed and applied from etcd's answer, before the watch reported
+        it: the revision of the change."""
+        self._joined: dict[tuple[str, ActorRef], Any] = {}
+        """This node's memberships, with their metadata."""
         self._rejoin: set[tuple[str, ActorRef]] = set()
         """Memberships to put back under the next lease (the old one was given up)."""
+        self._reasons: dict[bytes, str] = {}
+        """Why this node deleted a key, until the watch reports the deletion."""
         self._leftovers: dict[bytes, bytes] = {}
         """Keys to delete if they still hold that value: releases that could not reach
         etcd, claims whose outcome is unknown, and the names of this node's previous life."""
@@ -177,13 +217,20 @@ class EtcdRegistry(RegistryBackend):
     # -- reads ------------------------------------------------------------------------------
 
     def whereis(self, name: str) -> ActorRef | None:
+        found = self._names.get(name)
+        return None if found is None else found.ref
+
+    def lookup(self, name: str) -> Registration | None:
         return self._names.get(name)
 
     def registered(self) -> dict[str, ActorRef]:
-        return dict(self._names)
+        return {name: found.ref for name, found in self._names.items()}
 
-    def members(self, group: str) -> list[ActorRef]:
-        return sorted(self._groups.get(group, ()))
+    def memberships(self, group: str) -> dict[ActorRef, Any]:
+        return dict(self._groups.get(group, {}))
+
+    def groups(self) -> list[str]:
+        return sorted(self._groups)
 
     def synced(self) -> bool:
         """True once the registry has been read from etcd (it then stays true while etcd is
@@ -200,11 +247,13 @@ class EtcdRegistry(RegistryBackend):
 
     # -- claims -----------------------------------------------------------------------------
 
-    async def claim(self, name: str, ref: ActorRef, timeout: float) -> ActorRef | None:
+    async def claim(
+        self, name: str, ref: ActorRef, timeout: float, meta: Any = None
+    ) -> ActorRef | None:
         lease = self._usable_lease(f"claim {name!r}")
-        key, value = self.keys.name(name), encode_ref(ref)
+        key, value = self.keys.name(name), encode_ref(ref, meta)
         deadline = time.monotonic() + timeout
-        self._claiming.add((name, ref))
+        self._claiming.add((name, value))
         try:
             while True:
                 response = await self._claim_txn(key, value, lease, deadline - time.monotonic())
@@ -213,15 +262,16 @@ class EtcdRegistry(RegistryBackend):
                     break
                 kv = response.responses[0].response_range.kvs[0]
                 held, revision = bytes(kv.value), int(kv.mod_revision)
-                holder = decode_ref(held)
+                holder = decode_value(held)
                 if holder is None:
                     raise ClaimFailed(f"claim of {name!r}: etcd holds something else under {key!r}")
-                if holder == ref:
+                if held == value:
                     lease = int(kv.lease)  # an earlier attempt of this very claim got through
                     break
                 if self._leftovers.get(key) != held:
-                    self._names.setdefault(name, holder)
-                    return holder
+                    if name not in self._names:
+                        self._set_name(name, Registration(name, *holder), "unregistered")
+                    return holder[0]
                 # An earlier claim of this node whose answer never came (etcd stalled), and
                 # whose actor is gone: it is no holder. Delete it, and claim again.
                 await self._delete_if(key, held)
@@ -231,16 +281,16 @@ class EtcdRegistry(RegistryBackend):
             self._leftover(key, value)  # it may have been written all the same
             raise ClaimFailed(f"claim of {name!r} in etcd failed: {describe(exc)}") from None
         finally:
-            self._claiming.discard((name, ref))
+            self._claiming.discard((name, value))
         if self.lease.alive() != lease:
             # Fenced meanwhile: the name rides on a lease this node has given up.
             self._leftover(key, value)
             raise ClaimFailed(f"claim of {name!r}: the etcd lease was lost during the claim")
-        self._owned[name] = ref
-        self._names[name] = ref
+        self._owned[name] = value
+        self._set_name(name, Registration(name, ref, meta), "unregistered")
         # Known here before the watch tells: changes it reports from before this revision
-        # are older than what this node knows (see _name_changed).
-        self._ahead[name] = revision
+        # are older than what this node knows (see _changed).
+        self._ahead[key] = revision
         return None
 
     async def _claim_txn(self, key: bytes, value: bytes, lease: int, timeout: float) -> Any:
@@ -269,35 +319,69 @@ class EtcdRegistry(RegistryBackend):
                     raise
             await asyncio.sleep(RETRY_PAUSE)
 
-    async def release(self, name: str, ref: ActorRef) -> None:
-        if self._owned.get(name) != ref:
+    async def release(self, name: str, ref: ActorRef, reason: str = "unregistered") -> None:
+        value = self._owned.get(name)
+        if value is None or decode_ref(value) != ref:
             return
         del self._owned[name]
-        if self._names.get(name) == ref:
-            del self._names[name]
+        self._set_name(name, None, reason)
         if not self._stopping:  # else revoking the lease deletes it
-            await self._delete(self.keys.name(name), encode_ref(ref))
+            key = self.keys.name(name)
+            self._reasons[key] = reason
+            await self._delete(key, value)
 
-    async def join(self, group: str, ref: ActorRef) -> None:
-        lease = self._usable_lease(f"join {group!r}")
-        key, value = self.keys.member(group, ref), encode_ref(ref)
-        self._joined.add((group, ref))
+    async def update_meta(self, name: str, ref: ActorRef, meta: Any) -> bool:
+        value = self._owned.get(name)
+        if value is None or decode_ref(value) != ref:
+            return False
+        lease = self._usable_lease(f"update {name!r}")
+        key, new = self.keys.name(name), encode_ref(ref, meta)
+        self._updating[name] = new
         try:
-            await self.client.request(
+            response = await self.client.request(
+                lambda: self.client.kv.txn(
+                    [KVService.txn_compare_value(key, value)],
+                    [KVService.txn_op_put(key, new, lease=lease)],
+                    [],
+                    timeout=self.client.timeout,
+                )
+            )
+        except FAILURES as exc:
+            raise ClaimFailed(f"updating {name!r} in etcd failed: {describe(exc)}") from None
+        finally:
+            self._updating.pop(name, None)
+        if not response.succeeded or self._owned.get(name) not in (value, new):
+            return False
+        self._owned[name] = new
+        self._set_name(name, Registration(name, ref, meta), "unregistered")
+        self._ahead[key] = int(response.header.revision)
+        return True
+
+    async def join(self, group: str, ref: ActorRef, meta: Any = None) -> None:
+        lease = self._usable_lease(f"join {group!r}")
+        key, value = self.keys.member(group, ref), encode_ref(ref, meta)
+        self._joined[(group, ref)] = meta
+        try:
+            response = await self.client.request(
                 lambda: self.client.kv.put(key, value, lease=lease, timeout=self.client.timeout)
             )
         except FAILURES as exc:
-            self._joined.discard((group, ref))
+            self._joined.pop((group, ref), None)
             self._leftover(key, value)
             raise ClaimFailed(f"joining {group!r} in etcd failed: {describe(exc)}") from None
-        self._groups.setdefault(group, set()).add(ref)
+        self._ahead[key] = int(response.header.revision)
+        self._set_member(group, ref, meta, present=True, reason="left")
 
-    async def leave(self, group: str, ref: ActorRef) -> None:
-        self._joined.discard((group, ref))
+    async def leave(self, group: str, ref: ActorRef, reason: str = "left") -> None:
+        if (group, ref) not in self._joined:
+            return
+        meta = self._joined.pop((group, ref))
         self._rejoin.discard((group, ref))
-        self._drop_member(group, ref)
+        self._set_member(group, ref, None, present=False, reason=reason)
         if not self._stopping:
-            await self._delete(self.keys.member(group, ref), encode_ref(ref))
+            key = self.keys.member(group, ref)
+            self._reasons[key] = reason
+            await self._delete(key, encode_ref(ref, meta))
 
     def _usable_lease(self, what: str) -> int:
         if self._stopping:
@@ -311,34 +395,71 @@ class EtcdRegistry(RegistryBackend):
     async def _delete(self, key: bytes, value: bytes) -> None:
         """Delete ``key`` if it still holds ``value``; retried later if etcd does not answer."""
         try:
-            await self._delete_if(key, value)
+            revision = await self._delete_if(key, value)
         except FAILURES:
             self._leftover(key, value)
+            return
+        if revision is not None:
+            self._ahead[key] = revision
 
-    async def _delete_if(self, key: bytes, value: bytes) -> None:
-        await self.client.request(
+    async def _delete_if(self, key: bytes, value: bytes) -> int | None:
+        """Delete ``key`` if it still holds ``value``: the revision of the deletion, or
+        None if it held something else."""
+        response = await self.client.request(
             lambda: self.client.kv.txn(
                 [KVService.txn_compare_value(key, value)],
                 [KVService.txn_op_delete(key)],
                 timeout=self.client.timeout,
             )
         )
+        return int(response.header.revision) if response.succeeded else None
 
     def _leftover(self, key: bytes, value: bytes) -> None:
         self._leftovers[key] = value
         self._dirty.set()
 
+    # -- what this node sees, and its events --------------------------------------------------
+
+    def _set_name(self, name: str, found: Registration | None, reason: str) -> None:
+        old = self._names.get(name)
+        if found is None:
+            if old is not None:
+                del self._names[name]
+                self.on_event(Unregistered(name, old.ref, reason))
+            return
+        self._names[name] = found
+        if old is not None and old.ref != found.ref:
+            self.on_event(NameConflict(name, found.ref, old.ref))
+        if old is None or old.ref != found.ref or old.meta != found.meta:
+            self.on_event(Registered(name, found.ref, found.meta))
+
+    def _set_member(
+        self, group: str, ref: ActorRef, meta: Any, *, present: bool, reason: str
+    ) -> None:
+        members = self._groups.get(group)
+        if not present:
+            if members is not None and ref in members:
+                del members[ref]
+                if not members:
+                    del self._groups[group]
+                self.on_event(Left(group, ref, reason))
+            return
+        members = self._groups.setdefault(group, {})
+        if ref not in members or members[ref] != meta:
+            members[ref] = meta
+            self.on_event(Joined(group, ref, meta))
+
     # -- what etcd tells ------------------------------------------------------------------
 
     def _changed(self, changes: list[Change]) -> None:
         for key, value, revision in changes:
+            ahead = self._ahead.get(key)
+            if ahead is not None:
+                if revision < ahead:
+                    continue  # older than a change this node already applied
+                del self._ahead[key]  # the watch has caught up
             name = self.keys.parse_name(key)
             if name is not None:
-                ahead = self._ahead.get(name)
-                if ahead is not None:
-                    if revision < ahead:
-                        continue  # older than the claim this node already applied
-                    del self._ahead[name]  # the watch has caught up
                 self._name_changed(name, key, value)
                 continue
             member = self.keys.parse_member(key)
@@ -346,68 +467,66 @@ class EtcdRegistry(RegistryBackend):
                 self._member_changed(*member, key, value)
 
     def _name_changed(self, name: str, key: bytes, value: bytes | None) -> None:
-        ref = None if value is None else decode_ref(value)
-        if ref is None:
-            self._names.pop(name, None)
-        else:
-            self._names[name] = ref
+        decoded = None if value is None else decode_value(value)
+        reason = self._reasons.pop(key, "unregistered") if value is None else "unregistered"
+        self._set_name(name, None if decoded is None else Registration(name, *decoded), reason)
         mine = self._owned.get(name)
-        if mine is not None and mine != ref and not self._stopping:
+        if mine is not None and value is not None and value == self._updating.get(name):
+            self._owned[name] = mine = value  # this node's update, reported before answered
+        if mine is not None and mine != value and not self._stopping:
             # Our key went away without a release: its lease expired, or someone removed it.
             del self._owned[name]
+            lost = decode_ref(mine)
             log.warning(
                 "%s: name %r was removed from etcd (%s); stopping %s",
                 self.node.name,
                 name,
-                "now held by " + str(ref) if ref else "lease expired",
-                mine,
+                "now held by " + str(decoded[0]) if decoded else "lease expired",
+                lost,
             )
-            self.on_lost(name, mine, "lease expired")
+            if lost is not None:
+                self.on_lost(name, lost, "lease expired")
         if (
             value is not None
-            and ref is not None
-            and ref.node == self.node.name
-            and mine != ref
-            and (name, ref) not in self._claiming
+            and decoded is not None
+            and decoded[0].node == self.node.name
+            and mine != value
+            and (name, value) not in self._claiming
         ):
             self._leftover(key, value)  # ours, but no live claim of this node holds it
 
     def _member_changed(self, group: str, ref: ActorRef, key: bytes, value: bytes | None) -> None:
         if value is None:
-            self._drop_member(group, ref)
+            self._set_member(group, ref, None, present=False, reason=self._reasons.pop(key, "left"))
             return
-        self._groups.setdefault(group, set()).add(ref)
+        decoded = decode_value(value)
+        self._set_member(
+            group, ref, None if decoded is None else decoded[1], present=True, reason="left"
+        )
         if ref.node == self.node.name and (group, ref) not in self._joined:
             self._leftover(key, value)
-
-    def _drop_member(self, group: str, ref: ActorRef) -> None:
-        members = self._groups.get(group)
-        if members is not None:
-            members.discard(ref)
-            if not members:
-                del self._groups[group]
 
     # -- fencing and recovery ---------------------------------------------------------------
 
     def _fenced(self, reason: str) -> None:
         """The lease is given up: stop the actors whose names it held, now."""
         owned, self._owned = self._owned, {}
-        self._rejoin |= self._joined
-        for name, ref in owned.items():
-            if self._names.get(name) == ref:
-                del self._names[name]
-            self.on_lost(name, ref, reason)
+        self._rejoin |= set(self._joined)
+        for name, value in owned.items():
+            ref = decode_ref(value)
+            found = self._names.get(name)
+            if found is not None and found.ref == ref:
+                self._set_name(name, None, reason)
+            if ref is not None:
+                self.on_lost(name, ref, reason)
         if owned:
             log.warning("%s: stopped %d named actor(s): %s", self.node.name, len(owned), reason)
 
     def _wanted(self, key: bytes, value: bytes) -> bool:
         """Whether a leftover key is (again) a live claim or membership of this node."""
-        ref = decode_ref(value)
         name = self.keys.parse_name(key)
         if name is not None:
-            return ref is not None and (
-                self._owned.get(name) == ref or (name, ref) in self._claiming
-            )
+            return self._owned.get(name) == value or (name, value) in self._claiming
         member = self.keys.parse_member(key)
         return member is not None and member in self._joined
 
@@ -448,15 +567,20 @@ class EtcdRegistry(RegistryBackend):
             if (group, ref) not in self._joined:
                 self._rejoin.discard((group, ref))
                 continue
+            meta = self._joined[(group, ref)]
             key = self.keys.member(group, ref)
             try:
                 await self.client.request(
                     functools.partial(
-                        self.client.kv.put, key, encode_ref(ref), lease, timeout=self.client.timeout
+                        self.client.kv.put,
+                        key,
+                        encode_ref(ref, meta),
+                        lease,
+                        timeout=self.client.timeout,
                     )
                 )
             except FAILURES:
                 return True
             self._rejoin.discard((group, ref))
-            self._groups.setdefault(group, set()).add(ref)
+            self._set_member(group, ref, meta, present=True, reason="left")
         return False
