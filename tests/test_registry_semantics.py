@@ -1,0 +1,248 @@
+"""The crdt registry's semantics under faults (in memory): a frozen or cut-off holder loses
+the names taken over from it, independent claims resolve one way everywhere, entries end
+with their actor or node and say why on every node, and what plugins are told.
+
+The same scenarios run against real processes in tests/cluster/test_takeover.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pycluster import (
+    ActorRef,
+    EventStream,
+    Joined,
+    Left,
+    NameConflict,
+    Node,
+    Plugins,
+    Registered,
+    RegistryEvent,
+    Unregistered,
+    hookimpl,
+)
+from pycluster.registry.refs import MAX_META
+from pycluster.ring import owner
+from pycluster.testing import Cluster, ContractCounter, cluster, until
+
+TICK = {"node": {"net_tick_timeout": 0.5}, "registry": {"backend": "crdt"}}
+
+
+async def thaw(c: Cluster, node: Node) -> None:
+    """Resume a paused node and reconnect it (what discovery would do)."""
+    await c.resume(node)
+    await until(lambda: node.nodes() == [], 5, f"{node.name} finds its links closed")
+    for other in c.alive():
+        if other is not node and not c.network.paused(other.name):
+            assert await node.connect(other.name)
+    await c.wait_meshed()
+
+
+async def freeze(c: Cluster, node: Node) -> None:
+    """Pause a node until every other live node has seen it down."""
+    await c.pause(node)
+    others = [n for n in c.alive() if n is not node and not c.network.paused(n.name)]
+    await until(lambda: all(node.name not in n.nodes() for n in others), 5, "seen down")
+
+
+def drain(stream: EventStream) -> list[Any]:
+    """What ``stream`` holds now."""
+    found = []
+    while stream.pending():
+        found.append(stream._queue.popleft())
+    return found
+
+
+async def test_a_frozen_holder_loses_a_name_taken_over_while_it_was_down() -> None:
+    async with cluster(3, config=TICK) as c:
+        a, b, d = c.nodes
+        old = await a.registry.spawn("x", ContractCounter)
+        await until(lambda: all(n.registry.whereis("x") == old for n in c.nodes), 5, "x seen")
+        await freeze(c, a)
+        new = await b.registry.spawn("x", ContractCounter)
+        for _ in range(5):
+            await b.registry.call("x", "increment")
+        ended = asyncio.ensure_future(a.actors.wait(old))
+        async with d.registry.events() as stream:
+            await thaw(c, a)
+            await until(
+                lambda: (
+                    all(n.registry.whereis("x") == new for n in c.nodes)
+                    and a.actors.local(old) is None
+                ),
+                5,
+                "the takeover wins everywhere, and the frozen holder's actor is stopped",
+            )
+            conflicts = [e for e in drain(stream) if isinstance(e, NameConflict)]
+        assert await a.registry.call("x", "value") == 5  # no acknowledged write lost
+        assert conflicts == [NameConflict("x", new, old)]
+        assert await ended == "name conflict"
+        assert all(n.actors.names().count("x") <= 1 for n in c.nodes)
+
+
+async def test_takeovers_chain_a_holder_frozen_twice_over_loses_to_the_last() -> None:
+    async with cluster(4, config=TICK) as c:
+        a, b, d, e = c.nodes
+        await a.registry.spawn("x", ContractCounter)
+        await until(lambda: e.registry.whereis("x") is not None, 5, "x seen")
+        await freeze(c, a)
+        second = await b.registry.spawn("x", ContractCounter)
+        await until(lambda: e.registry.whereis("x") == second, 5, "b's x seen")
+        await freeze(c, b)
+        third = await d.registry.spawn("x", ContractCounter)
+        await d.registry.call("x", "increment")
+        await thaw(c, a)
+        await thaw(c, b)
+        await until(
+            lambda: all(n.registry.whereis("x") == third for n in c.nodes),
+            5,
+            "the last takeover wins over both frozen holders",
+        )
+        assert await e.registry.call("x", "value") == 1
+        await until(lambda: a.actors.refs() == [] and b.actors.refs() == [], 5, "losers stop")
+
+
+async def test_independent_claims_on_both_sides_of_a_partition_resolve_one_way() -> None:
+    async with cluster(3, config=TICK) as c:
+        a, b, d = c.nodes
+        kept = await a.registry.spawn("kept", ContractCounter)
+        await until(lambda: d.registry.whereis("kept") == kept, 5, "kept seen")
+        await c.partition([a], [b, d])
+        left = await a.registry.spawn("y", ContractCounter)
+        right = await b.registry.spawn("y", ContractCounter)
+        await c.heal()
+        await until(
+            lambda: (
+                len({n.registry.whereis("y") for n in c.nodes}) == 1
+                and sum(n.actors.names().count("y") for n in c.nodes) == 1
+            ),
+            5,
+            "one holder of y everywhere, one actor named y in the cluster",
+        )
+        winner = a.registry.whereis("y")
+        assert winner in (left, right)
+        # The default rule: the earlier claim (Lamport time), then the smaller ref.
+        entries = {e.ref: e for n in (a, b) for e in n.registry.backend.replica.own().values()}
+        assert winner in entries
+        assert all(n.registry.whereis("kept") == kept for n in c.nodes)
+
+
+async def test_a_ring_actor_restarted_elsewhere_wins_over_its_frozen_node() -> None:
+    async with cluster(3, config=TICK) as c:
+        a, b, _ = c.nodes
+        names = [n.name for n in c.nodes]
+        name = next(f"r{i}" for i in range(1000) if owner(f"r{i}", names) == a.name)
+        old = await b.registry.spawn(name, ContractCounter, placement="ring")
+        assert old.node == a.name
+        await until(lambda: all(n.registry.whereis(name) == old for n in c.nodes), 5, "seen")
+        await freeze(c, a)
+        await until(
+            lambda: (ref := b.registry.whereis(name)) is not None and ref.node != a.name,
+            10,
+            "the ring actor restarted on a live node",
+        )
+        new = b.registry.whereis(name)
+        assert new is not None
+        await b.registry.call(name, "increment")
+        await thaw(c, a)
+        await until(lambda: a.actors.local(old) is None, 5, "the frozen node's copy stopped")
+        # It may move back to its ring owner (with its state); it is never lost.
+        await until(
+            lambda: (
+                len({n.registry.whereis(name) for n in c.nodes}) == 1
+                and sum(n.actors.names().count(name) for n in c.nodes) == 1
+            ),
+            10,
+            "one copy, seen alike everywhere",
+        )
+
+
+async def test_every_node_hears_why_an_entry_ended() -> None:
+    async with cluster(3, config=TICK) as c:
+        a, b, d = c.nodes
+        async with a.registry.events() as stream:
+            done = await b.registry.spawn("done", ContractCounter)
+            await b.registry.join("crew", done)
+            doomed = await d.registry.spawn("doomed", ContractCounter)
+            await until(lambda: a.registry.whereis("doomed") == doomed, 5, "doomed seen")
+            await b.actors.stop(done, "finished")
+            await c.kill(d)
+            await until(lambda: a.registry.whereis("doomed") is None, 5, "doomed gone")
+            await until(lambda: a.registry.whereis("done") is None, 5, "done gone")
+            events = drain(stream)
+        assert Unregistered("done", done, "finished") in events
+        assert Left("crew", done, "finished") in events
+        assert Unregistered("doomed", doomed, "nodedown") in events
+
+
+async def test_plugins_are_told_of_every_registry_event() -> None:
+    heard: list[tuple[str, RegistryEvent]] = []
+
+    class Listener:
+        @hookimpl
+        def pycluster_name_registered(self, event: Registered, scope: str) -> None:
+            heard.append((scope, event))
+
+        @hookimpl
+        def pycluster_name_unregistered(self, event: Unregistered) -> None:
+            heard.append(("", event))
+
+        @hookimpl
+        def pycluster_group_joined(self, event: Joined, scope: str) -> None:
+            heard.append((scope, event))
+
+        @hookimpl
+        def pycluster_group_left(self, event: Left, scope: str) -> None:
+            heard.append((scope, event))
+
+    plugins = Plugins.load(entry_points=False, extra=[Listener()])
+    async with cluster(2, config=TICK, plugins=plugins) as c:
+        _, b = c.nodes
+        ref = await b.registry.scope("t").spawn("x", ContractCounter, meta=1)
+        await b.registry.join("g", ref)
+        await b.registry.leave("g", ref)
+        await b.registry.scope("t").unregister("x")
+        expected = [
+            ("t", Registered("x", ref, 1)),
+            ("", Joined("g", ref)),
+            ("", Left("g", ref, "left")),
+            ("", Unregistered("x", ref, "unregistered")),
+        ]
+        # Both nodes' plugins hear it: b made the changes, a learnt of them.
+        await until(lambda: heard.count(expected[-1]) == 2, 5, "both nodes heard")
+        assert all(heard.count(e) == 2 for e in expected)
+        assert list(dict.fromkeys(heard)) == expected
+
+
+async def test_metadata_is_a_small_plain_msgpack_value() -> None:
+    async with cluster(1, config=TICK) as c:
+        (node,) = c.nodes
+        with pytest.raises(ValueError, match="over 4096"):
+            await node.registry.spawn("big", ContractCounter, meta="x" * MAX_META)
+        with pytest.raises(ValueError, match="plain msgpack"):
+            await node.registry.spawn("odd", ContractCounter, meta=object())
+        with pytest.raises(ValueError, match="plain msgpack"):
+            await node.registry.spawn("ref", ContractCounter, meta=ActorRef("a@b", "1"))
+        assert node.registry.registered() == {}
+        ref = await node.registry.spawn("ok", ContractCounter, meta={"b": b"\x00", "n": None})
+        found = node.registry.lookup("ok")
+        assert found is not None
+        assert (found.name, found.ref, found.meta) == ("ok", ref, {"b": b"\x00", "n": None})
+
+
+async def test_names_scopes_and_groups_may_not_hold_the_scope_separator() -> None:
+    async with cluster(1, config=TICK) as c:
+        registry = c.nodes[0].registry
+        with pytest.raises(ValueError, match="NUL"):
+            await registry.spawn("a\x00b", ContractCounter)
+        with pytest.raises(ValueError, match="NUL"):
+            registry.scope("t\x00")
+        ref = c.nodes[0].actors.spawn(ContractCounter)
+        with pytest.raises(ValueError, match="NUL"):
+            await registry.join("g\x00", ref)
+        assert registry.scope("") is registry
+        assert registry.scope("t") is registry.scope("t")
