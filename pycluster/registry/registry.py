@@ -104,24 +104,23 @@ class Registry:
         self.scope_name = _scope
         """The scope of this view (``""``: the default)."""
         self._prefix = f"{_scope}{SEPARATOR}" if _scope else ""
-        self.ring: RingPlacement
-        """Ring-placed actors (``spawn(..., placement="ring")``)."""
-        if _root is not None:
-            self._root: Registry = _root
+        if _root is None:
+            self._root = self
+            self._scopes: dict[str, Registry] = {}
+            self._bound: dict[ActorRef, _Binding] = {}
+            self._streams: dict[str, set[EventStream]] = {}
+            self.listeners: list[Listener] = []
+            """Called with ``(scope, event)`` for every registry event (the node's plugins)."""
+            backend.on_lost = self._lost
+            backend.on_event = self._on_event
+            self._refusals = Refusals(node)
+            self.ring = RingPlacement(node, actors, self, self._refusals)
+            """Ring-placed actors (``spawn(..., placement="ring")``)."""
+            backend.on_changed = self.ring.registry_changed
+            node.register_mailbox(NAMES_MAILBOX, self._on_request)
+        else:
+            self._root = _root
             self.ring = _root.ring
-            return
-        self._root = self
-        self._scopes: dict[str, Registry] = {}
-        self._bound: dict[ActorRef, _Binding] = {}
-        self._streams: dict[str, set[EventStream]] = {}
-        self.listeners: list[Listener] = []
-        """Called with ``(scope, event)`` for every registry event (the node's plugins)."""
-        backend.on_lost = self._lost
-        backend.on_event = self._on_event
-        self._refusals = Refusals(node)
-        self.ring = RingPlacement(node, actors, self, self._refusals)
-        backend.on_changed = self.ring.registry_changed
-        node.register_mailbox(NAMES_MAILBOX, self._on_request)
 
     # -- lifecycle --------------------------------------------------------------------------
 
