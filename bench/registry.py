@@ -1,4 +1,4 @@
-"""Registry benchmarks: claims, lookups, propagation, calls by name, memory.
+"""Registry benchmarks: claims, lookups, propagation, calls by name, publish, events, memory.
 
 All nodes run in this one process on loopback addresses 127.0.0.151 and up (so the
 numbers include every node's work on one event loop: propagation is pessimistic). Run:
@@ -6,7 +6,9 @@ numbers include every node's work on one event loop: propagation is pessimistic)
     .venv/bin/python bench/registry.py [--names 10000] [--memory-names 100000]
 
 Goals (issue 4): >= 10,000 registrations/s; >= 500,000 lookups/s; propagation p99 <= 50 ms;
-<= 150 MB with 100,000 names.
+<= 150 MB with 100,000 names. Issue 13: an events() consumer costs registrations at most
+10 %; publish to a 100-member group over 5 nodes, messages/s and time until every member
+has it; memory per 100,000 names with metadata.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class Counter(Actor):
     async def handle_call(self, message: Any) -> Any:
         self.value += 1
         return self.value
+
+    async def handle_cast(self, message: Any) -> None:
+        self.value += 1
+
+
+META = {"zone": "eu-west-1", "weight": 3}
+"""Metadata of the names measured with metadata."""
 
 
 def node(index: int, backend: str = "crdt") -> Node:
@@ -101,6 +110,30 @@ async def main(args: argparse.Namespace) -> None:
                 f"{baseline:,.0f} (local backend)",
                 f"{registered / baseline:.2f}",
                 f">= 10,000: {goal}",
+            )
+        )
+        # The same registrations with an events() consumer on the node, alternating.
+        plain_rates, listened_rates = [], []
+
+        async def registrations(prefix: str) -> float:
+            batch = [first.actors.spawn(Counter) for _ in range(count)]
+            return await rate(count, lambda i: first.registry.register(f"{prefix}{i}", batch[i]))
+
+        for round_ in range(3):
+            plain_rates.append(await registrations(f"e{round_}-"))
+            async with first.registry.events(backlog=count * 4) as stream:
+                consumed = asyncio.ensure_future(_consume(stream))
+                listened_rates.append(await registrations(f"l{round_}-"))
+                consumed.cancel()
+        plain_rate, listened = statistics.median(plain_rates), statistics.median(listened_rates)
+        cost = 1 - listened / plain_rate
+        lines.append(
+            row(
+                f"registrations/s with an events() consumer ({count} names, median of 3)",
+                f"{listened:,.0f}",
+                f"{plain_rate:,.0f} (none)",
+                f"{listened / plain_rate:.2f}",
+                f"cost <= 10 %: {'met' if cost <= 0.10 else 'NOT met'} ({cost:.0%})",
             )
         )
         spawned = await rate(count, lambda i: first.registry.spawn(f"s{i}", Counter))
@@ -178,6 +211,73 @@ async def main(args: argparse.Namespace) -> None:
         for n in five:
             await n.stop()
 
+    # Publish to a 100-member group spread over 5 nodes, beside casting to the same refs.
+    five = await cluster(5)
+    try:
+        members = [n.actors.spawn(Counter) for n in five for _ in range(20)]
+        for ref in members:
+            await five[0].registry.join("pub", ref)
+        await settled(lambda: all(n.registry.count("pub") == len(members) for n in five))
+        instances = [n.actors.local(r) for n in five for r in members if r.node == n.name]
+
+        def delivered() -> int:
+            return sum(getattr(i, "value", 0) for i in instances)
+
+        def _reached(total: int) -> bool:
+            return delivered() >= total
+
+        async def each_member_has_it(send: Callable[[], Awaitable[Any]]) -> list[float]:
+            times = []
+            for _ in range(200):
+                reached = functools.partial(_reached, delivered() + len(members))
+                started = time.perf_counter()
+                await send()
+                await settled(reached)
+                times.append((time.perf_counter() - started) * 1e3)
+            return times
+
+        async def cast_all() -> None:
+            for ref in members:
+                await five[0].actors.cast(ref, "x")
+
+        published = await each_member_has_it(lambda: five[0].registry.publish("pub", "x"))
+        casted = await each_member_has_it(cast_all)
+        pub_ms, cast_ms = statistics.median(published), statistics.median(casted)
+        lines.append(
+            row(
+                "publish to 100 members on 5 nodes, until all have it, median / p99 (ms)",
+                f"{pub_ms:.2f} / {lab.percentile(published, 0.99):.2f}",
+                f"{cast_ms:.2f} / {lab.percentile(casted, 0.99):.2f} (a cast to each ref)",
+                f"{pub_ms / cast_ms:.2f}",
+                "",
+            )
+        )
+        rounds = 500
+        goal_total = delivered() + rounds * len(members)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            await five[0].registry.publish("pub", "x")
+        await settled(lambda: delivered() >= goal_total)
+        pub_rate = rounds * len(members) / (time.perf_counter() - started)
+        goal_total = delivered() + rounds * len(members)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            await cast_all()
+        await settled(lambda: delivered() >= goal_total)
+        cast_rate = rounds * len(members) / (time.perf_counter() - started)
+        lines.append(
+            row(
+                f"publish: messages delivered/s ({rounds} publishes of 100)",
+                f"{pub_rate:,.0f}",
+                f"{cast_rate:,.0f} (a cast to each ref)",
+                f"{pub_rate / cast_rate:.2f}",
+                "",
+            )
+        )
+    finally:
+        for n in five:
+            await n.stop()
+
     # Memory: one node holding many names of its own, in a fresh process.
     measured = (
         await asyncio.to_thread(
@@ -199,6 +299,25 @@ async def main(args: argparse.Namespace) -> None:
             f"<= 150 MB: {goal}",
         )
     )
+    measured = (
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, __file__, "--memory-only", str(args.memory_names), "--with-meta"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    ).stdout.split()
+    with_meta = float(measured[1])
+    lines.append(
+        row(
+            f"RSS of a node process holding {args.memory_names:,} names with metadata (MB)",
+            f"{with_meta:.0f}",
+            f"{after:.0f} (the same names, no metadata)",
+            f"{with_meta / after:.2f}",
+            f"<= 150 MB: {'met' if with_meta <= 150 else 'NOT met'}",
+        )
+    )
     print("\n".join(lines))
 
 
@@ -210,14 +329,22 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-async def memory_only(names: int) -> None:
-    """Print RSS before and after one node registers ``names`` names of its own."""
+async def _consume(stream: Any) -> None:
+    async for _ in stream:
+        pass
+
+
+async def memory_only(names: int, with_meta: bool) -> None:
+    """Print RSS before and after one node registers ``names`` names of its own (claimed
+    in its backend directly: the registry's cost, without an actor per name)."""
     big = node(8)
     await big.start()
     try:
         before = rss_mb()
+        backend = big.registry.backend
         for i in range(names):
-            await big.registry.register(f"m{i}", big.actors.allocate())
+            meta = {**META, "shard": i} if with_meta else None  # one object per name
+            await backend.claim(f"m{i}", big.actors.allocate(), 5.0, meta)
         print(f"{before:.1f} {rss_mb():.1f}")
     finally:
         await big.stop()
@@ -228,10 +355,11 @@ if __name__ == "__main__":
     parser.add_argument("--names", type=int, default=10_000)
     parser.add_argument("--memory-names", type=int, default=100_000)
     parser.add_argument("--memory-only", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--with-meta", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     try:
         if arguments.memory_only:
-            asyncio.run(memory_only(arguments.memory_only))
+            asyncio.run(memory_only(arguments.memory_only, arguments.with_meta))
         else:
             asyncio.run(main(arguments))
     except KeyboardInterrupt:

@@ -382,7 +382,7 @@ class Registry:
         """Cast ``message`` to every member of ``group``; return to how many it was sent
         (members whose node is not connected, or that ended meanwhile, are skipped)."""
         sent = 0
-        for ref in self.members(group):
+        for ref in self.backend.memberships(self._key(group, "group")):
             try:
                 await self._actors.cast(ref, message)
             except (NotConnected, NoSuchActor):
