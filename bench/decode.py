@@ -28,7 +28,7 @@ from collections.abc import Callable
 import msgpack
 from lab import goal, machine, median, percentile, table
 
-from pycluster.transport.frames import FrameDecoder, FrameLimits
+from pycluster.transport.frames import Frame, FrameDecoder, FrameLimits
 from pycluster.transport.link import decode_turn
 
 MAX_FRAME = 16 * 1024 * 1024
@@ -60,7 +60,7 @@ def sliced(stream: bytes) -> tuple[list[float], list[int], int, float]:
     decoder = FrameDecoder(FrameLimits.authenticated(MAX_FRAME))
     durations: list[float] = []
     faults: list[int] = []
-    decoded: list[dict[str, object]] = []
+    decoded: list[Frame] = []
     for start in range(0, len(stream), READ):
         decoder.feed(stream[start : start + READ])
         more = True

@@ -34,6 +34,8 @@ autodoc_typehints_format = "short"
 # No intersphinx inventories can be fetched offline, so standard-library names in
 # signatures have nothing to link to; builtins and typing names are already ignored.
 nitpick_ignore = [
+    ("py:class", "pycluster.transport.frames.UndecodableFrame"),
+    ("py:class", "pycluster.codec.Problem"),
     ("py:class", "collections.abc.AsyncIterator"),
     ("py:class", "collections.abc.Awaitable"),
     ("py:class", "collections.abc.Callable"),

@@ -91,6 +91,16 @@ class NodeMetrics:
             "(dropped; the connection stays up).",
             registry=self.registry,
         )
+        self.messages_undecodable = Counter(
+            "pycluster_messages_undecodable",
+            "Messages from an authenticated peer that arrived whole but held a value this node "
+            "cannot decode, by kind (msg, call, reply) and reason (unknown_extension, "
+            "extension_failed, timestamp, map_key). Only that message fails: a msg is "
+            "dropped, a call answered with an error, a reply fails its call; the connection "
+            "stays up.",
+            ["kind", "reason"],
+            registry=self.registry,
+        )
         self.loop_lag = Gauge(
             "pycluster_event_loop_lag_seconds",
             "How late the event loop ran a timer, last probe. A blocked loop stops ticks: "

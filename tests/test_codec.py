@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycluster.codec import Codec, CodecError
+from pycluster.codec import DEFAULT_LIMITS, PROBLEMS, Codec, CodecError, Undecoded
 from pycluster.registry.refs import ActorRef
 
 
@@ -80,3 +80,45 @@ def test_the_reused_packer_survives_a_failure_and_an_encoder_that_packs_too() ->
     boxed = codec.unpack(codec.pack([Box({"a": [1, 2]})]))
     assert isinstance(boxed[0], Box)
     assert boxed[0].inner == {"a": [1, 2]}
+
+
+def test_unpack_stays_strict_about_keys() -> None:
+    """Codec.unpack decodes what a peer sends before it is authenticated: string keys only."""
+    with pytest.raises(CodecError, match="undecodable"):
+        Codec().unpack(Codec().pack({1: "x"}))
+
+
+def test_a_reader_takes_every_key_the_codec_packs() -> None:
+    codec = point_codec()
+    value = {1: "a", -2.5: "b", None: "c", False: "d", b"k": "e", (1, ("x", b"y")): "f"}
+    assert codec.reader().unpack(codec.pack(value), DEFAULT_LIMITS) == value
+
+
+def test_a_reader_gives_back_what_it_cannot_decode_as_a_placeholder_and_says_why() -> None:
+    def broken(data: bytes) -> Point:
+        raise ValueError("x" * 1000)
+
+    codec = Codec()
+    codec.register(Point, 16, lambda p: b"", broken)
+    reader = codec.reader()
+    data = codec.pack([Point(1, 2), msgpack.ExtType(42, b""), "rest"])
+    value = reader.unpack(data, None)
+    assert [type(v) for v in value] == [Undecoded, Undecoded, str]
+    assert [value[0].code, value[1].code, value[2]] == [16, 42, "rest"]
+    assert reader.problem is not None  # the first reason is the one kept
+    assert reader.problem.code == "extension_failed"
+    assert reader.problem.text.startswith(
+        "the Point decoder (extension code 16) raised ValueError: xxx"
+    )
+    assert len(reader.problem.text) < 400  # the decoder's message is cut
+    reader.problem = None
+    reader.unpack(codec.pack({"a": [1, {"b": msgpack.Timestamp(1, 0)}]}), None)
+    assert reader.problem is not None
+    assert reader.problem.code == "timestamp"
+    assert reader.problem.code in PROBLEMS
+
+
+@given(st.binary(max_size=200))
+def test_a_reader_raises_codec_error_only(data: bytes) -> None:
+    with contextlib.suppress(CodecError):
+        point_codec().reader().unpack(data, DEFAULT_LIMITS)

@@ -12,7 +12,7 @@ from typing import Any
 from pycluster.codec import Codec
 from pycluster.metrics import NodeMetrics
 from pycluster.throttle import Throttle
-from pycluster.transport.frames import FrameError, FrameLimits, encode_frame
+from pycluster.transport.frames import Frame, FrameError, FrameLimits, encode_frame
 from pycluster.transport.handshake import PROTOCOL_VERSION
 from pycluster.transport.link import WRITE_HIGH_WATER, ConnectionClosed, Link
 from pycluster.transport.wire import (
@@ -23,8 +23,10 @@ from pycluster.transport.wire import (
     Leave,
     Message,
     Msg,
+    Received,
     Reply,
     Tick,
+    Undecodable,
     WireError,
     decode,
 )
@@ -44,8 +46,9 @@ class Connection:
 
     Idle connections send a tick every ``tick_interval`` (and answer a peer's tick with a
     tock); a peer silent for ``tick_timeout`` is declared down. ``on_message`` gets every
-    message but ticks, tocks and ``leave``, in arrival order, decoded under ``limits``
-    (the peer is authenticated), called from the link; ``on_closed`` is called once, with
+    message but ticks, tocks and ``leave`` (an :class:`~pycluster.transport.wire.Undecodable`
+    too: the connection stays up), in arrival order, decoded under ``limits`` (the peer is
+    authenticated), called from the link; ``on_closed`` is called once, with
     the reason. Frames in and out are added to ``metrics`` on each tick round (every
     ``tick_interval / 2``) and at close.
     """
@@ -63,7 +66,7 @@ class Connection:
         tick_timeout: float,
         metrics: NodeMetrics,
         codec: Codec,
-        on_message: Callable[[Connection, Message], None],
+        on_message: Callable[[Connection, Received], None],
         on_closed: Callable[[Connection, str], None],
     ) -> None:
         self.peer = peer
@@ -153,7 +156,7 @@ class Connection:
         self._link.close()
         self._on_closed(self, reason)
 
-    def _received(self, messages: list[dict[str, Any]]) -> None:
+    def _received(self, messages: list[Frame]) -> None:
         try:
             for message in messages:
                 if self.closed:
@@ -183,6 +186,8 @@ class Connection:
                         self.send_nowait(TOCK)
                 elif kind is Leave:
                     self._finish("left")
+                elif kind is Undecodable:
+                    self._on_message(self, received)
         except Exception as exc:
             # A bug in a handler: the messages behind it would be lost in silence, so the
             # connection ends here (the peer reconnects and resynchronises).

@@ -28,7 +28,7 @@ from pycluster.throttle import Throttle
 from pycluster.transport.deadlines import Deadlines
 from pycluster.transport.link import ConnectionClosed
 from pycluster.transport.waist import Listener, Mailbox, NodeEvent
-from pycluster.transport.wire import Call, Message, Msg, Reply
+from pycluster.transport.wire import Call, Message, Msg, Received, Reply, Undecodable
 
 log = logging.getLogger("pycluster.node")
 
@@ -45,8 +45,9 @@ _PLAIN = frozenset({bool, int, float, str, bytes, list, dict, tuple})
 class Channel(Protocol):
     """An authenticated connection to one peer, as an :class:`Endpoint` uses it.
 
-    It hands every message but its own control messages to the endpoint's ``_on_message``,
-    in arrival order, and calls ``_on_closed`` once when it closes.
+    It hands every message but its own control messages to the endpoint's ``_on_message``
+    (one it could not decode too, as an :class:`~pycluster.transport.wire.Undecodable`), in
+    arrival order, and calls ``_on_closed`` once when it closes.
     """
 
     peer: str
@@ -360,11 +361,15 @@ class Endpoint:
             return
         try:
             via.send_nowait(reply)
-        except TypeError as exc:
-            # The handler returned something msgpack cannot carry: tell the caller.
-            self._reply(via, call_id, error=("TypeError", f"reply cannot be encoded: {exc}"))
         except ConnectionClosed:
             pass
+        except Exception as exc:
+            # The handler returned something the codec cannot carry (a type nobody
+            # registered, an int over 64 bits, an encoder that raised): tell the caller,
+            # rather than let it break the connection.
+            if error is not None:
+                raise
+            self._reply(via, call_id, error=(type(exc).__name__, f"reply cannot be encoded: {exc}"))
 
     def _on_reply(self, sender: str, reply: Reply) -> None:
         call = self._calls.get(reply.id)
@@ -375,13 +380,37 @@ class Endpoint:
         else:
             call.future.set_exception(RemoteError(sender, *reply.error))
 
-    def _on_message(self, channel: Channel, message: Message) -> None:
+    def _on_message(self, channel: Channel, message: Received) -> None:
         if type(message) is Msg:
             self._deliver(channel.peer, message.to, message.body, None, channel)
         elif isinstance(message, Call):
             self._deliver(channel.peer, message.to, message.body, message.id, channel)
         elif isinstance(message, Reply):
             self._on_reply(channel.peer, message)
+        elif isinstance(message, Undecodable):
+            self._undecodable(channel, message)
+
+    def _undecodable(self, channel: Channel, message: Undecodable) -> None:
+        """A message from ``channel``'s peer held a value this node cannot decode: that
+        message fails (a call is answered with an error, a reply fails its call, a msg
+        is dropped), counted; the connection stays up."""
+        problem = message.problem
+        self.metrics.messages_undecodable.labels(message.kind, problem.code).inc()
+        self._warn_once(
+            ("undecodable", channel.peer, message.kind, problem.code),
+            "%s: cannot decode a %s from %s (to %s): %s",
+            self.name,
+            message.kind,
+            channel.peer,
+            message.to or f"call {message.id}",
+            problem.text,
+        )
+        if message.kind == "call" and message.id is not None:
+            error = ("CodecError", f"cannot decode the message: {problem.text}")
+            self._reply(channel, message.id, error=error)
+        elif message.kind == "reply" and message.id is not None:
+            error = ("CodecError", f"cannot decode the reply: {problem.text}")
+            self._on_reply(channel.peer, Reply(message.id, error=error))
 
     # -- channels ---------------------------------------------------------------------------
 

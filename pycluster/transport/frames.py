@@ -12,17 +12,35 @@ pickle. Every decode is bounded twice:
   frame larger than :data:`SLICE` is decoded piece by piece as its bytes arrive (msgpack's
   streaming unpacker resumes where it stopped), so the caller can give the event loop a
   turn between two calls whatever the frame holds (see ``link.decode_turn``).
+
+Before authentication every frame is decoded strictly (string keys, and whatever cannot
+be decoded is a :class:`FrameError`). After it, a frame is length-prefixed, so a value
+inside it that this node cannot decode (an extension code it did not register, a decoder
+that raised, a timestamp) leaves the stream sound: the frame comes out as an
+:class:`UndecodableFrame` and only its message fails. A :class:`FrameError` is left for
+what breaks the stream or the protocol: a bad length, a frame over the cap, bytes that are
+not one msgpack value within the limits, a value that is not a map with a string ``t``.
 """
 
 from __future__ import annotations
 
+import collections
 import struct
 from typing import Any
 
 import attrs
 import msgpack
 
-from pycluster.codec import Codec, CodecError, Limits, may_hold_timestamp, search_timestamps
+from pycluster.codec import (
+    TIMESTAMP_REFUSED,
+    Codec,
+    CodecError,
+    Limits,
+    Problem,
+    Reader,
+    may_hold_timestamp,
+    search_timestamps,
+)
 
 HEADER = struct.Struct(">I")
 PLAIN = Codec()
@@ -38,20 +56,38 @@ Message = dict[str, Any]
 
 
 @attrs.frozen
+class UndecodableFrame:
+    """A sound frame holding a value this node cannot decode: ``frame`` is the map decoded
+    around it (an :class:`~pycluster.codec.Undecoded` where that value was), ``problem``
+    says why. Its message fails; the stream goes on."""
+
+    frame: Message
+    problem: Problem
+
+
+Frame = Message | UndecodableFrame
+"""What a :class:`FrameDecoder` yields per frame."""
+
+
+@attrs.frozen
 class FrameLimits:
-    """The largest frame, and what one decoded frame may hold."""
+    """The largest frame, what one decoded frame may hold, and whether it comes from an
+    authenticated peer (then a value that cannot be decoded fails its message only: an
+    :class:`UndecodableFrame`; else the frame is a :class:`FrameError`)."""
 
     max_frame_size: int
     values: Limits
+    authenticated_peer: bool = False
 
     @classmethod
     def authenticated(cls, max_frame_size: int) -> FrameLimits:
         """Limits for an authenticated peer with the node's ``max_frame_size``."""
-        return cls(max_frame_size, Limits.for_frames(max_frame_size))
+        return cls(max_frame_size, Limits.for_frames(max_frame_size), authenticated_peer=True)
 
 
 PREAUTH = FrameLimits(4096, Limits(max_bytes=1024, max_items=16))
-"""Limits before the peer is authenticated: the handshake's messages fit, nothing else."""
+"""Limits before the peer is authenticated: the handshake's messages fit, nothing else,
+decoded strictly."""
 
 
 class FrameError(Exception):
@@ -92,6 +128,7 @@ class FrameDecoder:
         # A frame no longer than every limit cannot break one: msgpack bounds each length
         # by the bytes it is given.
         self._within_limits = min(limits.values.max_bytes, limits.values.max_items)
+        self._reader = self._codec.reader() if limits.authenticated_peer else None
 
     @property
     def in_large_frame(self) -> bool:
@@ -110,19 +147,27 @@ class FrameDecoder:
         else:
             self._tail += data
 
-    def decode(self, budget: int = SLICE, limit: int | None = None) -> list[Message]:
+    def decode(self, budget: int = SLICE, limit: int | None = None) -> list[Frame]:
         """The messages of the next whole frames, decoding about ``budget`` bytes at most
         (one frame more than that is never decoded in one call, and a large frame only a
         :data:`SLICE` of it), and at most ``limit`` messages. Call again while
         :attr:`ready` is True."""
-        messages: list[Message] = []
+        messages: list[Frame] = []
         spent = 0
+        reader = self._reader
         while spent < budget and (limit is None or len(messages) < limit):
             if self._tail and len(self._data) - self._offset < SLICE + HEADER.size:
                 self._join()
             data, offset = self._data, self._offset
             available = len(data) - offset
             large = self._large
+            if large is not None and large.replaying:
+                spent += SLICE  # a kept piece fed again (each at most a SLICE)
+                message = large.replay()
+                if message is not None:
+                    self._large = None
+                    messages.append(message)
+                continue
             if large is not None and large.searching:
                 spent += SLICE  # values looked at, each at least a byte
                 message = large.search(SEARCH_SLICE)
@@ -150,7 +195,7 @@ class FrameDecoder:
                 )
             if size > SLICE:
                 self._offset = offset + HEADER.size
-                self._large = _LargeFrame(size, self._codec, self.limits.values)
+                self._large = _LargeFrame(size, self._codec, reader, self.limits.values)
                 continue
             end = offset + HEADER.size + size
             if end > len(data):
@@ -159,7 +204,7 @@ class FrameDecoder:
                 self._join()
                 continue
             try:
-                message = self._codec.unpack(
+                message = (self._codec if reader is None else reader).unpack(
                     data[offset + HEADER.size : end],
                     None if size <= self._within_limits else self.limits.values,
                 )
@@ -167,7 +212,11 @@ class FrameDecoder:
                 raise FrameError(str(exc)) from None
             if type(message) is not dict or type(message.get("t")) is not str:
                 _checked(message)  # raises FrameError
-            messages.append(message)
+            if reader is not None and reader.problem is not None:
+                messages.append(UndecodableFrame(message, reader.problem))
+                reader.problem = None
+            else:
+                messages.append(message)
             self._offset = end
             spent += HEADER.size + size
         return messages
@@ -178,7 +227,7 @@ class FrameDecoder:
         budget or limit, not for lack of bytes)."""
         available = len(self._data) - self._offset + len(self._tail)
         if self._large is not None:
-            return self._large.searching or available > 0
+            return self._large.searching or self._large.replaying or available > 0
         if available < HEADER.size:
             return False
         self._join()
@@ -196,12 +245,27 @@ class FrameDecoder:
 
 class _LargeFrame:
     """One frame above :data:`SLICE` bytes, decoded as its pieces are fed; then, if its
-    bytes hold what may start a msgpack timestamp, searched for one a slice at a time."""
+    bytes hold what may start a msgpack timestamp, searched for one a slice at a time.
 
-    def __init__(self, size: int, codec: Codec, limits: Limits) -> None:
+    From an authenticated peer (``reader`` given) its pieces are kept until it is whole:
+    a map key msgpack cannot make a Python key (a tuple on the sender) stops the first
+    pass, and a second one decodes the kept pieces again, a piece per :meth:`replay`,
+    building each map itself (see :meth:`Reader.unpacker`)."""
+
+    def __init__(self, size: int, codec: Codec, reader: Reader | None, limits: Limits) -> None:
         self.size = size
         self.remaining = size
-        self._unpacker = codec.unpacker(size, limits)
+        self._reader = reader
+        self._limits = limits
+        self._unpacker = (
+            codec.unpacker(size, limits)
+            if reader is None
+            else reader.unpacker(size, limits, keys_as_tuples=False)
+        )
+        self._kept: list[bytes] | None = [] if reader is not None else None
+        """Pieces fed so far, while a second pass may need them again."""
+        self._replay: collections.deque[bytes] = collections.deque()
+        """Kept pieces the second pass has still to be fed (then pieces arriving meanwhile)."""
         self._marked = False
         self._last = b""
         self._value: Any = None
@@ -212,43 +276,84 @@ class _LargeFrame:
         """Whether the value is whole and still being searched for timestamps."""
         return bool(self._unsearched)
 
-    def feed(self, piece: bytes) -> Message | None:
+    @property
+    def replaying(self) -> bool:
+        """Whether a second pass has kept pieces still to decode (see :meth:`replay`)."""
+        return bool(self._replay)
+
+    def feed(self, piece: bytes) -> Frame | None:
         """Add the next piece; return the message once the frame is whole (and searched)."""
         self.remaining -= len(piece)
         # A timestamp's marker may straddle two pieces: look across the seam too.
         self._marked = self._marked or may_hold_timestamp(self._last + piece[:2])
         self._marked = self._marked or may_hold_timestamp(piece)
         self._last = piece[-2:]
+        if self._replay:
+            self._replay.append(piece)  # after the kept ones
+            return None
+        if self._kept is not None:
+            self._kept.append(piece)
+        return self._decode(piece)
+
+    def replay(self) -> Frame | None:
+        """Feed the second pass the next kept piece; the message once the frame is whole."""
+        return self._decode(self._replay.popleft())
+
+    def _decode(self, piece: bytes) -> Frame | None:
         self._unpacker.feed(piece)
         try:
             value = self._unpacker.unpack()
         except msgpack.OutOfData:
-            if self.remaining == 0:
+            if self.remaining == 0 and not self._replay:
                 raise FrameError("truncated msgpack value in a frame") from None
             return None
         except CodecError as exc:
             raise FrameError(str(exc)) from None
+        except TypeError:
+            if self._kept is None or self._reader is None:  # strict, or already the second
+                raise FrameError("undecodable (TypeError)") from None
+            self._second_pass(self._reader, self._kept)
+            return None
         except Exception as exc:  # msgpack raises several unrelated types for bad input
             raise FrameError(f"undecodable ({type(exc).__name__})") from None
-        if self.remaining or self._unpacker.tell() != self.size:
+        if self.remaining or self._replay or self._unpacker.tell() != self.size:
             raise FrameError("bytes after the value in a frame")
+        self._kept = None
         message = _checked(value)
         if not self._marked:
-            return message
+            return self._whole(message)
         self._value, self._unsearched = message, [message]
         return None
 
-    def search(self, budget: int) -> Message | None:
+    def _second_pass(self, reader: Reader, kept: list[bytes]) -> None:
+        """A map key stopped the first pass: decode every piece again, maps built here."""
+        reader.problem = None  # the first pass stopped midway: this one finds it all again
+        self._unpacker = reader.unpacker(self.size, self._limits, keys_as_tuples=True)
+        self._replay = collections.deque(kept)
+        self._kept = None
+
+    def search(self, budget: int) -> Frame | None:
         """Look at up to ``budget`` more values; the message once none holds a timestamp."""
         try:
             done = search_timestamps(self._unsearched, budget)
         except CodecError as exc:
-            raise FrameError(str(exc)) from None
+            if self._reader is None:
+                raise FrameError(str(exc)) from None
+            self._reader.failed(TIMESTAMP_REFUSED)
+            self._unsearched = []
+            done = True
         if not done:
             return None
         message: Message = self._value
         self._value = None
-        return message
+        return self._whole(message)
+
+    def _whole(self, message: Message) -> Frame:
+        reader = self._reader
+        if reader is None or reader.problem is None:
+            return message
+        problem, reader.problem = reader.problem, None
+        return UndecodableFrame(message, problem)
 
 
 def _checked(message: object) -> Message:

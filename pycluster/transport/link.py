@@ -33,7 +33,14 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from pycluster.transport.frames import SLICE, FrameDecoder, FrameError, FrameLimits
+from pycluster.transport.frames import (
+    SLICE,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    FrameLimits,
+    UndecodableFrame,
+)
 
 WRITE_HIGH_WATER = 1024 * 1024
 """Bytes queued for a peer above which senders wait (a slow peer applies backpressure)."""
@@ -54,7 +61,7 @@ PREAUTH_BUFFER = 8 * 1024
 Message = dict[str, Any]
 
 
-def decode_turn(decoder: FrameDecoder) -> tuple[list[Message], bool]:
+def decode_turn(decoder: FrameDecoder) -> tuple[list[Frame], bool]:
     """What one event-loop turn decodes: slices of DECODE_BUDGET bytes until TURN_TIME is
     spent (cheap frames, most traffic, are all decoded in one turn; costly ones spread
     out); and whether more is ready to decode. Raises FrameError."""
@@ -104,7 +111,7 @@ class Link(asyncio.Protocol):
         self._resume: asyncio.Handle | None = None
         self._eof = False
         """The peer closed its side while decoded messages were still to come."""
-        self._on_messages: Callable[[list[Message]], None] | None = None
+        self._on_messages: Callable[[list[Frame]], None] | None = None
         self._on_lost: Callable[[Exception], None] | None = None
         self.frames_received = 0
         """Frames handed over since :meth:`attach` (counted here, published by the owner:
@@ -252,7 +259,14 @@ class Link(asyncio.Protocol):
                     self._fail(exc)
                     raise
                 if decoded:
-                    return decoded[0]
+                    frame = decoded[0]
+                    if isinstance(frame, UndecodableFrame):
+                        # Only under an authenticated peer's limits, which the handshake
+                        # never reads under: strict all the same.
+                        failure = FrameError(f"cannot decode: {frame.problem.text}")
+                        self._fail(failure)
+                        raise failure
+                    return frame
             if self._failure is not None:
                 raise self._failure
             self._inbox_waiter = self._loop.create_future()
@@ -264,7 +278,7 @@ class Link(asyncio.Protocol):
     def attach(
         self,
         limits: FrameLimits,
-        on_messages: Callable[[list[Message]], None],
+        on_messages: Callable[[list[Frame]], None],
         on_lost: Callable[[Exception], None],
     ) -> None:
         """The peer is authenticated: decode under ``limits`` from now on, and hand

@@ -1,8 +1,9 @@
 """The in-memory transport: nodes of one process connected without sockets.
 
 A :class:`MemoryNetwork` is the wire between the nodes attached to it. Messages still go
-through each node's codec and frame limits (what a peer could not decode breaks the link
-as it would over TCP), are delivered in order on a later turn of the event loop, and a
+through each node's codec and frame limits (a frame the peer refuses breaks the link, a
+value inside it that the peer cannot decode fails that message only, as over TCP), are
+delivered in order on a later turn of the event loop, and a
 peer that stops reading never blocks the sender. The network can also do what the lab does
 to real processes: :meth:`~MemoryNetwork.partition` and :meth:`~MemoryNetwork.heal`,
 :meth:`~MemoryNetwork.kill` (as ``kill -9``) and :meth:`~MemoryNetwork.pause` /
@@ -17,14 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from pycluster.codec import Codec
 from pycluster.config import Config
 from pycluster.metrics import NodeMetrics
 from pycluster.nodename import DEFAULT_PORT, parse_node_name
 from pycluster.transport.endpoint import Endpoint
-from pycluster.transport.frames import FrameDecoder, FrameError, FrameLimits, encode_frame
+from pycluster.transport.frames import (
+    Frame,
+    FrameDecoder,
+    FrameError,
+    FrameLimits,
+    encode_frame,
+)
 from pycluster.transport.link import ConnectionClosed
 from pycluster.transport.wire import Leave, Message, Tick, Tock, WireError, decode
 
@@ -345,7 +351,7 @@ class MemoryChannel:
                 self.finish(f"bad frame: {exc}")
                 return
 
-    def _handle(self, frame: dict[str, Any]) -> None:
+    def _handle(self, frame: Frame) -> None:
         try:
             message = decode(frame)
         except WireError as exc:

@@ -18,6 +18,10 @@ kind       fields                     meaning
 ``to_wire()`` gives a message's one encoding, :func:`decode` the message of a decoded
 frame; a frame that is none of these is a :class:`WireError`, never a guess. Decisions are
 taken on these types and their fields, never on text meant for people.
+
+A ``msg``, ``call`` or ``reply`` whose frame held a value this node cannot decode (see
+``UndecodableFrame``) is decoded as an
+:class:`Undecodable`, which is never sent: only that message fails.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
+
+from pycluster.codec import Problem
+from pycluster.transport.frames import Frame, UndecodableFrame
 
 MAX_ERROR_TYPE = 200
 """Characters of a remote exception's type name kept from a reply."""
@@ -105,12 +112,29 @@ class Leave:
         return self.WIRE
 
 
+@attrs.define(slots=True)
+class Undecodable:
+    """A ``msg`` (``kind``) to mailbox ``to``, a ``call`` (``id``) to ``to``, or a ``reply``
+    to call ``id``, that arrived whole but held a value this node cannot decode, and why
+    (``problem``). Received only, never sent: a call is answered with an error, a reply
+    fails its call, a msg is dropped."""
+
+    kind: str
+    id: int | None
+    to: str | None
+    problem: Problem
+
+
 Message = Msg | Call | Reply | Tick | Tock | Leave
+Received = Message | Undecodable
+"""What :func:`decode` gives: a message of the vocabulary, or one that failed to decode."""
 TICK, TOCK, LEAVE = Tick(), Tock(), Leave()
 
 
-def decode(frame: dict[str, Any]) -> Message:
+def decode(frame: Frame) -> Received:
     """The message a decoded frame holds; WireError if it holds none."""
+    if not isinstance(frame, dict):
+        return _undecodable(frame)
     kind = frame.get("t")
     if kind == "msg":  # the busiest kind first, without a further call
         to = frame.get("to")
@@ -122,6 +146,22 @@ def decode(frame: dict[str, Any]) -> Message:
         if message is not None:
             return message
     raise WireError(f"malformed or unknown {str(kind)[:40]!r} message")
+
+
+def _undecodable(undecodable: UndecodableFrame) -> Received:
+    """A msg, call or reply with sound fields around what could not be decoded is
+    :class:`Undecodable`; another kind is decoded as usual (it reads no other field)."""
+    frame, problem = undecodable.frame, undecodable.problem
+    kind, to, call_id = frame.get("t"), frame.get("to"), frame.get("id")
+    if kind == "msg" and type(to) is str:
+        return Undecodable("msg", None, to, problem)
+    if kind == "call" and type(to) is str and type(call_id) is int:
+        return Undecodable("call", call_id, to, problem)
+    if kind == "reply" and type(call_id) is int:
+        return Undecodable("reply", call_id, None, problem)
+    if kind in ("msg", "call", "reply"):
+        raise WireError(f"malformed {kind!r} message")
+    return decode(frame)
 
 
 def _msg(frame: dict[str, Any]) -> Msg | None:

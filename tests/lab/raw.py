@@ -13,6 +13,7 @@ import secrets
 from typing import Any
 
 from pycluster.transport import FrameDecoder, FrameLimits, Handshake, cookie_key, encode_frame
+from pycluster.transport.frames import UndecodableFrame
 
 READ_SIZE = 65536
 
@@ -86,7 +87,10 @@ class RawPeer:
                 if not data:
                     raise ConnectionError("the node closed the connection")
                 self._decoder.feed(data)
-                self._received.extend(self._decoder.decode(budget=1 << 30))
+                for frame in self._decoder.decode(budget=1 << 30):
+                    if isinstance(frame, UndecodableFrame):
+                        raise ConnectionError(f"the node sent what cannot be decoded: {frame}")
+                    self._received.append(frame)
         return self._received.pop(0)
 
     async def receive_until(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
