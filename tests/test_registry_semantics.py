@@ -246,3 +246,37 @@ async def test_names_scopes_and_groups_may_not_hold_the_scope_separator() -> Non
             await registry.join("g\x00", ref)
         assert registry.scope("") is registry
         assert registry.scope("t") is registry.scope("t")
+
+
+class Sleepy(ContractCounter):
+    """Answers "slow" only after a while."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "slow":
+            await asyncio.sleep(2)
+            return "late"
+        return await super().handle_call(message)
+
+
+async def test_a_member_that_does_not_answer_in_time_is_a_failure_of_its_own() -> None:
+    async with cluster(2, config=TICK) as c:
+        a, b = c.nodes
+        quick = a.actors.spawn(ContractCounter)
+        slow = b.actors.spawn(Sleepy)
+        await a.registry.join("mixed", quick)
+        await a.registry.join("mixed", slow)
+        await until(lambda: a.registry.count("mixed") == 2, 5, "both members seen")
+        replies, failures = await a.registry.multi_call("mixed", "slow", timeout=0.3)
+        assert replies == {quick: 0}
+        assert list(failures) == [slow]
+        assert isinstance(failures[slow], TimeoutError)
+
+
+async def test_unregistering_a_name_nobody_holds_does_nothing() -> None:
+    async with cluster(2, config=TICK) as c:
+        a, b = c.nodes
+        kept = await b.registry.spawn("kept", ContractCounter)
+        await until(lambda: a.registry.whereis("kept") == kept, 5, "kept seen")
+        await a.registry.unregister("nobody")
+        await a.registry.scope("elsewhere").unregister("kept")  # another scope's name
+        assert a.registry.whereis("kept") == b.registry.whereis("kept") == kept
