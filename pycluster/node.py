@@ -176,6 +176,7 @@ class Node:
         backend = backend_class(self.transport, config.registry.options, self._resolve_conflict)
         self.registry = Registry(self.transport, self.actors, backend)
         """Cluster-unique names and process groups (``spawn``, ``whereis``, ...)."""
+        self._registry_hooks: list[tuple[str, object, str]] = []
         self.registry.listeners.append(self._registry_event)
         self._subscriptions: set[Subscription] = set()
         self.transport.subscribe(self._publish)
@@ -192,7 +193,17 @@ class Node:
         return chosen if chosen in (a, b) else first_claim_wins(a, b)
 
     def _registry_event(self, scope: str, event: RegistryEvent) -> None:
-        self.plugins.notify(REGISTRY_HOOKS[type(event)], event, scope=scope)
+        # Plugins hear registry events at the end of the loop turn, a batch at a time:
+        # off the registry's path, and their hooks looked up once per batch.
+        self._registry_hooks.append((REGISTRY_HOOKS[type(event)], event, scope))
+        if len(self._registry_hooks) == 1:
+            asyncio.get_running_loop().call_soon(self._tell_plugins)
+
+    def _tell_plugins(self) -> None:
+        pending, self._registry_hooks = self._registry_hooks, []
+        self.plugins.notify_each(
+            [(hook, event, {"scope": scope}) for hook, event, scope in pending]
+        )
 
     def _publish(self, event: NodeEvent) -> None:
         for subscription in list(self._subscriptions):

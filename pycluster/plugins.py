@@ -91,6 +91,23 @@ class Plugins:
             except Exception:
                 log.exception("plugin %s raised in %s", call.owner, hook_name)
 
+    def notify_each(self, events: Sequence[tuple[str, object, dict[str, object]]]) -> None:
+        """:meth:`notify` for each ``(hook_name, event, extra)`` in order, looking each
+        hook's observers up once for the whole batch. A hook nobody implements or wraps is
+        not called at all (these batches are busy: one event per registry change)."""
+        calls: dict[str, list[_Call]] = {}
+        for hook_name, event, extra in events:
+            observers = calls.get(hook_name)
+            if observers is None:
+                hook: pluggy.HookCaller = getattr(self.manager.hook, hook_name)
+                implemented = bool(hook.get_hookimpls())
+                observers = calls[hook_name] = self._calls(hook_name) if implemented else []
+            for call in observers:
+                try:
+                    call.hook(event=event, **extra)
+                except Exception:
+                    log.exception("plugin %s raised in %s", call.owner, hook_name)
+
     def _calls(self, hook_name: str) -> list[_Call]:
         """One call through pluggy's hook caller per plugin implementing ``hook_name``.
 

@@ -82,6 +82,8 @@ class Actors:
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._serial = itertools.count(1)
         self._prefix = node.incarnation.hex()[:12]
+        self.end_listeners: list[Callable[[ActorRef, str], None]] = []
+        """Called with ``(ref, reason)`` whenever a local actor has ended for good."""
         node.register_mailbox(ACTOR_MAILBOX, self._on_remote)
 
     # -- local lifecycle --------------------------------------------------------------------
@@ -321,6 +323,11 @@ class Actors:
             self._fail_pending(running, reason)
             if not running.ended.done():
                 running.ended.set_result(reason)
+            for listener in self.end_listeners:
+                try:
+                    listener(running.ref, reason)
+                except Exception:
+                    log.exception("a listener of %s's end failed", running.ref)
 
     async def _serve(self, running: _Running, instance: Actor) -> str:
         try:

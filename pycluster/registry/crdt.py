@@ -157,8 +157,9 @@ class CrdtRegistry(RegistryBackend):
         self._broadcast(self.replica.leave(group, ref, reason))
 
     def _emit(self) -> None:
-        for event in self.replica.take_events():
-            self.on_event(event)
+        if self.replica._events:
+            for event in self.replica.take_events():
+                self.on_event(event)
 
     def _broadcast(self, change: Change | None) -> None:
         self._emit()

@@ -72,14 +72,6 @@ def _checked(name: object, what: str = "name") -> str:
     return name
 
 
-@attrs.define
-class _Binding:
-    """The names and groups a local actor holds: they end when it ends."""
-
-    names: set[str] = attrs.Factory(set)
-    groups: set[str] = attrs.Factory(set)
-
-
 class Registry:
     """Cluster-unique names for actors, and process groups, in one scope (``node.registry``
     is the default scope; :meth:`scope` gives others).
@@ -107,7 +99,11 @@ class Registry:
         if _root is None:
             self._root = self
             self._scopes: dict[str, Registry] = {}
-            self._bound: dict[ActorRef, _Binding] = {}
+            self._names_of: dict[ActorRef, list[str]] = {}
+            """The names each local actor holds (keys): they end when it ends."""
+            self._groups_of: dict[ActorRef, list[str]] = {}
+            """The groups each local actor is a member of (keys): it leaves when it ends."""
+            actors.end_listeners.append(self._ended)
             self._streams: dict[str, set[EventStream]] = {}
             self.listeners: list[Listener] = []
             """Called with ``(scope, event)`` for every registry event (the node's plugins)."""
@@ -261,7 +257,7 @@ class Registry:
         except BaseException:
             await self.backend.release(name, ref, "failed to start")
             raise
-        self._root._bind(ref, name=name)
+        self._root._bind(self._root._names_of, ref, name)
         return ref
 
     async def register(
@@ -310,7 +306,9 @@ class Registry:
 
     def whereis(self, name: str) -> ActorRef | None:
         """The actor registered as ``name``, or None: a local read, no network."""
-        return self.backend.whereis(self._key(name))
+        if self._prefix or type(name) is not str or SEPARATOR in name:
+            return self.backend.whereis(self._key(name))
+        return self.backend.whereis(name)  # the default scope's key is the name
 
     def lookup(self, name: str) -> Registration | None:
         """The registration of ``name`` (``.ref``, ``.meta``), or None: a local read."""
@@ -430,12 +428,11 @@ class Registry:
 
     def _on_event(self, event: RegistryEvent) -> None:
         key = event.group if isinstance(event, Joined | Left) else event.name
-        scope, sep, name = key.partition(SEPARATOR)
-        if not sep:
-            scope, name = "", key
-        elif not scope:
-            return  # no scope makes such a key
-        if sep:
+        scope = ""
+        if SEPARATOR in key:
+            scope, _, name = key.partition(SEPARATOR)
+            if not scope:
+                return  # no scope makes such a key
             if isinstance(event, Joined | Left):
                 event = attrs.evolve(event, group=name)
             else:
@@ -484,47 +481,49 @@ class Registry:
         self._alive(ref)
         holder = await self.backend.claim(key, ref, timeout, meta)
         if holder is None:
-            self._bind(ref, name=key)
+            self._bind(self._names_of, ref, key)
+            if self._actors.local(ref) is None:  # it ended during the claim
+                await self._release(key, ref, "ended")
         return holder
 
     async def _release(self, key: str, ref: ActorRef, reason: str) -> None:
-        binding = self._bound.get(ref)
-        if binding is not None:
-            binding.names.discard(key)
+        _unbind(self._names_of, ref, key)
         await self.backend.release(key, ref, reason)
 
     async def _join_here(self, key: str, ref: ActorRef, meta: Any) -> None:
         self._alive(ref)
         await self.backend.join(key, ref, meta)
-        self._bind(ref, group=key)
+        self._bind(self._groups_of, ref, key)
+        if self._actors.local(ref) is None:  # it ended meanwhile
+            await self._leave_here(key, ref, "ended")
 
     async def _leave_here(self, key: str, ref: ActorRef, reason: str) -> None:
-        binding = self._bound.get(ref)
-        if binding is not None:
-            binding.groups.discard(key)
+        _unbind(self._groups_of, ref, key)
         await self.backend.leave(key, ref, reason)
 
-    def _bind(self, ref: ActorRef, *, name: str | None = None, group: str | None = None) -> None:
-        binding = self._bound.get(ref)
-        if binding is None:
-            binding = self._bound[ref] = _Binding()
-            self._actors.on_end(ref, lambda reason: self._ended(ref, reason))
-        if name is not None:
-            binding.names.add(name)
-        if group is not None:
-            binding.groups.add(group)
+    @staticmethod
+    def _bind(table: dict[ActorRef, list[str]], ref: ActorRef, key: str) -> None:
+        keys = table.get(ref)
+        if keys is None:
+            table[ref] = [key]
+        elif key not in keys:
+            keys.append(key)
 
     def _ended(self, ref: ActorRef, reason: str) -> None:
-        binding = self._bound.pop(ref, None)
-        if binding is None:
+        """A local actor ended: its names and memberships end with it, on every node."""
+        names = self._names_of.pop(ref, None)
+        groups = self._groups_of.pop(ref, None)
+        if names is None and groups is None:
             return
-        task = asyncio.ensure_future(self._unbind(ref, binding, reason))
+        task = asyncio.ensure_future(self._end_entries(ref, names or [], groups or [], reason))
         task.add_done_callback(_log_failure)
 
-    async def _unbind(self, ref: ActorRef, binding: _Binding, reason: str) -> None:
-        for key in binding.names:
+    async def _end_entries(
+        self, ref: ActorRef, names: list[str], groups: list[str], reason: str
+    ) -> None:
+        for key in names:
             await self.backend.release(key, ref, reason)
-        for key in binding.groups:
+        for key in groups:
             await self.backend.leave(key, ref, reason)
 
     def _lost(self, name: str, ref: ActorRef, reason: str) -> None:
@@ -627,6 +626,14 @@ class Registry:
         except AlreadyStarted as exc:
             return AlreadyRunning(exc.ref).to_wire()
         return Spawned(ref).to_wire()
+
+
+def _unbind(table: dict[ActorRef, list[str]], ref: ActorRef, key: str) -> None:
+    keys = table.get(ref)
+    if keys is not None and key in keys:
+        keys.remove(key)
+        if not keys:
+            del table[ref]
 
 
 def _holder(answer: object, node: str) -> ActorRef | None:

@@ -151,6 +151,8 @@ class Replica:
 
     def take_events(self) -> list[events.RegistryEvent]:
         """The events of the changes since the last call, in order."""
+        if not self._events:
+            return []
         taken, self._events = self._events, []
         return taken
 
