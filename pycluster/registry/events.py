@@ -92,16 +92,25 @@ class EventStream:
         self._queue: collections.deque[RegistryEvent] = collections.deque()
         self._backlog = backlog
         self._lost = 0
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        """The consumer's, while it waits for an event."""
         self.closed = False
 
     def put(self, event: RegistryEvent) -> None:
         """Queue ``event`` (dropping the oldest when the consumer is ``backlog`` behind)."""
-        if len(self._queue) >= self._backlog:
-            self._queue.popleft()
+        queue = self._queue
+        if len(queue) >= self._backlog:
+            queue.popleft()
             self._lost += 1
-        self._queue.append(event)
-        self._wake.set()
+        queue.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def __aiter__(self) -> AsyncIterator[RegistryEvent | EventsLost]:
         return self
@@ -110,8 +119,8 @@ class EventStream:
         while not self._queue and not self._lost:
             if self.closed:
                 raise StopAsyncIteration
-            self._wake.clear()
-            await self._wake.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
         if self._lost:
             lost, self._lost = self._lost, 0
             return EventsLost(lost)
@@ -124,4 +133,4 @@ class EventStream:
     def close(self) -> None:
         """End the iteration once what is queued has been read."""
         self.closed = True
-        self._wake.set()
+        self._wake()
