@@ -201,36 +201,22 @@ class Registry:
         """
         if if_exists not in ("raise", "return"):
             raise ValueError(f"if_exists is 'raise' or 'return', not {if_exists!r}")
+        key = self._key(name)
+        meta = checked_meta(meta)
         try:
-            return await self._spawn(name, cls, args, on, placement, policy, timeout, meta, kwargs)
+            if placement == "ring":
+                if on is not None:
+                    raise ValueError("spawn takes either on= or placement='ring', not both")
+                return await self.ring.spawn(key, cls, args, kwargs, policy, timeout, meta)
+            if placement != "here":
+                raise ValueError(f"unknown placement {placement!r}: 'here' or 'ring'")
+            if on is not None and self._node.canonical(on) != self._node.name:
+                return await self._spawn_on(on, key, cls, args, kwargs, timeout, meta)
+            return await self.spawn_here(key, cls, args, kwargs, policy, timeout, (), meta)
         except AlreadyStarted as exc:
             if if_exists == "return":
                 return exc.ref
             raise AlreadyStarted(name, exc.ref) from None
-
-    async def _spawn(
-        self,
-        name: str,
-        cls: type[Actor],
-        args: tuple[Any, ...],
-        on: str | None,
-        placement: Literal["here", "ring"],
-        policy: ActorRestartPolicy | None,
-        timeout: float,
-        meta: Any,
-        kwargs: dict[str, Any],
-    ) -> ActorRef:
-        key = self._key(name)
-        meta = checked_meta(meta)
-        if placement == "ring":
-            if on is not None:
-                raise ValueError("spawn takes either on= or placement='ring', not both")
-            return await self.ring.spawn(key, cls, args, kwargs, policy, timeout, meta)
-        if placement != "here":
-            raise ValueError(f"unknown placement {placement!r}: 'here' or 'ring'")
-        if on is not None and self._node.canonical(on) != self._node.name:
-            return await self._spawn_on(on, key, cls, args, kwargs, timeout, meta)
-        return await self.spawn_here(key, cls, args, kwargs, policy, timeout, (), meta)
 
     async def spawn_here(
         self,
@@ -306,7 +292,7 @@ class Registry:
 
     def whereis(self, name: str) -> ActorRef | None:
         """The actor registered as ``name``, or None: a local read, no network."""
-        if self._prefix or type(name) is not str or SEPARATOR in name:
+        if self._prefix:
             return self.backend.whereis(self._key(name))
         return self.backend.whereis(name)  # the default scope's key is the name
 
