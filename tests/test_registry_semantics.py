@@ -24,12 +24,14 @@ from pycluster import (
     RegistryEvent,
     Unregistered,
     hookimpl,
+    load_config,
 )
 from pycluster.registry.refs import MAX_META
 from pycluster.ring import owner
 from pycluster.testing import Cluster, ContractCounter, cluster, until
 
 TICK = {"node": {"net_tick_timeout": 0.5}, "registry": {"backend": "crdt"}}
+COOKIE = "semantics-test-cookie"
 
 
 async def thaw(c: Cluster, node: Node) -> None:
@@ -280,3 +282,17 @@ async def test_unregistering_a_name_nobody_holds_does_nothing() -> None:
         await a.registry.unregister("nobody")
         await a.registry.scope("elsewhere").unregister("kept")  # another scope's name
         assert a.registry.whereis("kept") == b.registry.whereis("kept") == kept
+
+
+async def test_a_hidden_client_spawns_on_a_member_never_on_itself() -> None:
+    async with cluster(1, config=TICK, cookie=COOKIE) as c:
+        (member,) = c.nodes
+        config = load_config({"node": {"name": "client@memory"}}, env={})
+        async with Node(config, cookie=COOKIE, network=c.network, hidden=True) as client:
+            assert await client.connect(member.name)
+            with pytest.raises(ValueError, match="hidden client runs no actors"):
+                await client.registry.spawn("x", ContractCounter)
+            assert client.actors.refs() == []
+            ref = await client.registry.spawn("x", ContractCounter, on=member.name)
+            assert ref.node == member.name
+            await until(lambda: member.registry.whereis("x") == ref, 5, "x on the member")

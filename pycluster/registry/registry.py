@@ -212,6 +212,11 @@ class Registry:
                 raise ValueError(f"unknown placement {placement!r}: 'here' or 'ring'")
             if on is not None and self._node.canonical(on) != self._node.name:
                 return await self._spawn_on(on, key, cls, args, kwargs, timeout, meta)
+            if self._node.hidden:
+                raise ValueError(
+                    "a hidden client runs no actors of the cluster: spawn on a member "
+                    "(on='NODE') or on the ring (placement='ring')"
+                )
             return await self.spawn_here(key, cls, args, kwargs, policy, timeout, (), meta)
         except AlreadyStarted as exc:
             if if_exists == "return":

@@ -63,6 +63,12 @@ class Transport(Protocol):
         """The node's Prometheus metrics, which every layer adds to."""
         ...
 
+    @property
+    def hidden(self) -> bool:
+        """Whether this node is a hidden client: connected to members, not one of them
+        (it holds no registry and runs no actors of the cluster's)."""
+        ...
+
     def canonical(self, name: str) -> str:
         """``name`` in canonical form; raises NodeNameError (a ValueError) if it is not a
         node name."""
