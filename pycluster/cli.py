@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pycluster import __version__
 from pycluster.config import Config, ConfigError, ConfigIssue, checks
 from pycluster.demo import run_demo
 from pycluster.errors import NotConnected
@@ -28,6 +29,9 @@ from pycluster.throttle import Throttle
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 1
+EXIT_BROKEN_PIPE = 1
+"""Exit status when whoever read the output stopped reading (``... | head -1``): 1, as
+the Python docs' note on SIGPIPE does, rather than a shell's 141 for a signal we ignore."""
 COOKIE_ENV = "PYCLUSTER_COOKIE"
 FD_LIMIT_CEILING = 1 << 20
 """Open files asked for when the hard limit is unlimited."""
@@ -43,6 +47,19 @@ def _plugin_loggers() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pycluster`` command; returns the exit status."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: point it at devnull so that cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     quiet = args.run is not _run
@@ -69,9 +86,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="pycluster", description="Form a cluster of Python services."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"pycluster {__version__}")
+    # -v after the command too; SUPPRESS leaves an -v given before it standing.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug details"
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run a node until SIGTERM (then leave gracefully)")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, parents=[common])
+
+    run = command("run", "run a node until SIGTERM (then leave gracefully)")
     run.add_argument("config", metavar="CONFIG", help="path of the YAML config")
     run.add_argument("--name", help="node name, overriding node.name")
     run.add_argument("--port", type=int, help="cluster port, overriding node.port")
@@ -84,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     _cookie_arguments(run)
     run.set_defaults(run=_run)
 
-    status = commands.add_parser("status", help="ask a running node for its view")
+    status = command("status", "ask a running node for its view")
     status.add_argument("--node", required=True, help="name of the node to ask")
     _cookie_arguments(status)
     status.add_argument("--json", action="store_true", help="print the status JSON")
@@ -98,11 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(run=_status)
 
-    check = commands.add_parser("check", help="validate a config file (exit 2 on problems)")
+    check = command("check", "validate a config file (exit 2 on problems)")
     check.add_argument("config", metavar="CONFIG", help="path of the YAML config")
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help='print the result as JSON: {"config", "ok", "problems": [{"path", "message"}]}',
+    )
     check.set_defaults(run=_check)
 
-    demo = commands.add_parser("demo", help="start local nodes and show them form a cluster")
+    demo = command("demo", "start local nodes and show them form a cluster")
     demo.add_argument("--nodes", type=_node_count, default=3, help="how many nodes (1-20)")
     demo.set_defaults(run=_demo)
     return parser
@@ -160,9 +191,20 @@ def _node_count(text: str) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    print(f"{args.config}: ok: {summary(config)}")
-    return 0
+    if not args.json:
+        config = load_config(args.config)
+        print(f"{args.config}: ok: {summary(config)}")
+        return 0
+    problems: list[dict[str, str]] = []
+    try:
+        load_config(args.config)
+    except ConfigError as exc:
+        problems = [{"path": issue.path, "message": issue.message} for issue in exc.issues]
+    except PluginError as exc:
+        problems = [{"path": "", "message": str(exc)}]
+    result = {"config": args.config, "ok": not problems, "problems": problems}
+    print(json.dumps(result, indent=2))
+    return EXIT_CONFIG if problems else 0
 
 
 def summary(config: Config) -> str:

@@ -169,7 +169,8 @@ async def _wait_formed(
         for name in names:
             with contextlib.suppress(NotConnected, TimeoutError, OSError):
                 views[name] = (await ask_status(name, cookie, timeout=1.0))["nodes"]
-        if all(len(views.get(name, [])) == len(names) - 1 for name in names):
+        # Every node must have answered: a lone node's view is empty, like a missing one's.
+        if all(name in views and len(views[name]) == len(names) - 1 for name in names):
             return views
         await asyncio.sleep(0.1)
     return None

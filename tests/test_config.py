@@ -70,7 +70,8 @@ topologies:
         "node.port: expected a port number from 1 to 65535, got 70000",
         "topologies.static.config.hosts: expected a list of strings, got 'app@127.0.0.2'",
         "topologies.k8s.strategy: unknown strategy 'kubernetes.nope' "
-        f"(known: {', '.join(sorted(Plugins.load().strategies()))})",
+        f"(known: {', '.join(sorted(Plugins.load().strategies()))}); "
+        "did you mean 'kubernetes.dns'?",
     ]
 
 
@@ -219,6 +220,33 @@ def test_unknown_registry_backend_lists_the_known_ones() -> None:
     known = sorted(Plugins.load().registry_backends())
     assert {"crdt", "local"} <= set(known)
     assert found == [f"registry.backend: unknown registry backend 'zk' (known: {', '.join(known)})"]
+
+
+def test_a_misspelt_registry_backend_gets_a_suggestion() -> None:
+    found = problems({"node": {"name": "app@127.0.0.2"}, "registry": {"backend": "crtd"}})
+    known = ", ".join(sorted(Plugins.load().registry_backends()))
+    assert found == [
+        f"registry.backend: unknown registry backend 'crtd' (known: {known}); did you mean 'crdt'?"
+    ]
+
+
+def test_etcd_without_its_plugin_names_the_plugin_to_install() -> None:
+    without = Plugins.load(entry_points=False)  # the built-in plugins only
+    found = problems(
+        {
+            "node": {"name": "app@127.0.0.2"},
+            "registry": {"backend": "etcd"},
+            "topologies": {"discovery": {"strategy": "etcd"}},
+        },
+        plugins=without,
+    )
+    strategies = ", ".join(sorted(without.strategies()))
+    backends = ", ".join(sorted(without.registry_backends()))
+    plugin = "the pycluster-etcd plugin provides it: pip install pycluster-etcd"
+    assert found == [
+        f"topologies.discovery.strategy: unknown strategy 'etcd' (known: {strategies}); {plugin}",
+        f"registry.backend: unknown registry backend 'etcd' (known: {backends}); {plugin}",
+    ]
 
 
 def test_topology_names_are_checked() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Hashable, Mapping
@@ -37,6 +38,13 @@ class Extensions(Protocol):
 
     def registry_backends(self) -> Mapping[str, _WithOptions]: ...
 
+
+PLUGINS_PROVIDING: Mapping[str, Mapping[str, str]] = {
+    "strategy": {"etcd": "pycluster-etcd"},
+    "registry backend": {"etcd": "pycluster-etcd"},
+}
+"""For each kind of extension, names that a known plugin distribution provides: an unknown
+name among them is a plugin to install, not a typo."""
 
 _TOPOLOGY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
@@ -244,13 +252,8 @@ def _plugin_configs(
                 continue
             strategy = strategies.get(raw["strategy"])
             if strategy is None:
-                known = ", ".join(sorted(strategies)) or "none installed"
-                issues.append(
-                    ConfigIssue(
-                        join_path(path, "strategy"),
-                        f"unknown strategy {raw['strategy']!r} (known: {known})",
-                    )
-                )
+                message = _unknown("strategy", raw["strategy"], strategies)
+                issues.append(ConfigIssue(join_path(path, "strategy"), message))
                 continue
             raw_config = raw.get("config", {})
             built[name] = structure(strategy.Config, raw_config, join_path(path, "config"), issues)
@@ -261,14 +264,20 @@ def _plugin_configs(
             backends = plugins.registry_backends()
             backend = backends.get(backend_name)
             if backend is None:
-                known = ", ".join(sorted(backends)) or "none installed"
-                issues.append(
-                    ConfigIssue(
-                        "registry.backend",
-                        f"unknown registry backend {backend_name!r} (known: {known})",
-                    )
-                )
+                message = _unknown("registry backend", backend_name, backends)
+                issues.append(ConfigIssue("registry.backend", message))
             else:
                 raw_options = registry.get("options", {})
                 options = structure(backend.Options, raw_options, "registry.options", issues)
     return built, options
+
+
+def _unknown(kind: str, name: str, known: Mapping[str, object]) -> str:
+    """The problem with an unknown strategy or backend ``name``: the known ones, then the
+    plugin that provides it, or else the known name it is closest to."""
+    message = f"unknown {kind} {name!r} (known: {', '.join(sorted(known)) or 'none installed'})"
+    plugin = PLUGINS_PROVIDING.get(kind, {}).get(name)
+    if plugin is not None:
+        return f"{message}; the {plugin} plugin provides it: pip install {plugin}"
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
