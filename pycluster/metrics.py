@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -26,6 +27,26 @@ class NodeMetrics:
         self.disconnects = Counter(
             "pycluster_topology_disconnects",
             "Nodes a topology disconnected because discovery left them out.",
+            ["topology"],
+            registry=self.registry,
+        )
+        self.topology_state = Gauge(
+            "pycluster_topology_state",
+            "1 for the state a topology is in (starting, running, restarting, failed, "
+            "stopped, abandoned), 0 for the others.",
+            ["topology", "state"],
+            registry=self.registry,
+        )
+        self.topology_problem = Gauge(
+            "pycluster_topology_problem",
+            "1 while a topology's discovery reports a problem (its lookups keep failing, "
+            "its input is bad...), 0 once it recovers.",
+            ["topology"],
+            registry=self.registry,
+        )
+        self.topology_failed_attempts = Counter(
+            "pycluster_topology_failed_attempts",
+            "Discovery attempts of a topology that reported a problem.",
             ["topology"],
             registry=self.registry,
         )
@@ -111,6 +132,12 @@ class NodeMetrics:
     def connect_result(self, topology: str, ok: bool) -> None:
         """Count one connection attempt of ``topology``."""
         self.connects.labels(topology, "ok" if ok else "failed").inc()
+
+    def set_topology_state(self, topology: str, state: str, states: Iterable[str]) -> None:
+        """Show ``topology`` in ``state``: its series of ``state`` at 1, those of the other
+        ``states`` at 0 (every state has a series, so an alert can match on 1)."""
+        for each in states:
+            self.topology_state.labels(topology, each).set(1 if each == state else 0)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -22,6 +22,8 @@ import time
 from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any, ClassVar
 
+import attrs
+
 from pycluster.discovery import Plan, plan
 from pycluster.events import Notifier, TopologyConnect, TopologyDisconnect
 from pycluster.membership import Membership
@@ -54,6 +56,21 @@ class Strategy(abc.ABC):
         Raising is a crash: the Supervisor logs it and restarts a fresh instance with
         backoff. Returning ends this topology's discovery for good.
         """
+
+
+@attrs.frozen
+class DiscoveryProblem:
+    """A problem a topology's strategy reports (:meth:`pycluster.Topology.problem`) and
+    has not yet reported gone: what ``/status`` shows of it."""
+
+    message: str
+    """The problem as the strategy wrote it."""
+    reason: str | None
+    """The short, fixed word the strategy gave for its kind (``failed``, ``unreadable``...)."""
+    since: float
+    """When it was first reported (Unix time, seconds)."""
+    failed_attempts: int
+    """Attempts that reported it, one after the other (the first included)."""
 
 
 class TopologyLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -91,13 +108,24 @@ class Topology:
         self._problem: str | None = None
         self._reason: str | None = None
         self._repeats = 0
-        self._since = self._summarised = 0.0
+        self._since = self._summarised = self._since_wall = 0.0
         self._bad_names = Throttle(PROBLEM_SUMMARY_INTERVAL)
         self.listed: frozenset[str] = frozenset()
         """Nodes the last used discovery answer listed (canonical names)."""
         self.excluded: frozenset[str] = frozenset()
         """Nodes a successful answer left out (canonical names); their reconnects are
         refused."""
+        if metrics is not None:
+            # Series at 0 from the start, so "no problem" is a sample, not an absence.
+            metrics.topology_problem.labels(name).set(0)
+            metrics.topology_failed_attempts.labels(name)
+
+    @property
+    def current_problem(self) -> DiscoveryProblem | None:
+        """The problem the strategy last reported, until it reports None (recovery)."""
+        if self._problem is None:
+            return None
+        return DiscoveryProblem(self._problem, self._reason, self._since_wall, self._repeats)
 
     @property
     def self_name(self) -> str:
@@ -162,12 +190,24 @@ class Topology:
     def problem(self, message: str | None, *, reason: str | None = None) -> None:
         """Report discovery's current problem (None: none), on every attempt.
 
+        Call it after each attempt (a lookup, a file read, a poll): with the problem's
+        text when the attempt failed or its input was bad, with None when it went well,
+        which is how recovery is seen. Write the text without timings or counters: the same
+        text on consecutive attempts is one problem that lasts, new text a new problem.
+
         A problem is logged when it first appears or changes; while it repeats, a summary
         at most every ``PROBLEM_SUMMARY_INTERVAL`` seconds; recovery once, with the count.
         ``reason`` is a short, fixed word naming the kind of problem (``unreadable``,
         ``nxdomain``...), the ``reason`` field of those records (never text from the input).
+        Until recovery, the problem is in :attr:`current_problem` (``/status``) and
+        ``pycluster_topology_problem`` is 1; each failed attempt counts in
+        ``pycluster_topology_failed_attempts_total``.
         """
         now = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.topology_problem.labels(self.name).set(0 if message is None else 1)
+            if message is not None:
+                self._metrics.topology_failed_attempts.labels(self.name).inc()
         if message == self._problem:
             if message is not None:
                 self._repeats += 1
@@ -207,6 +247,7 @@ class Topology:
             )
         self._problem, self._reason = message, reason
         self._repeats, self._since, self._summarised = 1, now, now
+        self._since_wall = time.time()
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep; return False at once when the node is shutting down, else True."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, get_args
 
 import attrs
 
@@ -25,7 +26,7 @@ from pycluster.logs import current_topology
 from pycluster.membership import Membership
 from pycluster.metrics import NodeMetrics
 from pycluster.plugins import Plugins
-from pycluster.strategy import Strategy, Topology
+from pycluster.strategy import DiscoveryProblem, Strategy, Topology
 
 log = logging.getLogger("pycluster.supervisor")
 
@@ -62,20 +63,50 @@ class TopologyStatus:
     crashes: int
     """Crashes since the node started (the last one may have marked the topology failed)."""
     last_error: str | None
+    problem: DiscoveryProblem | None = None
+    """The problem its strategy reports, until it reports recovery
+    (:meth:`Topology.problem <pycluster.Topology.problem>`)."""
 
     def to_json(self) -> dict[str, object]:
-        """The ``topologies.NAME`` object of ``/status``."""
-        return attrs.asdict(self)
+        """The ``topologies.NAME`` object of ``/status``: ``strategy``, ``state``,
+        ``crashes``, ``last_error``, and the current ``problem`` (its text, or null),
+        ``problem_since`` (ISO 8601, UTC, as JSON log records' ``timestamp``; null without
+        a problem) and ``failed_attempts`` (0 without a problem)."""
+        problem = self.problem
+        return {
+            "strategy": self.strategy,
+            "state": self.state,
+            "crashes": self.crashes,
+            "last_error": self.last_error,
+            "problem": None if problem is None else problem.message,
+            "problem_since": None
+            if problem is None
+            else datetime.datetime.fromtimestamp(problem.since, datetime.UTC).isoformat(),
+            "failed_attempts": 0 if problem is None else problem.failed_attempts,
+        }
 
 
 class _Supervised:
-    def __init__(self, topology: Topology, strategy: type[Strategy]) -> None:
+    def __init__(
+        self, topology: Topology, strategy: type[Strategy], metrics: NodeMetrics | None
+    ) -> None:
         self.topology = topology
         self.strategy = strategy
-        self.state: State = "starting"
+        self._metrics = metrics
+        self.state = "starting"
         self.crashes = 0
         self.last_error: str | None = None
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self._state = state
+        if self._metrics is not None:
+            self._metrics.set_topology_state(self.topology.name, state, get_args(State))
 
 
 class Supervisor:
@@ -109,6 +140,7 @@ class Supervisor:
                     metrics,
                 ),
                 strategies[topology.strategy],
+                metrics,
             )
             for name, topology in topologies.items()
         }
@@ -119,9 +151,15 @@ class Supervisor:
         return {name: run.topology for name, run in self._runs.items()}
 
     def status(self) -> dict[str, TopologyStatus]:
-        """Each topology's strategy, state, crash count and last error."""
+        """Each topology's strategy, state, crash count, last error and current problem."""
         return {
-            name: TopologyStatus(run.strategy.name, run.state, run.crashes, run.last_error)
+            name: TopologyStatus(
+                run.strategy.name,
+                run.state,
+                run.crashes,
+                run.last_error,
+                run.topology.current_problem,
+            )
             for name, run in self._runs.items()
         }
 

@@ -21,10 +21,12 @@ from pycluster import (
     Plugins,
     TopologyConnect,
     TopologyDisconnect,
+    TopologyRestartPolicy,
     hookimpl,
     load_config,
     parse_node_name,
 )
+from pycluster.metrics import NodeMetrics
 from pycluster.strategies.dns import failure_reason
 from pycluster.strategies.dns_answers import (
     Failed,
@@ -40,6 +42,7 @@ from pycluster.strategies.dns_answers import (
     srv_node_names,
     srv_query_name,
 )
+from pycluster.supervisor import Supervisor
 from tests.conftest import crashes, eventually, logged, supervisor_for
 from tests.hyp import base_names, ipv4_hosts, ipv6_hosts
 from tests.lab.dnsmasq import Dnsmasq
@@ -405,6 +408,62 @@ async def test_failed_empty_and_missing_answers_keep_the_nodes(
     assert recoveries() == 2
     # The strategy never crashed and was restarted along the way.
     assert crashes(caplog) == []
+
+
+async def test_a_dead_nameserver_is_a_problem_in_status_and_metrics_until_it_answers(
+    dnsmasq: Dnsmasq, network: InMemoryNetwork, plugins: Plugins
+) -> None:
+    me = APP[0]
+    network.join(APP[1])
+    await dnsmasq.set_hosts({SERVICE: ips(2, 3)})
+    # A short timeout: each failed lookup takes that long, and the test waits for three.
+    keys = {**resolver_keys(dnsmasq), "timeout": 500}
+    topology = {
+        "strategy": "dns_poll",
+        "config": {"query": SERVICE, "node_basename": "app", **keys},
+    }
+    config = load_config(
+        {"node": {"name": me}, "topologies": {"t": topology}}, env={}, plugins=plugins
+    )
+    metrics = NodeMetrics()
+    supervisor = Supervisor(
+        config.topologies,
+        membership=network.join(me),
+        plugins=plugins,
+        policy=TopologyRestartPolicy(initial_delay=0.01),
+        metrics=metrics,
+    )
+
+    def health() -> dict[str, object]:
+        return supervisor.status()["t"].to_json()
+
+    def problem_gauge() -> float | None:
+        return metrics.registry.get_sample_value("pycluster_topology_problem", {"topology": "t"})
+
+    async with supervisor:
+        await eventually(lambda: network.links(me) == [APP[1]])
+        assert (health()["problem"], health()["failed_attempts"], problem_gauge()) == (None, 0, 0)
+        await dnsmasq.stop()
+        await eventually(lambda: health()["problem"] is not None, timeout=15)
+        first = health()
+        assert f"no answer within {keys['timeout'] / 1000:g} s" in str(first["problem"])
+        assert problem_gauge() == 1
+        await eventually(lambda: health()["failed_attempts"] == 3, timeout=15)
+        assert health()["problem_since"] == first["problem_since"]
+        assert health()["state"] == "running"
+        await dnsmasq.start()
+        await eventually(lambda: health()["problem"] is None, timeout=15)
+        assert (health()["problem_since"], health()["failed_attempts"], problem_gauge()) == (
+            None,
+            0,
+            0,
+        )
+        assert network.links(me) == [APP[1]]
+    failed = metrics.registry.get_sample_value(
+        "pycluster_topology_failed_attempts_total", {"topology": "t"}
+    )
+    assert failed is not None
+    assert failed >= 3
 
 
 async def test_a_refusing_nameserver_is_a_failed_lookup(

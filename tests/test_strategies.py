@@ -192,6 +192,77 @@ async def test_hosts_file_skips_and_counts_bad_lines_and_connects_the_others(
         assert "'x@h:\u00b2'" in bad.problem
 
 
+async def test_an_unreadable_hosts_file_is_a_problem_in_status_until_it_reads(
+    tmp_path: Path, network: InMemoryNetwork, plugins: Plugins
+) -> None:
+    network.join(NAMES[1])
+    hosts = tmp_path / "hosts"  # not there yet
+    topology = {"strategy": "hosts_file", "config": {"path": str(hosts), "polling_interval": 10}}
+    me, metrics = counting_supervisor(NAMES[0], topology, network, plugins)
+
+    def problem_gauge() -> float | None:
+        return metrics.registry.get_sample_value("pycluster_topology_problem", {"topology": "t"})
+
+    async with me:
+        await eventually(lambda: me.status()["t"].to_json()["failed_attempts"] >= 3)
+        status = me.status()["t"]
+        assert status.problem is not None
+        assert (status.state, status.problem.reason) == ("running", "unreadable")
+        assert str(hosts) in status.problem.message
+        assert problem_gauge() == 1
+        write_atomically(hosts, f"{NAMES[1]}\n")
+        await eventually(lambda: me.status()["t"].problem is None)
+        assert problem_gauge() == 0
+        await eventually(lambda: network.links(NAMES[0]) == [NAMES[1]])
+        assert me.status()["t"].to_json()["failed_attempts"] == 0
+
+
+def test_a_problem_lasts_while_its_text_repeats_and_new_text_is_a_new_problem() -> None:
+    metrics = NodeMetrics()
+    topology = Topology(
+        "t",
+        "epmd",
+        None,
+        InMemoryNetwork().join(NAMES[0]),
+        Plugins.load(),
+        asyncio.Event(),
+        metrics,
+    )
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"topology": "t"})
+
+    assert topology.current_problem is None
+    assert (
+        sample("pycluster_topology_problem"),
+        sample("pycluster_topology_failed_attempts_total"),
+    ) == (0, 0)
+    for _ in range(3):
+        topology.problem("lookup failed", reason="failed")
+    lasting = topology.current_problem
+    assert lasting is not None
+    assert (lasting.message, lasting.reason, lasting.failed_attempts) == (
+        "lookup failed",
+        "failed",
+        3,
+    )
+    topology.problem("lookup refused", reason="refused")
+    changed = topology.current_problem
+    assert changed is not None
+    assert (changed.message, changed.reason, changed.failed_attempts) == (
+        "lookup refused",
+        "refused",
+        1,
+    )
+    assert changed.since >= lasting.since
+    assert sample("pycluster_topology_problem") == 1
+    topology.problem(None)
+    assert topology.current_problem is None
+    assert sample("pycluster_topology_problem") == 0
+    # Every failed attempt counted, whatever its text; recovery is not one.
+    assert sample("pycluster_topology_failed_attempts_total") == 4
+
+
 def test_a_repeating_problem_is_logged_once_then_summarised(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import random
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from pycluster import (
     InMemoryNetwork,
+    Node,
     Plugins,
     Strategy,
     StrategyCrashed,
@@ -20,7 +22,9 @@ from pycluster import (
     hookimpl,
     load_config,
 )
+from pycluster.metrics import NodeMetrics
 from pycluster.supervisor import Supervisor
+from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually, logged
 
 
@@ -85,13 +89,29 @@ class Once(Strategy):
         Once.runs += 1
 
 
+class Troubled(Strategy):
+    """Looks up every 5 ms; each lookup fails while ``broken`` is set."""
+
+    name = "test.troubled"
+    Config = NoConfig
+    broken: ClassVar[bool] = True
+    attempts: ClassVar[int] = 0
+
+    async def run(self, topology: Topology) -> None:
+        while True:
+            Troubled.attempts += 1
+            topology.problem("lookup failed" if Troubled.broken else None, reason="failed")
+            if not await topology.sleep(0.005):
+                return
+
+
 class Recorder:
     def __init__(self) -> None:
         self.crashes: list[StrategyCrashed] = []
 
     @hookimpl
     def pycluster_register_strategies(self) -> Iterable[type[Strategy]]:
-        return [Crasher, Ticker, Sleeper, Stubborn, Once]
+        return [Crasher, Ticker, Sleeper, Stubborn, Once, Troubled]
 
     @hookimpl
     def pycluster_strategy_crashed(self, event: StrategyCrashed) -> None:
@@ -111,10 +131,15 @@ def reset_counters() -> None:
     Ticker.cleaned_up = False
     Sleeper.woke = False
     Once.runs = 0
+    Troubled.broken = True
+    Troubled.attempts = 0
 
 
 def make_supervisor(
-    strategies: dict[str, str], policy: TopologyRestartPolicy, *extra: object
+    strategies: dict[str, str],
+    policy: TopologyRestartPolicy,
+    *extra: object,
+    metrics: NodeMetrics | None = None,
 ) -> tuple[Supervisor, Recorder]:
     recorder = Recorder()
     plugins = Plugins.load(entry_points=False, extra=[recorder, *extra])
@@ -133,8 +158,133 @@ def make_supervisor(
         plugins=plugins,
         policy=policy,
         rng=random.Random(7),
+        metrics=metrics,
     )
     return supervisor, recorder
+
+
+def sample(metrics: NodeMetrics, name: str, **labels: str) -> float | None:
+    """The value of series ``name`` with ``labels``, None if it does not exist."""
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def states(metrics: NodeMetrics, topology: str) -> dict[str, float | None]:
+    """``pycluster_topology_state`` of ``topology``, by state."""
+    every = ("starting", "running", "restarting", "failed", "stopped", "abandoned")
+    return {
+        state: sample(metrics, "pycluster_topology_state", topology=topology, state=state)
+        for state in every
+    }
+
+
+def only(state: str) -> dict[str, float]:
+    """The state series of a topology in ``state``."""
+    every = ("starting", "running", "restarting", "failed", "stopped", "abandoned")
+    return {each: 1.0 if each == state else 0.0 for each in every}
+
+
+async def test_a_lasting_problem_shows_in_status_and_metrics_until_recovery() -> None:
+    metrics = NodeMetrics()
+    supervisor, _ = make_supervisor(
+        {"dns": "test.troubled", "quiet": "test.ticker"}, TopologyRestartPolicy(), metrics=metrics
+    )
+    before = datetime.datetime.now(datetime.UTC)
+    # Series exist at 0 before any attempt: "no problem" is a sample, not an absence.
+    assert sample(metrics, "pycluster_topology_problem", topology="quiet") == 0
+    assert sample(metrics, "pycluster_topology_failed_attempts_total", topology="quiet") == 0
+    async with supervisor:
+        await eventually(lambda: supervisor.status()["dns"].to_json()["failed_attempts"] == 3)
+        first = supervisor.status()["dns"].to_json()
+        await eventually(lambda: supervisor.status()["dns"].to_json()["failed_attempts"] >= 6)
+        later = supervisor.status()["dns"].to_json()
+        assert first["problem"] == later["problem"] == "lookup failed"
+        assert (later["state"], later["crashes"], later["last_error"]) == ("running", 0, None)
+        # The problem started once: its start does not move while it lasts.
+        assert first["problem_since"] == later["problem_since"]
+        assert isinstance(later["problem_since"], str)
+        since = datetime.datetime.fromisoformat(later["problem_since"])
+        assert before <= since <= datetime.datetime.now(datetime.UTC)
+        assert sample(metrics, "pycluster_topology_problem", topology="dns") == 1
+        counted = sample(metrics, "pycluster_topology_failed_attempts_total", topology="dns")
+        assert counted is not None
+        assert counted >= 6
+        assert states(metrics, "dns") == only("running")
+        # A topology with no problem shows none.
+        quiet = supervisor.status()["quiet"].to_json()
+        assert (quiet["problem"], quiet["problem_since"], quiet["failed_attempts"]) == (
+            None,
+            None,
+            0,
+        )
+        assert sample(metrics, "pycluster_topology_problem", topology="quiet") == 0
+
+        Troubled.broken = False
+        await eventually(lambda: supervisor.status()["dns"].problem is None)
+        recovered = supervisor.status()["dns"].to_json()
+        assert (recovered["problem"], recovered["problem_since"]) == (None, None)
+        assert recovered["failed_attempts"] == 0
+        assert sample(metrics, "pycluster_topology_problem", topology="dns") == 0
+        # Recovered attempts are not failures: the counter stays where the problem left it.
+        total = sample(metrics, "pycluster_topology_failed_attempts_total", topology="dns")
+        attempts = Troubled.attempts
+        await eventually(lambda: Troubled.attempts >= attempts + 3)
+        assert sample(metrics, "pycluster_topology_failed_attempts_total", topology="dns") == total
+
+        # It comes back: a new problem, counted from 1 with a new start.
+        Troubled.broken = True
+        await eventually(lambda: supervisor.status()["dns"].problem is not None)
+        again = supervisor.status()["dns"].to_json()
+        assert again["problem"] == "lookup failed"
+        assert isinstance(again["problem_since"], str)
+        assert datetime.datetime.fromisoformat(again["problem_since"]) > since
+        assert sample(metrics, "pycluster_topology_problem", topology="dns") == 1
+    assert states(metrics, "dns") == only("stopped")
+
+
+async def test_topology_state_is_a_gauge_per_state() -> None:
+    metrics = NodeMetrics()
+    policy = TopologyRestartPolicy(initial_delay=0.01, max_delay=0.01, max_restarts=2, window=30)
+    supervisor, _ = make_supervisor(
+        {"bad": "test.crasher", "good": "test.ticker"}, policy, metrics=metrics
+    )
+    # Before start, every topology is starting.
+    assert states(metrics, "bad") == only("starting")
+    async with supervisor:
+        await eventually(lambda: supervisor.status()["bad"].state == "failed")
+        assert states(metrics, "bad") == only("failed")
+        assert states(metrics, "good") == only("running")
+    assert states(metrics, "bad") == only("failed")
+    assert states(metrics, "good") == only("stopped")
+
+
+async def test_a_failed_topology_leaves_the_node_ready_and_shows_in_status_and_metrics() -> None:
+    plugins = Plugins.load(entry_points=False, extra=[Recorder()])
+    config = load_config(
+        {
+            "node": {"name": "node1@memory"},
+            "topologies": {
+                "bad": {"strategy": "test.crasher"},
+                "good": {"strategy": "test.ticker"},
+            },
+        },
+        env={},
+        plugins=plugins,
+    )
+    node = Node(
+        config,
+        cookie="a-cookie-long-enough-for-the-checks",
+        plugins=plugins,
+        policy=TopologyRestartPolicy(initial_delay=0.01, max_delay=0.01, max_restarts=1),
+        network=MemoryNetwork(),
+    )
+    async with node:
+        await eventually(lambda: node.status()["topologies"]["bad"]["state"] == "failed")
+        assert node.ready()
+        bad = node.status()["topologies"]["bad"]
+        assert (bad["crashes"], bad["last_error"]) == (2, "RuntimeError: discovery exploded")
+        assert node.status()["topologies"]["good"]["state"] == "running"
+        assert states(node.metrics, "bad") == only("failed")
+        assert states(node.metrics, "good") == only("running")
 
 
 async def test_crashing_strategy_backs_off_then_fails_while_another_keeps_running(
