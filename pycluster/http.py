@@ -179,6 +179,8 @@ class Observed(Protocol):
 
     def ready(self) -> bool: ...
 
+    async def readiness(self) -> dict[str, Any]: ...
+
     def status(self) -> dict[str, Any]: ...
 
 
@@ -288,9 +290,8 @@ class HttpEndpoints:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self._node.ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        answer = await self._node.readiness()
+        return web.json_response(answer, status=200 if answer["ready"] else 503)
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self._node.status())

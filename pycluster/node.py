@@ -14,6 +14,7 @@ A node builds its parts and runs their lifecycle; the parts do the work:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Sequence
@@ -184,6 +185,9 @@ class Node:
         self._http: HttpEndpoints | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.started = False
+        self._min_peers = config.node.ready.min_peers
+        self._first_ready = False
+        self._readiness_checks: dict[str, tuple[Callable[[], object], float]] = {}
 
     def _refuses(self, peer: str) -> bool:
         return self.supervisor.refuses(peer)
@@ -354,5 +358,59 @@ class Node:
         }
 
     def ready(self) -> bool:
-        """Ready once listening and the registry has merged with every connected peer."""
-        return self.started and self.registry.ready()
+        """Ready once listening and the registry has merged with every connected peer, and,
+        the first time, once ``node.ready.min_peers`` peers are connected (losing peers
+        later does not unready the node). ``/readyz`` also runs the application's checks
+        (:meth:`add_readiness_check`)."""
+        if not (self.started and self.registry.ready()):
+            return False
+        if not self._first_ready:
+            if len(self.nodes()) < self._min_peers:
+                return False
+            self._first_ready = True
+        return True
+
+    def add_readiness_check(
+        self, name: str, check: Callable[[], object], *, timeout: float = 1.0
+    ) -> None:
+        """Make ``/readyz`` answer 503 while ``check()`` (a function or a coroutine
+        function) returns a false value, raises, or takes longer than ``timeout`` seconds.
+        A check of the same name replaces the previous one."""
+        if not timeout > 0:
+            raise ValueError(f"a readiness check's timeout is above 0, not {timeout!r}")
+        self._readiness_checks[name] = (check, timeout)
+
+    async def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` answers: ``{"ready": bool, "checks": {name: "ok" or why}}``,
+        the node's own conditions (``node``, ``peers``, ``registry``) and the
+        application's checks."""
+        own_ready = self.ready()  # first: it may pass the first-readiness gate
+        checks: dict[str, str] = {"node": "ok" if self.started else "not running"}
+        if not self._first_ready:
+            peers = len(self.nodes())
+            checks["peers"] = (
+                "ok"
+                if peers >= self._min_peers
+                else f"{peers} of the {self._min_peers} peers node.ready.min_peers asks for"
+            )
+        checks["registry"] = (
+            "ok" if self.registry.ready() else "not yet merged with every connected peer"
+        )
+        for name, (check, timeout) in list(self._readiness_checks.items()):
+            checks[name] = await _run_check(check, timeout)
+        ready = own_ready and all(result == "ok" for result in checks.values())
+        return {"ready": ready, "checks": checks}
+
+
+async def _run_check(check: Callable[[], object], timeout: float) -> str:
+    """``"ok"``, or why a readiness check did not pass."""
+    try:
+        async with asyncio.timeout(timeout):
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+    except TimeoutError:
+        return f"no answer within {timeout} s"
+    except Exception as exc:
+        return f"raised {type(exc).__name__}: {exc}"[:300]
+    return "ok" if result else "failed"

@@ -65,7 +65,7 @@ topologies:
     found = problems(path)
     assert found == [
         "node.cookei: unknown key 'cookei' (did you mean 'cookie'?); known keys: name, port, "
-        "bind, cookie, tls, net_tick_timeout, max_frame_size, http",
+        "bind, cookie, tls, net_tick_timeout, max_frame_size, http, ready",
         "node.name: expected name@host or name@host:port (the host after '@' is empty), got 'app@'",
         "node.port: expected a port number from 1 to 65535, got 70000",
         "topologies.static.config.hosts: expected a list of strings, got 'app@127.0.0.2'",
@@ -304,6 +304,7 @@ def test_describe_lists_every_key_with_type_and_default() -> None:
         "net_tick_timeout",
         "max_frame_size",
         "http",
+        "ready",
     ]
     assert rows["name"].default == "required"
     assert rows["port"].default == "9100"

@@ -46,6 +46,20 @@ class HttpConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ReadyConfig:
+    """When the node first reports ready (``/readyz``)."""
+
+    min_peers: int = setting(
+        default=0,
+        doc="Peers the node must be connected to, with its registry merged with theirs, "
+        "before it first reports ready. Only the first readiness waits: losing peers later "
+        "does not make the node unready, so a partition cannot empty a Service.",
+        expect="a number of peers from 0 to 10000",
+        check=checks.between(0, 10_000),
+    )
+
+
+@attrs.frozen(kw_only=True)
 class NodeConfig:
     """This node: its name, where it listens, and how it proves itself to peers."""
 
@@ -88,6 +102,7 @@ class NodeConfig:
         check=checks.between(1024, 2**31 - 1),
     )
     http: HttpConfig | None = setting(default=None, doc="HTTP endpoints; off when absent.")
+    ready: ReadyConfig = setting(factory=ReadyConfig, doc="When the node first reports ready.")
 
 
 @attrs.frozen(kw_only=True)
