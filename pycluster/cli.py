@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pycluster import __version__
+from pycluster import __version__, app
 from pycluster.config import Config, ConfigError, ConfigIssue, checks
 from pycluster.demo import run_demo
 from pycluster.errors import NotConnected
@@ -30,6 +30,7 @@ from pycluster.throttle import Throttle
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 1
 EXIT_BROKEN_PIPE = 1
+EXIT_APP_FAILED = 1
 """Exit status when whoever read the output stopped reading (``... | head -1``): 1, as
 the Python docs' note on SIGPIPE does, rather than a shell's 141 for a signal we ignore."""
 COOKIE_ENV = "PYCLUSTER_COOKIE"
@@ -107,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         default="text",
         help="log lines as text (default) or as JSON objects, one a line",
     )
+    run.add_argument(
+        "--app",
+        metavar="MODULE:ATTRIBUTE",
+        help="your service, called with the started node (overrides app in CONFIG)",
+    )
+    _app_dir_argument(run)
     _cookie_arguments(run)
     run.set_defaults(run=_run)
 
@@ -131,12 +138,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help='print the result as JSON: {"config", "ok", "problems": [{"path", "message"}]}',
     )
+    _app_dir_argument(check)
     check.set_defaults(run=_check)
 
     demo = command("demo", "start local nodes and show them form a cluster")
     demo.add_argument("--nodes", type=_node_count, default=3, help="how many nodes (1-20)")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _app_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app-dir",
+        metavar="DIR",
+        default=".",
+        help="directory put first on sys.path to import the app (default: the current one)",
+    )
 
 
 def _cookie_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,14 +207,22 @@ def _node_count(text: str) -> int:
     return int(text)
 
 
+def _checked_config(args: argparse.Namespace) -> Config:
+    """The config, and its app resolved (imported, not run) when it names one."""
+    config = load_config(args.config)
+    if config.app is not None:
+        app.resolve(config.app, args.app_dir)
+    return config
+
+
 def _check(args: argparse.Namespace) -> int:
     if not args.json:
-        config = load_config(args.config)
+        config = _checked_config(args)
         print(f"{args.config}: ok: {summary(config)}")
         return 0
     problems: list[dict[str, str]] = []
     try:
-        load_config(args.config)
+        _checked_config(args)
     except ConfigError as exc:
         problems = [{"path": issue.path, "message": issue.message} for issue in exc.issues]
     except PluginError as exc:
@@ -224,9 +249,12 @@ def _run(args: argparse.Namespace) -> int:
         overrides["node.name"] = args.name
     if args.port is not None:
         overrides["node.port"] = args.port
+    if args.app is not None:
+        overrides["app"] = args.app
     config = load_config(args.config, overrides=overrides)
     cookie = cookie_from(args, config.node.cookie)
-    return asyncio.run(_run_node(config, cookie, args.log_format))
+    service = None if config.app is None else app.resolve(config.app, args.app_dir)
+    return asyncio.run(_run_node(config, cookie, args.log_format, service))
 
 
 def raise_fd_limit() -> None:
@@ -263,7 +291,12 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-async def _run_node(config: Config, cookie: tuple[str, ...], log_format: LogFormat) -> int:
+async def _run_node(
+    config: Config,
+    cookie: tuple[str, ...],
+    log_format: LogFormat,
+    service: app.App | None = None,
+) -> int:
     raise_fd_limit()
     quiet_accept_errors(asyncio.get_running_loop())
     stop = asyncio.Event()
@@ -279,10 +312,43 @@ async def _run_node(config: Config, cookie: tuple[str, ...], log_format: LogForm
         await node.stop()
         return EXIT_UNREACHABLE
     try:
-        await stop.wait()
+        if service is None or config.app is None:
+            await stop.wait()
+        else:
+            return await _serve(node, config.app, service, stop)
         log.info("%s: leaving the cluster", node.name, extra={"event": "leaving"})
     finally:
         await node.stop()
+    return 0
+
+
+async def _serve(node: Node, spec: str, service: app.App, stop: asyncio.Event) -> int:
+    """Run the app on ``node`` until ``stop``: called once the node is first ready; the
+    node is ready (``/readyz``) only while it runs, from its start to the stop signal."""
+    serving = False
+    node.add_readiness_check("app", lambda: serving)
+    stopped = asyncio.ensure_future(stop.wait())
+    while not node.ready():  # the first readiness: min_peers connected and merged
+        done, _ = await asyncio.wait({stopped}, timeout=0.05)
+        if done:
+            return 0
+    try:
+        lifespan = await app.enter(spec, service, node)
+    except app.AppError as exc:
+        stopped.cancel()
+        log.error("%s: %s", node.name, exc, exc_info=exc.__cause__, extra={"event": "app_failed"})
+        print(f"pycluster: {exc}", file=sys.stderr)
+        return EXIT_APP_FAILED
+    serving = True
+    log.info("%s: %s started", node.name, spec, extra={"event": "app_started"})
+    await stopped
+    serving = False  # /readyz answers 503 from here on
+    log.info("%s: leaving the cluster", node.name, extra={"event": "leaving"})
+    if lifespan is not None:
+        try:
+            await lifespan.__aexit__(None, None, None)
+        except Exception:
+            log.exception("%s: %s failed while stopping", node.name, spec)
     return 0
 
 

@@ -8,6 +8,7 @@ found through the plugins (see :mod:`pycluster.config.load`).
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import attrs
@@ -130,6 +131,17 @@ class Config:
     node: NodeConfig = setting(doc="This node.")
     registry: RegistryConfig = setting(
         factory=RegistryConfig, doc="The registry (the embedded ``crdt`` backend by default)."
+    )
+    app: str | None = setting(
+        default=None,
+        doc="Your service, as ``package.module:attribute``: ``pycluster run`` calls it with the "
+        'started node (see "Your service as a node"). ``pycluster run --app`` overrides it.',
+        expect="'package.module:attribute'",
+        check=lambda v: (
+            None
+            if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", v)
+            else "expected 'package.module:attribute'"
+        ),
     )
     topologies: dict[str, TopologyConfig] = setting(
         factory=dict, doc="Discovery topologies by name; each runs its own strategy."

@@ -109,6 +109,8 @@ class LabNode:
     command_prefix: tuple[str, ...] = ()
     """Run the node as ``PREFIX... python -m pycluster run CONFIG``; the prefix must exec
     the rest in the same process (e.g. tests.lab.hosts.private_hosts)."""
+    extra_args: tuple[str, ...] = ()
+    """Arguments after ``run CONFIG`` (e.g. ``--app``)."""
     process: subprocess.Popen[bytes] | None = None
     spawned_at: float | None = None
     """time.monotonic() when the process was spawned."""
@@ -147,7 +149,7 @@ class LabNode:
         env[COOKIE_ENV] = self.cookie  # never on the command line, where ps shows it
         env["PYTHONUNBUFFERED"] = "1"
         command = [sys.executable, "-m", "pycluster", *(["-v"] if self.verbose else [])]
-        command += ["run", str(self.config_path), "--log-format", "json"]
+        command += ["run", str(self.config_path), "--log-format", "json", *self.extra_args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 launcher(*self.command_prefix, *command),
