@@ -367,6 +367,13 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {peer}")
     for name, topology in status["topologies"].items():
         print(f"topology {name}: {topology['strategy']} {topology['state']}")
+        if topology.get("problem"):
+            print(
+                f"  problem since {topology.get('problem_since')}, "
+                f"{topology.get('failed_attempts')} failed attempt(s): {topology['problem']}"
+            )
+        if topology.get("last_error"):
+            print(f"  last crash: {topology['last_error']}")
     registry = status.get("registry") or {}
     synced = "synced" if registry.get("synced") else "still merging with its peers"
     print(f"registry: {registry.get('backend')}, {registry.get('names')} name(s), {synced}")

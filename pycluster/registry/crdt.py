@@ -157,9 +157,8 @@ class CrdtRegistry(RegistryBackend):
         self._broadcast(self.replica.leave(group, ref, reason))
 
     def _emit(self) -> None:
-        if self.replica._events:
-            for event in self.replica.take_events():
-                self.on_event(event)
+        for event in self.replica.take_events():
+            self.on_event(event)
 
     def _broadcast(self, change: Change | None) -> None:
         self._emit()

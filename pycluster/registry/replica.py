@@ -34,7 +34,7 @@ peer). The bounds keep this node's own clock sendable: msgpack carries integers 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pycluster.actors.ref import ActorRef
@@ -149,10 +149,10 @@ class Replica:
         own = self._own if names is None else {n: self._own[n] for n in names if n in self._own}
         return [entry for name, entry in own.items() if self._candidates[name][0] != entry]
 
-    def take_events(self) -> list[events.RegistryEvent]:
+    def take_events(self) -> Sequence[events.RegistryEvent]:
         """The events of the changes since the last call, in order."""
         if not self._events:
-            return []
+            return ()
         taken, self._events = self._events, []
         return taken
 

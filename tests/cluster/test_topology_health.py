@@ -74,6 +74,10 @@ async def test_a_dead_nameserver_shows_in_status_and_metrics_until_it_answers(
         first = seen[-1]
         await lab.until(lambda: failing(3), timeout=WITHIN, what="three failed lookups")
         later = seen[-1]
+        printed = await lab.cli("status", "--node", node.name)
+        assert printed.returncode == 0
+        assert f"topology {TOPOLOGY}: dns_poll running" in printed.stdout
+        assert f"  problem since {later['problem_since']}, " in printed.stdout
         # One problem that lasts: the same text and start, more attempts.
         assert later["problem"] == first["problem"]
         assert later["problem_since"] == first["problem_since"]
