@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,12 @@ from typing import Any
 from pycluster import __version__, app
 from pycluster.config import Config, ConfigError, ConfigIssue, checks
 from pycluster.demo import run_demo
-from pycluster.errors import NotConnected
+from pycluster.errors import NotConnected, RemoteError
 from pycluster.logs import FORMATS, LogFormat, configure_logging
 from pycluster.node import Node
 from pycluster.nodename import DEFAULT_PORT
 from pycluster.plugins import PluginError, load_config
-from pycluster.status import ask_status
+from pycluster.status import LEAVE_MAILBOX, ask_status, ask_to_leave
 from pycluster.throttle import Throttle
 
 EXIT_CONFIG = 2
@@ -130,6 +131,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(run=_status)
+
+    leave = command("leave", "ask a running node to leave the cluster gracefully and exit")
+    leave.add_argument("--node", required=True, help="name of the node that is to leave")
+    _cookie_arguments(leave)
+    leave.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port a --node name without one means (default {DEFAULT_PORT})",
+    )
+    leave.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait until it has left"
+    )
+    leave.set_defaults(run=_leave)
 
     check = command("check", "validate a config file (exit 2 on problems)")
     check.add_argument("config", metavar="CONFIG", help="path of the YAML config")
@@ -304,6 +319,7 @@ async def _run_node(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     node = Node(config, cookie=cookie)
+    node.register_mailbox(LEAVE_MAILBOX, lambda sender, body: stop.set())  # pycluster leave
     configure_logging(log_format, node=node.name, level=logging.getLogger().level)
     try:
         await node.start()
@@ -378,6 +394,38 @@ def _status(args: argparse.Namespace) -> int:
     synced = "synced" if registry.get("synced") else "still merging with its peers"
     print(f"registry: {registry.get('backend')}, {registry.get('names')} name(s), {synced}")
     return 0
+
+
+def _leave(args: argparse.Namespace) -> int:
+    cookie = cookie_from(args, None)
+    try:
+        asyncio.run(ask_to_leave(args.node, cookie, port=args.port, timeout=5.0))
+    except (NotConnected, TimeoutError) as exc:
+        print(f"pycluster: cannot ask {args.node} to leave: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except RemoteError:
+        print(
+            f"pycluster: {args.node} takes no leave request (only nodes run by `pycluster run` do)",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    if not asyncio.run(_gone(args.node, cookie, args.port, args.timeout)):
+        print(f"pycluster: {args.node} is still running after {args.timeout} s", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"{args.node} left the cluster")
+    return 0
+
+
+async def _gone(node: str, cookie: tuple[str, ...], port: int, timeout: float) -> bool:
+    """Whether ``node`` stops answering within ``timeout`` seconds (it has left)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            await ask_status(node, cookie, port=port, timeout=1.0)
+        except (NotConnected, TimeoutError):
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 def _demo(args: argparse.Namespace) -> int:

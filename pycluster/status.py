@@ -1,4 +1,5 @@
-"""Asking a running node for its view, as a hidden client (``pycluster status``, the demo)."""
+"""Asking a running node, as a hidden client: its view (``pycluster status``, the demo), or
+to leave the cluster (``pycluster leave``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,31 @@ async def ask_status(
     ``port`` is. NotConnected says why the node could not be asked when the log cannot:
     when the port answers HTTP (a node's ``node.http`` port, not its cluster port).
     """
+    status: dict[str, Any] = await ask(node, cookie, STATUS_MAILBOX, port=port, timeout=timeout)
+    return status
+
+
+LEAVE_MAILBOX = "$leave"
+"""A node run by ``pycluster run`` leaves the cluster when called here."""
+
+
+async def ask_to_leave(
+    node: str, cookie: str | tuple[str, ...], *, port: int = DEFAULT_PORT, timeout: float = 5.0
+) -> None:
+    """Ask ``node`` (run by ``pycluster run``) to leave the cluster gracefully and exit;
+    RemoteError if it is a node that takes no such request (an embedded one)."""
+    await ask(node, cookie, LEAVE_MAILBOX, port=port, timeout=timeout)
+
+
+async def ask(
+    node: str,
+    cookie: str | tuple[str, ...],
+    mailbox: str,
+    *,
+    port: int = DEFAULT_PORT,
+    timeout: float = 5.0,
+) -> Any:
+    """Call ``mailbox`` on ``node`` as a hidden client (see :func:`ask_status`)."""
     config = load_config(
         {"node": {"name": f"pycluster-status-{os.getpid()}@localhost", "port": port}}, env={}
     )
@@ -40,8 +66,7 @@ async def ask_status(
                     f"not its cluster port (node.port, default {DEFAULT_PORT})"
                 )
             raise NotConnected(f"could not connect to {node} (see the log above)")
-        status: dict[str, Any] = await client.call(node, STATUS_MAILBOX, None, timeout=timeout)
-        return status
+        return await client.call(node, mailbox, None, timeout=timeout)
 
 
 def _malformed(client: Node) -> float:
