@@ -95,9 +95,6 @@ class CrdtRegistry(RegistryBackend):
     def memberships(self, group: str) -> dict[ActorRef, Any]:
         return self.replica.memberships(group)
 
-    def members(self, group: str) -> list[ActorRef]:
-        return self.replica.members(group)
-
     def groups(self) -> list[str]:
         return self.replica.groups()
 

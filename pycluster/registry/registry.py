@@ -592,28 +592,13 @@ class Registry:
         return None if holder is None else AlreadyRunning(holder).to_wire()
 
     async def _remote_spawn(self, request: SpawnRequest, cls: type[Actor]) -> Any:
+        name, args, kwargs = request.name, request.args, request.kwargs
+        timeout, meta = request.timeout, request.meta
         try:
             if request.placement == "ring":
-                ref = await self.ring.spawn(
-                    request.name,
-                    cls,
-                    request.args,
-                    request.kwargs,
-                    None,
-                    request.timeout,
-                    request.meta,
-                )
+                ref = await self.ring.spawn(name, cls, args, kwargs, None, timeout, meta)
             else:
-                ref = await self.spawn_here(
-                    request.name,
-                    cls,
-                    request.args,
-                    request.kwargs,
-                    None,
-                    request.timeout,
-                    (),
-                    request.meta,
-                )
+                ref = await self.spawn_here(name, cls, args, kwargs, None, timeout, (), meta)
         except AlreadyStarted as exc:
             return AlreadyRunning(exc.ref).to_wire()
         return Spawned(ref).to_wire()
