@@ -35,6 +35,13 @@ EXIT_APP_FAILED = 1
 """Exit status when whoever read the output stopped reading (``... | head -1``): 1, as
 the Python docs' note on SIGPIPE does, rather than a shell's 141 for a signal we ignore."""
 COOKIE_ENV = "PYCLUSTER_COOKIE"
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+"""``--log-level``: the least severe level logged, by every library alike."""
 FD_LIMIT_CEILING = 1 << 20
 """Open files asked for when the hard limit is unlimited."""
 
@@ -65,9 +72,10 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     quiet = args.run is not _run
-    configure_logging(
-        getattr(args, "log_format", "text"), level=logging.WARNING if quiet else logging.INFO
-    )
+    level = LOG_LEVELS[args.log_level] if args.log_level else None
+    if level is None:
+        level = logging.WARNING if quiet else logging.INFO
+    configure_logging(getattr(args, "log_format", "text"), level=level)
     if args.verbose:
         # pycluster's own details (plugins log under pycluster_*); not every library's
         # (gRPC, say, logs each request at debug).
@@ -87,13 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pycluster", description="Form a cluster of Python services."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     parser.add_argument("--version", action="version", version=f"pycluster {__version__}")
-    # -v after the command too; SUPPRESS leaves an -v given before it standing.
+    _logging_arguments(parser, None)
+    # The same options after the command too; SUPPRESS leaves one given before it standing.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug details"
-    )
+    _logging_arguments(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
@@ -160,6 +166,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=_node_count, default=3, help="how many nodes (1-20)")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _logging_arguments(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if default is None else default,
+        help="log pycluster's own debug details",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=default,
+        help="the least severe level logged (default: info for run, warning otherwise)",
+    )
 
 
 def _app_dir_argument(parser: argparse.ArgumentParser) -> None:

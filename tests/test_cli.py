@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -229,3 +230,79 @@ def test_check_reports_a_short_cookie_at_its_path(tmp_path: Path) -> None:
         "node:\n  name: solo@127.0.1.24\n  cookie: [new-cookie-0123456, old-cookie-0123456]\n"
     )
     assert run_cli("check", str(config)).returncode == 0
+
+
+def test_check_and_run_refuse_the_kubernetes_strategy_without_its_extra(tmp_path: Path) -> None:
+    # The `kubernetes` package made unimportable in the command's process, as when the
+    # extra is not installed: a sitecustomize on PYTHONPATH hides it from the import system.
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'kubernetes' or name.startswith('kubernetes.'):\n"
+        "            raise ModuleNotFoundError(name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    config = tmp_path / "node.yaml"
+    config.write_text(
+        "node: {name: app@127.0.0.2, cookie: check-extra-cookie-012345}\n"
+        "topologies: {k8s: {strategy: kubernetes, config: {selector: app=x, node_basename: app}}}\n"
+    )
+    env = {"PYTHONPATH": f"{hide}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    problem = (
+        "topologies.k8s.strategy: strategy 'kubernetes' needs the Python package "
+        "'kubernetes', which is not installed: pip install 'pycluster[kubernetes]'"
+    )
+    for command in ("check", "run"):
+        result = run_cli(command, str(config), env=env)
+        assert result.returncode == 2, (command, result.stderr)
+        assert problem in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert run_cli("check", str(config)).returncode == 0  # with the extra, as installed here
+
+
+@pytest.mark.parametrize(
+    ("address", "before", "after", "levels"),
+    [
+        # After the command, as -v: nothing below WARNING, not even "listening".
+        ("127.0.1.23", (), ("--log-level", "warning"), set()),
+        # Before it: every library's debug records, not only pycluster's.
+        ("127.0.1.24", ("--log-level", "debug"), (), {"DEBUG", "INFO"}),
+    ],
+    ids=["warning-after", "debug-before"],
+)
+async def test_log_level_sets_the_least_severe_level_logged(
+    tmp_path: Path, address: str, before: tuple[str, ...], after: tuple[str, ...], levels: set[str]
+) -> None:
+    config = write_config(tmp_path, f"solo@{address}")
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "pycluster", *before, "run", str(config), *after),
+        *("--cookie", "log-level-cookie-0123456", "--log-format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        async def ready() -> bool:
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://{address}:9201/readyz") as response,
+                ):
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await until(ready, timeout=20, interval=0.05, what=f"{address} is ready")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        written, _ = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, written
+    records = parse_records(written.decode())
+    below_warning = {r["level"] for r in records} & {"DEBUG", "INFO"}
+    assert below_warning == levels, records
+    if "DEBUG" in levels:
+        assert "asyncio" in {r["logger"] for r in records if r["level"] == "DEBUG"}

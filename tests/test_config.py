@@ -471,3 +471,41 @@ def test_net_tick_timeout_takes_a_duration_or_seconds() -> None:
     for value, seconds in (("1500ms", 1.5), ("2s", 2.0), ("1m", 60.0), (3, 3.0)):
         config = load_config({"node": {"name": "a@127.0.0.2", "net_tick_timeout": value}}, env={})
         assert config.node.net_tick_timeout == seconds
+
+
+K8S_CONFIG = {"selector": "app=x", "node_basename": "app"}
+
+
+def test_a_strategy_whose_package_is_missing_is_refused_with_the_pip_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kubernetes = Plugins.load().strategies()["kubernetes"]
+    assert kubernetes.requires == {"kubernetes": "pycluster[kubernetes]"}  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        kubernetes, "requires", {"pycluster_test_not_installed": "pycluster[kubernetes]"}
+    )
+    found = problems(
+        {
+            "node": {"name": "app@127.0.0.2"},
+            "topologies": {"k8s": {"strategy": "kubernetes", "config": K8S_CONFIG}},
+        }
+    )
+    assert found == [
+        "topologies.k8s.strategy: strategy 'kubernetes' needs the Python package "
+        "'pycluster_test_not_installed', which is not installed: "
+        "pip install 'pycluster[kubernetes]'"
+    ]
+
+
+def test_a_registry_backend_whose_package_is_missing_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crdt = Plugins.load().registry_backends()["crdt"]
+    monkeypatch.setattr(
+        crdt, "requires", {"pycluster_test_absent": "pycluster-absent>=1"}, raising=False
+    )
+    found = problems({"node": {"name": "app@127.0.0.2"}, "registry": {"backend": "crdt"}})
+    assert found == [
+        "registry.backend: registry backend 'crdt' needs the Python package "
+        "'pycluster_test_absent', which is not installed: pip install 'pycluster-absent>=1'"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 from collections.abc import Hashable, Mapping
@@ -255,6 +256,9 @@ def _plugin_configs(
                 message = _unknown("strategy", raw["strategy"], strategies)
                 issues.append(ConfigIssue(join_path(path, "strategy"), message))
                 continue
+            missing = _missing_requirement("strategy", raw["strategy"], strategy)
+            if missing is not None:
+                issues.append(ConfigIssue(join_path(path, "strategy"), missing))
             raw_config = raw.get("config", {})
             built[name] = structure(strategy.Config, raw_config, join_path(path, "config"), issues)
     registry = data.get("registry", {})
@@ -267,9 +271,30 @@ def _plugin_configs(
                 message = _unknown("registry backend", backend_name, backends)
                 issues.append(ConfigIssue("registry.backend", message))
             else:
+                missing = _missing_requirement("registry backend", backend_name, backend)
+                if missing is not None:
+                    issues.append(ConfigIssue("registry.backend", missing))
                 raw_options = registry.get("options", {})
                 options = structure(backend.Options, raw_options, "registry.options", issues)
     return built, options
+
+
+def _missing_requirement(kind: str, name: str, extension: object) -> str | None:
+    """What to install when a Python package that strategy or backend ``name`` needs is
+    missing, else None. ``extension.requires`` maps the top-level modules it imports to
+    the pip requirement that installs them (``{"kubernetes": "pycluster[kubernetes]"}``)."""
+    requires: Mapping[str, str] = getattr(extension, "requires", {})
+    for module, requirement in requires.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return (
+                f"{kind} {name!r} needs the Python package {module!r}, which is not "
+                f"installed: pip install '{requirement}'"
+            )
+    return None
 
 
 def _unknown(kind: str, name: str, known: Mapping[str, object]) -> str:

@@ -251,6 +251,7 @@ class Kubernetes(Strategy):
 
     name = "kubernetes"
     Config = KubernetesConfig
+    requires = {"kubernetes": "pycluster[kubernetes]"}
 
     async def run(self, topology: Topology) -> None:
         config: KubernetesConfig = topology.config
