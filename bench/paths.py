@@ -1,0 +1,300 @@
+"""The paths users call, across processes: calls through a name, registrations, ring starts.
+
+Three nodes, as in the swarm comparison of issue 16: two ``pycluster run`` processes
+(each on its own loopback address, running ``bench/paths_app.py`` as their ``--app``: an
+``Echo`` actor under a name, and a raw asyncio echo server) and the benchmark's own node,
+embedded in this process, which makes every request. Measured, each ``--runs`` times,
+with its baseline in the same run:
+
+- remote call through a name: ``await registry.call("echo-p2", 1)`` to an actor on
+  another process, sequentially, in blocks alternating with the baseline: a raw asyncio
+  length-prefixed echo of the same bytes between the same two processes;
+- local call through a name: an actor on the benchmark's node, beside an asyncio queue
+  ping-pong between two tasks;
+- registrations/s from one sequential caller, and with 100 in flight (two thirds of the
+  names are arbitrated by another node: the name's owner on the hash ring);
+- ring-placed starts/s (``spawn(..., placement="ring")``, 100 in flight).
+
+swarm's figures (libcluster 3.5 + swarm 3.4 on the BEAM, same machine, measured for issue
+16 and quoted, not re-run) are printed beside them. Run:
+
+    .venv/bin/python bench/paths.py [--runs 5] [--calls 2000] [--names 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lab
+from paths_app import HEADER, Echo
+
+from pycluster import load_config
+from pycluster.node import Node
+
+HERE = Path(__file__).resolve().parent
+IN_FLIGHT = 100
+CALL_BLOCK = 200
+SWARM = {
+    "remote call through a name": "175 µs (1.07x its raw call)",
+    "local call through a name": "",
+    "registrations/s, one caller": "39,473/s",
+    "registrations/s, 100 in flight": "49,953/s",
+    "ring-placed starts/s, 100 in flight": "2,834/s",
+}
+
+
+def spread(values: Sequence[float], show: Callable[[float], str]) -> str:
+    """``median (min-max)`` of ``values``."""
+    return f"{show(statistics.median(values))} ({show(min(values))}-{show(max(values))})"
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def per_second(rate: float) -> str:
+    return f"{rate:,.0f}/s"
+
+
+def ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def p99(values: Sequence[float]) -> float:
+    return sorted(values)[int(len(values) * 0.99)]
+
+
+async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float]:
+    """Seconds each of ``count`` sequential awaits of ``call()`` took."""
+    clock = time.perf_counter
+    times = []
+    for _ in range(count):
+        started = clock()
+        await call()
+        times.append(clock() - started)
+    return times
+
+
+async def rate(count: int, make: Callable[[int], Awaitable[Any]], in_flight: int) -> float:
+    """Operations per second, ``in_flight`` at a time (1: one sequential caller)."""
+    started = time.perf_counter()
+    if in_flight == 1:
+        for i in range(count):
+            await make(i)
+    else:
+        for first in range(0, count, in_flight):
+            await asyncio.gather(*(make(i) for i in range(first, min(count, first + in_flight))))
+    return count / (time.perf_counter() - started)
+
+
+class RawEcho:
+    """A length-prefixed echo over a plain asyncio stream (the call baseline)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int, local: str) -> RawEcho:
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(local, 0))
+        return cls(reader, writer)
+
+    async def call(self, frame: bytes) -> bytes:
+        self.writer.write(frame)
+        header = await self.reader.readexactly(HEADER.size)
+        return await self.reader.readexactly(HEADER.unpack(header)[0])
+
+
+async def queue_ping_pong(count: int) -> list[float]:
+    """Round trips between two tasks through two asyncio queues (the local baseline)."""
+    requests: asyncio.Queue[Any] = asyncio.Queue()
+    replies: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def server() -> None:
+        while True:
+            replies.put_nowait(await requests.get())
+
+    task = asyncio.create_task(server())
+
+    async def one() -> Any:
+        requests.put_nowait(1)
+        return await replies.get()
+
+    try:
+        return await timed(one, count)
+    finally:
+        task.cancel()
+
+
+async def main(args: argparse.Namespace) -> None:
+    others = lab.OtherLoad()
+    planned = lab.plan_nodes(3, args.first_address, "p")
+    names = [p.name for p in planned]
+    bench_plan, served = planned[0], planned[1:]
+    async with lab.node_lab() as the_lab:
+        declared = []
+        for plan in served:
+            served_config = lab.node_config(plan, names, retry_interval_ms=200)
+            declared_node = lab.add_node(the_lab, plan, served_config)
+            declared_node.extra_args = ("--app", "paths_app:serve", "--app-dir", str(HERE))
+            declared.append(declared_node)
+        await the_lab.start(declared)
+        config = load_config(
+            {
+                "node": {"name": bench_plan.name},
+                "topologies": {
+                    "bench": {
+                        "strategy": "epmd",
+                        "config": {"hosts": names, "retry_interval": 200},
+                    }
+                },
+            },
+            env={},
+        )
+        async with Node(config, cookie=the_lab.cookie) as node:
+            registry = node.registry
+            await lab.until(
+                lambda: all(registry.whereis(f"echo-p{i}") for i in (2, 3)) and node.ready(),
+                timeout=30,
+                interval=0.05,
+                what="both served nodes run their echo actor",
+            )
+            rows = await measure(args, node, served[0].host, bench_plan.host)
+    print(f"# bench/paths.py: {lab.machine()}")
+    print(f"# {args.runs} runs; each cell: median (min-max) over the runs")
+    print(lab.table(["path", "pycluster", "baseline", "ratio", "swarm / BEAM", "goal"], rows))
+    print(others.note())
+
+
+async def measure(
+    args: argparse.Namespace, node: Node, remote_host: str, local_host: str
+) -> list[list[str]]:
+    registry = node.registry
+    port = await node.call(next(p for p in node.nodes() if p.startswith("p2@")), "raw_port", 0)
+    raw = await RawEcho.open(remote_host, int(port), local_host)
+    payload = 1
+    frame = HEADER.pack(len(b"\x01")) + b"\x01"
+    await registry.spawn("echo-local", Echo)
+    remote: list[float] = []
+    baseline: list[float] = []
+    local: list[float] = []
+    queue: list[float] = []
+    sequential: list[float] = []
+    concurrent: list[float] = []
+    ring: list[float] = []
+    for run in range(args.runs):
+        # Warm up, then alternate blocks so drift hits both alike.
+        await timed(lambda: registry.call("echo-p2", payload), CALL_BLOCK)
+        await timed(lambda: raw.call(frame), CALL_BLOCK)
+        ours: list[float] = []
+        theirs: list[float] = []
+        for _ in range(max(1, args.calls // CALL_BLOCK)):
+            ours += await timed(lambda: registry.call("echo-p2", payload), CALL_BLOCK)
+            theirs += await timed(lambda: raw.call(frame), CALL_BLOCK)
+        remote.append(statistics.median(ours) / statistics.median(theirs))
+        baseline.append(statistics.median(theirs))
+        remote_median = statistics.median(ours)
+        ours_local = await timed(lambda: registry.call("echo-local", payload), args.calls)
+        theirs_local = await queue_ping_pong(args.calls)
+        local.append(statistics.median(ours_local))
+        queue.append(statistics.median(theirs_local))
+        rates = await registrations(args, node, run)
+        sequential.append(rates[0])
+        concurrent.append(rates[1])
+        ring.append(rates[2])
+        print(
+            f"run {run + 1}: remote call {us(remote_median)} ({remote[-1]:.2f}x raw), "
+            f"local call {us(local[-1])}, registrations {sequential[-1]:,.0f}/s sequential, "
+            f"{concurrent[-1]:,.0f}/s concurrent, ring starts {ring[-1]:,.0f}/s",
+            file=sys.stderr,
+        )
+    local_ratios = [a / b for a, b in zip(local, queue, strict=True)]
+    return [
+        [
+            "remote call through a name",
+            spread([r * b for r, b in zip(remote, baseline, strict=True)], us),
+            spread(baseline, us) + " raw echo",
+            spread(remote, ratio),
+            SWARM["remote call through a name"],
+            "<= 1.1x raw",
+        ],
+        [
+            "local call through a name",
+            spread(local, us),
+            spread(queue, us) + " queue ping-pong",
+            spread(local_ratios, ratio),
+            "",
+            "<= 2x queue",
+        ],
+        [
+            "registrations/s, one caller",
+            spread(sequential, per_second),
+            "",
+            "",
+            SWARM["registrations/s, one caller"],
+            ">= 10,000/s",
+        ],
+        [
+            f"registrations/s, {IN_FLIGHT} in flight",
+            spread(concurrent, per_second),
+            "",
+            "",
+            SWARM["registrations/s, 100 in flight"],
+            ">= 50,000/s",
+        ],
+        [
+            f"ring-placed starts/s, {IN_FLIGHT} in flight",
+            spread(ring, per_second),
+            "",
+            "",
+            SWARM["ring-placed starts/s, 100 in flight"],
+            ">= 5,000/s",
+        ],
+    ]
+
+
+async def registrations(args: argparse.Namespace, node: Node, run: int) -> tuple[float, ...]:
+    """Registrations/s of one sequential caller, then with ``IN_FLIGHT`` in flight, then
+    ring-placed starts/s."""
+    registry = node.registry
+    refs = [node.actors.spawn(Echo) for _ in range(args.names)]
+    count = min(args.names, args.sequential)
+    sequential = await rate(count, lambda i: registry.register(f"s{run}-{i}", refs[i]), 1)
+    concurrent = await rate(
+        args.names - count,
+        lambda i: registry.register(f"c{run}-{i}", refs[count + i]),
+        IN_FLIGHT,
+    )
+    ring = await rate(
+        args.ring,
+        lambda i: registry.spawn(f"ring{run}-{i}", Echo, placement="ring"),
+        IN_FLIGHT,
+    )
+    # Entries end with their actors: the next run starts from the same registry.
+    await asyncio.gather(*(node.actors.stop(ref) for ref in refs))
+    return sequential, concurrent, ring
+
+
+def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of every measure")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per measure and run")
+    parser.add_argument("--names", type=int, default=20000, help="registrations per run")
+    parser.add_argument(
+        "--sequential", type=int, default=3000, help="of those, made by one sequential caller"
+    )
+    parser.add_argument("--ring", type=int, default=3000, help="ring-placed starts per run")
+    parser.add_argument(
+        "--first-address", type=int, default=191, help="first loopback address: 127.0.0.N"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    lab.run(main(_arguments()))
