@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import attrs
 
@@ -251,7 +251,7 @@ class Kubernetes(Strategy):
 
     name = "kubernetes"
     Config = KubernetesConfig
-    requires = {"kubernetes": "pycluster[kubernetes]"}
+    requires: ClassVar[Mapping[str, str]] = {"kubernetes": "pycluster[kubernetes]"}
 
     async def run(self, topology: Topology) -> None:
         config: KubernetesConfig = topology.config
