@@ -11,8 +11,9 @@ with its baseline in the same run:
   length-prefixed echo of the same bytes between the same two processes;
 - local call through a name: an actor on the benchmark's node, beside an asyncio queue
   ping-pong between two tasks;
-- registrations/s from one sequential caller, and with 100 in flight (two thirds of the
-  names are arbitrated by another node: the name's owner on the hash ring);
+- registrations/s from one sequential caller (one ``register`` at a time, and
+  ``register_many`` of 1,000 at a time), and with 100 in flight (two thirds of the names
+  are arbitrated by another node: the name's owner on the hash ring);
 - ring-placed starts/s (``spawn(..., placement="ring")``, 100 in flight).
 
 swarm's figures (libcluster 3.5 + swarm 3.4 on the BEAM, same machine, measured for issue
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import statistics
 import sys
 import time
@@ -41,6 +44,7 @@ from pycluster.node import Node
 HERE = Path(__file__).resolve().parent
 IN_FLIGHT = 100
 CALL_BLOCK = 200
+MANY_BATCH = 1000
 SWARM = {
     "remote call through a name": "175 µs (1.07x its raw call)",
     "local call through a name": "",
@@ -187,6 +191,7 @@ async def measure(
     queue: list[float] = []
     sequential: list[float] = []
     concurrent: list[float] = []
+    many: list[float] = []
     ring: list[float] = []
     for run in range(args.runs):
         # Warm up, then alternate blocks so drift hits both alike.
@@ -207,11 +212,13 @@ async def measure(
         rates = await registrations(args, node, run)
         sequential.append(rates[0])
         concurrent.append(rates[1])
-        ring.append(rates[2])
+        many.append(rates[2])
+        ring.append(rates[3])
         print(
             f"run {run + 1}: remote call {us(remote_median)} ({remote[-1]:.2f}x raw), "
             f"local call {us(local[-1])}, registrations {sequential[-1]:,.0f}/s sequential, "
-            f"{concurrent[-1]:,.0f}/s concurrent, ring starts {ring[-1]:,.0f}/s",
+            f"{concurrent[-1]:,.0f}/s concurrent, {many[-1]:,.0f}/s register_many, "
+            f"ring starts {ring[-1]:,.0f}/s",
             file=sys.stderr,
         )
     local_ratios = [a / b for a, b in zip(local, queue, strict=True)]
@@ -241,6 +248,14 @@ async def measure(
             ">= 10,000/s",
         ],
         [
+            f"registrations/s, one caller, register_many of {MANY_BATCH}",
+            spread(many, per_second),
+            "",
+            "",
+            SWARM["registrations/s, one caller"],
+            ">= 10,000/s",
+        ],
+        [
             f"registrations/s, {IN_FLIGHT} in flight",
             spread(concurrent, per_second),
             "",
@@ -261,9 +276,12 @@ async def measure(
 
 async def registrations(args: argparse.Namespace, node: Node, run: int) -> tuple[float, ...]:
     """Registrations/s of one sequential caller, then with ``IN_FLIGHT`` in flight, then
-    ring-placed starts/s."""
+    through ``register_many``; then ring-placed starts/s."""
     registry = node.registry
     refs = [node.actors.spawn(Echo) for _ in range(args.names)]
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()
     count = min(args.names, args.sequential)
     sequential = await rate(count, lambda i: registry.register(f"s{run}-{i}", refs[i]), 1)
     concurrent = await rate(
@@ -271,14 +289,33 @@ async def registrations(args: argparse.Namespace, node: Node, run: int) -> tuple
         lambda i: registry.register(f"c{run}-{i}", refs[count + i]),
         IN_FLIGHT,
     )
+    many = await many_rate(node, run, args.many)
     ring = await rate(
         args.ring,
         lambda i: registry.spawn(f"ring{run}-{i}", Echo, placement="ring"),
         IN_FLIGHT,
     )
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+        stats = pstats.Stats(args.profile, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
     # Entries end with their actors: the next run starts from the same registry.
     await asyncio.gather(*(node.actors.stop(ref) for ref in refs))
-    return sequential, concurrent, ring
+    return sequential, concurrent, many, ring
+
+
+async def many_rate(node: Node, run: int, count: int) -> float:
+    """Registrations/s of one caller using ``register_many``, ``MANY_BATCH`` at a time."""
+    refs = [node.actors.spawn(Echo) for _ in range(count)]
+    started = time.perf_counter()
+    for first in range(0, count, MANY_BATCH):
+        batch = {f"m{run}-{i}": refs[i] for i in range(first, min(count, first + MANY_BATCH))}
+        taken = await node.registry.register_many(batch)
+        assert not taken, taken
+    result = count / (time.perf_counter() - started)
+    await asyncio.gather(*(node.actors.stop(ref) for ref in refs))
+    return result
 
 
 def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -289,7 +326,16 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sequential", type=int, default=3000, help="of those, made by one sequential caller"
     )
+    parser.add_argument(
+        "--many", type=int, default=10000, help="registrations per run through register_many"
+    )
     parser.add_argument("--ring", type=int, default=3000, help="ring-placed starts per run")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="cProfile this process's registrations and ring starts into FILE (and print "
+        "the top of it; a profiled run's timings are not results)",
+    )
     parser.add_argument(
         "--first-address", type=int, default=191, help="first loopback address: 127.0.0.N"
     )

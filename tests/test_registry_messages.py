@@ -15,13 +15,16 @@ from pycluster.actors import ActorRestartPolicy
 from pycluster.actors.ref import ActorRef, register_ref
 from pycluster.codec import Codec
 from pycluster.registry.messages import (
+    MAX_BATCH,
     REGISTERED,
     RING_LEAVING,
     RUNNING,
     AlreadyRunning,
     CallRequest,
+    Changes,
     Claim,
     ClaimAnswer,
+    Claims,
     JoinOp,
     LeaveOp,
     MalformedMessage,
@@ -75,6 +78,20 @@ REGISTRY_FORMS: list[tuple[Any, Any]] = [
     (JoinOp("g", REF), ["op", {"op": "join", "g": "g", "r": [A, "7"]}]),
     (JoinOp("g", REF, [1, 2]), ["op", {"op": "join", "g": "g", "r": [A, "7"], "m": [1, 2]}]),
     (LeaveOp("g", REF), ["op", {"op": "leave", "g": "g", "r": [A, "7"], "why": "left"}]),
+    (
+        Claims((Claim("counter", REF), Claim("other", ActorRef(B, "1")))),
+        ["claims", [["counter", [A, "7"]], ["other", [B, "1"]]]],
+    ),
+    (
+        Changes((RegOp(ENTRY), UnregOp("old"))),
+        [
+            "ops",
+            [
+                {"op": "reg", "e": ["counter", A, "7", 3]},
+                {"op": "unreg", "name": "old", "why": "unregistered"},
+            ],
+        ],
+    ),
 ]
 NAMES_FORMS: list[tuple[Any, Any]] = [
     (
@@ -149,6 +166,12 @@ JUNK_REGISTRY = {
     "a group of junk": ["op", {"op": "join", "g": ["g"], "r": [A, "1"]}],
     "a kind that is a map": [{"claim": 1}],
     "a claim with extras": ["claim", "x", [A, "1"], "more"],
+    "no claims": ["claims", []],
+    "a claim of a batch that is no pair": ["claims", [["x", [A, "1"], 1]]],
+    "a batch of claims too long": ["claims", [["x", [A, "1"]]] * (MAX_BATCH + 1)],
+    "no changes": ["ops", []],
+    "a change of a batch of junk": ["ops", [{"op": "reg", "e": "junk"}]],
+    "a batch of changes too long": ["ops", [{"op": "unreg", "name": "x"}] * (MAX_BATCH + 1)],
 }
 
 
@@ -156,7 +179,7 @@ JUNK_REGISTRY = {
 def test_junk_on_the_registry_mailbox_is_malformed(body: Any) -> None:
     with pytest.raises(MalformedMessage) as refused:
         decode_registry_message(body)
-    assert refused.value.expects_answer == (body[0] == "claim")
+    assert refused.value.expects_answer == (body[0] in ("claim", "claims"))
 
 
 JUNK_NAMES = {

@@ -14,11 +14,13 @@ import pytest
 
 from pycluster import (
     ActorRef,
+    AlreadyRegistered,
     EventStream,
     Joined,
     Left,
     NameConflict,
     Node,
+    NoSuchActor,
     Plugins,
     Registered,
     RegistryEvent,
@@ -296,3 +298,66 @@ async def test_a_hidden_client_spawns_on_a_member_never_on_itself() -> None:
             ref = await client.registry.spawn("x", ContractCounter, on=member.name)
             assert ref.node == member.name
             await until(lambda: member.registry.whereis("x") == ref, 5, "x on the member")
+
+
+async def test_claims_of_one_turn_travel_together_and_each_name_has_one_winner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with cluster(3, config=TICK) as c:
+        a, b, c3 = c.nodes
+        members = [n.name for n in c.nodes]
+        names = [f"n{i}" for i in range(400) if owner(f"n{i}", members) == b.name][:100]
+        transport = a.registry.backend.node
+        sent: list[Any] = []
+        call = transport.call
+
+        async def counted(node: str, mailbox: str, message: Any, timeout: float = 5.0) -> Any:
+            if mailbox == "$registry":
+                sent.append(message)
+            return await call(node, mailbox, message, timeout)
+
+        monkeypatch.setattr(transport, "call", counted)
+        refs_a = [a.actors.spawn(ContractCounter) for _ in names]
+        refs_c = [c3.actors.spawn(ContractCounter) for _ in names]
+        outcomes = await asyncio.gather(
+            *(a.registry.register(n, r) for n, r in zip(names, refs_a, strict=True)),
+            *(c3.registry.register(n, r) for n, r in zip(names, refs_c, strict=True)),
+            return_exceptions=True,
+        )
+        # One message from a to the arbiter b for all 100 claims of that turn.
+        assert [(m[0], len(m[1])) for m in sent] == [("claims", len(names))]
+        # Each name has exactly one winner, and every node agrees on it.
+        won = [o is None for o in outcomes]
+        assert all(isinstance(o, AlreadyRegistered) for o in outcomes if o is not None)
+        for i, name in enumerate(names):
+            assert won[i] != won[len(names) + i], name
+            winner = refs_a[i] if won[i] else refs_c[i]
+            await until(
+                lambda n=name, w=winner: all(x.registry.whereis(n) == w for x in c.nodes),
+                5,
+                f"every node agrees on {name}",
+            )
+
+
+async def test_register_many_registers_the_free_names_and_returns_the_taken_ones() -> None:
+    async with cluster(3, config=TICK) as c:
+        a, b, _ = c.nodes
+        held = {f"held{i}": b.actors.spawn(ContractCounter) for i in range(5)}
+        assert await b.registry.register_many(held) == {}
+        wanted = {f"m{i}": a.actors.spawn(ContractCounter) for i in range(200)}
+        mine = {name: a.actors.spawn(ContractCounter) for name in held}
+        taken = await a.registry.register_many({**wanted, **mine})
+        assert taken == held
+        await until(
+            lambda: all(n.registry.whereis(k) == r for n in c.nodes for k, r in wanted.items()),
+            5,
+            "every node holds the names registered together",
+        )
+        # An actor that is not running: the error once the others are registered.
+        dead = a.actors.spawn(ContractCounter)
+        await a.actors.stop(dead)
+        alive = a.actors.spawn(ContractCounter)
+        with pytest.raises(NoSuchActor):
+            await a.registry.register_many({"dead": dead, "alive": alive})
+        assert a.registry.whereis("alive") == alive
+        assert a.registry.whereis("dead") is None

@@ -15,6 +15,7 @@ an encoder's error.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -28,10 +29,13 @@ from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.registry.backend import ClaimFailed, Registration, RegistryBackend, Resolve
 from pycluster.registry.messages import (
+    MAX_BATCH,
     REGISTRY_MAILBOX,
     Change,
+    Changes,
     Claim,
     ClaimAnswer,
+    Claims,
     MalformedMessage,
     Snapshot,
     decode_registry_message,
@@ -77,6 +81,11 @@ class CrdtRegistry(RegistryBackend):
         self._reservations: dict[str, _Reservation] = {}
         self._pruned = 0.0
         self._refusals = Refusals(node)
+        self._claims: dict[tuple[str, float], list[tuple[Claim, asyncio.Future[Any]]]] = {}
+        """Claims of this loop turn not sent yet, by arbiter and timeout."""
+        self._asking: set[asyncio.Task[None]] = set()
+        self._outbox: list[dict[str, Any]] = []
+        """Changes of this loop turn not sent yet (their wire form)."""
         node.register_mailbox(REGISTRY_MAILBOX, self._on_message)
         node.subscribe(self._on_event)
 
@@ -116,16 +125,7 @@ class CrdtRegistry(RegistryBackend):
         if arbiter == self.node.name:
             holder = self._arbitrate(name, ref)
         else:
-            try:
-                answer = await self.node.call(
-                    arbiter, REGISTRY_MAILBOX, Claim(name, ref).to_wire(), timeout
-                )
-            except (TimeoutError, NotConnected, RemoteError) as exc:
-                raise ClaimFailed(f"claim of {name!r} via {arbiter} failed: {exc}") from None
-            try:
-                holder = ClaimAnswer.from_wire(answer).holder
-            except ValueError as exc:
-                raise ClaimFailed(f"{arbiter} answered a claim of {name!r}: {exc}") from None
+            holder = await self._claim_via(arbiter, name, ref, timeout)
         if holder is not None and holder != ref:
             return holder
         if not self.replica.owns(name):
@@ -153,17 +153,84 @@ class CrdtRegistry(RegistryBackend):
     async def leave(self, group: str, ref: ActorRef, reason: str = "left") -> None:
         self._broadcast(self.replica.leave(group, ref, reason))
 
+    async def _claim_via(
+        self, arbiter: str, name: str, ref: ActorRef, timeout: float
+    ) -> ActorRef | None:
+        """The arbiter's answer to a claim. The claims of one loop turn to one arbiter
+        with one timeout travel in one message (see ``docs/registry.md``)."""
+        future: asyncio.Future[ActorRef | None] = asyncio.get_running_loop().create_future()
+        key = (arbiter, timeout)
+        batch = self._claims.get(key)
+        if batch is None:
+            batch = self._claims[key] = []
+            asyncio.get_running_loop().call_soon(self._send_claims, key)
+        batch.append((Claim(name, ref), future))
+        return await future
+
+    def _send_claims(self, key: tuple[str, float]) -> None:
+        batch = self._claims.pop(key)
+        for first in range(0, len(batch), MAX_BATCH):
+            task = asyncio.create_task(self._ask(*key, batch[first : first + MAX_BATCH]))
+            self._asking.add(task)
+            task.add_done_callback(self._asking.discard)
+
+    async def _ask(
+        self,
+        arbiter: str,
+        timeout: float,
+        batch: list[tuple[Claim, asyncio.Future[ActorRef | None]]],
+    ) -> None:
+        claims = Claims(tuple(claim for claim, _ in batch))
+        problem = None
+        try:
+            answers = await self.node.call(arbiter, REGISTRY_MAILBOX, claims.to_wire(), timeout)
+            if not (isinstance(answers, list) and len(answers) == len(batch)):
+                raise ValueError(f"expected {len(batch)} answers")
+        except (TimeoutError, NotConnected, RemoteError) as exc:
+            problem = f"failed: {exc}"
+        except ValueError as exc:
+            problem = f"answered: {exc}"
+        except BaseException as exc:  # cancelled at shutdown: every claimant is told
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(ClaimFailed(f"claim via {arbiter} ended: {exc!r}"))
+            raise
+        for index, (claim, future) in enumerate(batch):
+            if future.done():  # its claimant was cancelled
+                continue
+            if problem is None:
+                try:
+                    future.set_result(ClaimAnswer.from_wire(answers[index]).holder)
+                    continue
+                except ValueError as exc:
+                    failure = f"{arbiter} answered a claim of {claim.name!r}: {exc}"
+            else:
+                failure = f"claim of {claim.name!r} via {arbiter} {problem}"
+            future.set_exception(ClaimFailed(failure))
+
     def _emit(self) -> None:
         for event in self.replica.take_events():
             self.on_event(event)
 
     def _broadcast(self, change: Change | None) -> None:
+        """Send ``change`` to every peer, with the others of this loop turn (in order)."""
         self._emit()
         if change is None:
             return
-        body = change.to_wire()
-        for peer in self.node.nodes():
-            self._send(peer, body, "change")
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(change.to_wire()[1])
+
+    def _flush(self, new_peer: str | None = None) -> None:
+        """Send the changes not sent yet to every peer but ``new_peer`` (which is about to
+        get a snapshot that holds them)."""
+        outbox, self._outbox = self._outbox, []
+        for first in range(0, len(outbox), MAX_BATCH):
+            ops = outbox[first : first + MAX_BATCH]
+            body = ["op", ops[0]] if len(ops) == 1 else [Changes.KIND, ops]
+            for peer in self.node.nodes():
+                if peer != new_peer:
+                    self._send(peer, body, "change")
 
     def _send(self, peer: str, body: list[Any], what: str) -> bool:
         """Send ``body`` to ``peer``'s registry; False if the connection is gone (a peer
@@ -208,7 +275,9 @@ class CrdtRegistry(RegistryBackend):
     def _on_event(self, event: NodeUp | NodeDown) -> None:
         peer = event.peer
         if isinstance(event, NodeUp):
-            # First on the new connection: our whole slice, before any later change.
+            # The changes not sent yet go to the others; the new peer gets them in our
+            # whole slice, first on the new connection, before any later change.
+            self._flush(new_peer=peer)
             self._awaiting.add(peer)
             if not self._send(peer, self.replica.snapshot().to_wire(), "snapshot"):
                 self._awaiting.discard(peer)
@@ -234,12 +303,20 @@ class CrdtRegistry(RegistryBackend):
             return None
         if isinstance(message, Claim):
             return ClaimAnswer(self._arbitrate(message.name, message.ref)).to_wire()
+        if isinstance(message, Claims):
+            return [
+                ClaimAnswer(self._arbitrate(claim.name, claim.ref)).to_wire()
+                for claim in message.claims
+            ]
         if not self._admits(sender):
             return None
         try:
             if isinstance(message, Snapshot):
                 names = self.replica.load(sender, message)
                 self._awaiting.discard(sender)
+            elif isinstance(message, Changes):
+                applied = (self.replica.apply(sender, change) for change in message.changes)
+                names = [name for name in applied if name is not None]
             else:
                 name = self.replica.apply(sender, message)
                 names = [] if name is None else [name]

@@ -4,21 +4,26 @@ Each message travels as a list whose first item names its kind. ``$registry`` is
 ``crdt`` backend's, between members (``ref`` is an actor ref's plain form ``[node, id]``,
 an entry ``[name, node, id, lamport(, meta, supersedes)]``):
 
-=========  ================================  =============================================
-kind       fields                            meaning
-=========  ================================  =============================================
-``claim``  ``name``, ``ref``                 a call to the arbiter of ``name`` (its ring
-                                             owner): may ``ref`` take it? Answered None
-                                             (granted) or the ``ref`` that holds it
-``snap``   ``{lamport, entries, groups}``    the sender's whole slice, first on a new
-                                             connection (``groups``: name -> members,
-                                             each ``[node, id(, meta)]``)
-``op``     ``{op: "reg", e: entry}``         the sender registered a name (or updated
-                                             its metadata) ...
-           ``{op: "unreg", name, why}``      ... dropped its registration of ``name``
-           ``{op: "join", g, r(, m)}``       ... added ``r`` to group ``g`` (meta ``m``)
-           ``{op: "leave", g, r, why}``      ... removed ``r`` from group ``g``
-=========  ================================  =============================================
+==========  ================================  =============================================
+kind        fields                            meaning
+==========  ================================  =============================================
+``claim``   ``name``, ``ref``                 a call to the arbiter of ``name`` (its ring
+                                              owner): may ``ref`` take it? Answered None
+                                              (granted) or the ``ref`` that holds it
+``claims``  ``[[name, ref], ...]``            several claims to one arbiter, made in
+                                              one turn of the claimant's loop; answered
+                                              a list, one answer per claim, in order
+``snap``    ``{lamport, entries, groups}``    the sender's whole slice, first on a new
+                                              connection (``groups``: name -> members,
+                                              each ``[node, id(, meta)]``)
+``op``      ``{op: "reg", e: entry}``         the sender registered a name (or updated
+                                              its metadata) ...
+            ``{op: "unreg", name, why}``      ... dropped its registration of ``name``
+            ``{op: "join", g, r(, m)}``       ... added ``r`` to group ``g`` (meta ``m``)
+            ``{op: "leave", g, r, why}``      ... removed ``r`` from group ``g``
+``ops``     ``[{op, ...}, ...]``              several changes made in one turn of the
+                                              sender's loop, in order
+==========  ================================  =============================================
 
 ``$names`` is the :class:`~pycluster.registry.Registry`'s, for clients (hidden ones too)
 and, for ``ring-*``, between members. A ``spec`` is a ring actor's
@@ -193,6 +198,36 @@ class Claim:
         return cls(data[1], ActorRef.from_wire(data[2]))
 
 
+MAX_BATCH = 1024
+"""Claims in one ``claims`` message, and changes in one ``ops`` message, at most."""
+
+
+@attrs.frozen
+class Claims:
+    """Several :class:`Claim` calls to one arbiter, answered a list of :class:`ClaimAnswer`
+    in the same order. A claimant sends the claims of one loop turn together."""
+
+    KIND: ClassVar[str] = "claims"
+    claims: tuple[Claim, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.KIND, [[claim.name, claim.ref.to_wire()] for claim in self.claims]]
+
+    @classmethod
+    def from_wire(cls, data: object) -> Claims:
+        """Claims; ValueError when ``data`` is not such a message."""
+        if not (isinstance(data, list) and len(data) == 2 and isinstance(data[1], list)):
+            raise ValueError("claims are ['claims', [[name, ref], ...]]")
+        if not 0 < len(data[1]) <= MAX_BATCH:
+            raise ValueError(f"claims come 1 to {MAX_BATCH} at a time")
+        claims = []
+        for item in data[1]:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                raise ValueError("a claim of a batch is [name, ref]")
+            claims.append(Claim(item[0], ActorRef.from_wire(item[1])))
+        return cls(tuple(claims))
+
+
 @attrs.frozen
 class ClaimAnswer:
     """The arbiter's answer to a :class:`Claim`: ``holder`` None if granted, else the actor
@@ -351,7 +386,29 @@ class LeaveOp:
 
 Change = RegOp | UnregOp | JoinOp | LeaveOp
 """One change a node made to its own slice, sent to every peer in order."""
-RegistryMessage = Claim | Snapshot | Change
+
+
+@attrs.frozen
+class Changes:
+    """Several changes, made in one turn of the sender's loop, to apply in order."""
+
+    KIND: ClassVar[str] = "ops"
+    changes: tuple[Change, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.KIND, [change.to_wire()[1] for change in self.changes]]
+
+    @classmethod
+    def from_wire(cls, data: object) -> Changes:
+        """Changes; ValueError when ``data`` is not such a message."""
+        if not (isinstance(data, list) and len(data) == 2 and isinstance(data[1], list)):
+            raise ValueError("changes are ['ops', [{op, ...}, ...]]")
+        if not 0 < len(data[1]) <= MAX_BATCH:
+            raise ValueError(f"changes come 1 to {MAX_BATCH} at a time")
+        return cls(tuple(decode_change(["op", op]) for op in data[1]))
+
+
+RegistryMessage = Claim | Claims | Snapshot | Change | Changes
 
 _CHANGES: dict[object, Callable[[dict[Any, Any]], Change]] = {
     change.OP: change.from_op for change in (RegOp, UnregOp, JoinOp, LeaveOp)
@@ -374,9 +431,15 @@ def decode_change(data: object) -> Change:
 
 _REGISTRY_KINDS: dict[str, Callable[[object], RegistryMessage]] = {
     Claim.KIND: Claim.from_wire,
+    Claims.KIND: Claims.from_wire,
     Snapshot.KIND: Snapshot.from_wire,
     "op": decode_change,
+    Changes.KIND: Changes.from_wire,
 }
+
+
+_CALLS = frozenset({Claim.KIND, Claims.KIND})
+"""The kinds of ``$registry`` message that are calls (their sender awaits an answer)."""
 
 
 def decode_registry_message(body: object) -> RegistryMessage:
@@ -388,7 +451,7 @@ def decode_registry_message(body: object) -> RegistryMessage:
     try:
         return decode(body)
     except ValueError as exc:
-        raise MalformedMessage(str(exc), expects_answer=kind == Claim.KIND) from None
+        raise MalformedMessage(str(exc), expects_answer=kind in _CALLS) from None
 
 
 # -- $names: the registry's requests ----------------------------------------------------------

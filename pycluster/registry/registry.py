@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -266,6 +266,30 @@ class Registry:
             holder = _holder(answer, ref.node)
         if holder is not None:
             raise AlreadyRegistered(name, holder)
+
+    async def register_many(
+        self, names: Mapping[str, ActorRef], *, meta: Any = None, timeout: float = 5.0
+    ) -> dict[str, ActorRef]:
+        """Register each running actor of ``names`` (name -> ref, of any node) as its
+        name, all at once: the claims to one arbiter travel in one message. Returns the
+        names that were taken, each with its holder (``{}`` when all were registered);
+        the others are registered. Any other error (ClaimFailed, NoSuchActor...) is
+        raised, the first one, once every claim has completed."""
+        items = list(names.items())
+        outcomes = await asyncio.gather(
+            *(self.register(name, ref, meta=meta, timeout=timeout) for name, ref in items),
+            return_exceptions=True,
+        )
+        taken: dict[str, ActorRef] = {}
+        failure: BaseException | None = None
+        for (name, _), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, AlreadyRegistered):
+                taken[name] = outcome.ref
+            elif isinstance(outcome, BaseException) and failure is None:
+                failure = outcome
+        if failure is not None:
+            raise failure
+        return taken
 
     async def unregister(self, name: str) -> None:
         """Drop the registration of ``name``, whichever node made it (the actor keeps
