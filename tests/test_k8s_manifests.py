@@ -1,9 +1,10 @@
-"""The manifests and the Dockerfile in k8s/, checked offline.
+"""The manifests in k8s/ and the Dockerfiles of the images they run, checked offline.
 
 Each manifest is validated against the Kubernetes API schemas that ``kubernetes_validate``
 bundles (strict: an unknown or misspelt field fails), the node config in the ConfigMap is
 loaded with pycluster's own loader, and the pieces are checked against each other: what
-one manifest names, another must provide. No cluster and no container engine run here.
+one manifest names, another must provide. No cluster and no container engine run here;
+.ci/image builds the images and runs them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import functools
 import json
 import re
 import shlex
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,12 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from pycluster import ConfigError, load_config
+from pycluster.app import resolve
 from pycluster.cli import COOKIE_ENV, cookie_from
 
-K8S = Path(__file__).parent.parent / "k8s"
+ROOT = Path(__file__).parent.parent
+K8S = ROOT / "k8s"
+COUNTER = ROOT / "examples" / "counter"
 
 # The oldest Kubernetes the docs promise (the restricted Pod Security level is GA there),
 # and the newest whose schemas kubernetes_validate bundles.
@@ -160,8 +166,13 @@ def test_kustomize_labels_leave_selectors_alone() -> None:
 
 
 def test_kustomization_names_the_deployments_image() -> None:
-    images = {image["name"] for image in kustomization()["images"]}
-    assert container()["image"] in images
+    # The Deployment runs the Counter service's image (examples/counter/Dockerfile), at
+    # the version its pyproject gives.
+    images = {image["name"]: image for image in kustomization()["images"]}
+    image = images[container()["image"]]
+    project = tomllib.loads((COUNTER / "pyproject.toml").read_text())["project"]
+    assert image["newName"] == project["name"] == container()["image"]
+    assert image["newTag"] == project["version"]
 
 
 # -- the node config in the ConfigMap ----------------------------------------------------
@@ -178,6 +189,27 @@ def test_configmap_config_loads(tmp_path: Path) -> None:
     namespace = kustomization()["namespace"]
     assert topology.config.service == f"{service}.{namespace}.svc.cluster.local"
     assert topology.config.application_name == config.node.name.split("@")[0]
+
+
+def test_configmap_runs_the_counter_service_once_its_peers_are_there(tmp_path: Path) -> None:
+    config = load(config_text(), tmp_path)
+    assert config.app == "pycluster_counter.service:app"
+    app = resolve_counter_app(config.app)
+    assert app.__module__ == "pycluster_counter.service"
+    # The app starts the Counter once min_peers peers merged; fewer pods than that would
+    # never turn ready.
+    replicas = only("Deployment")["spec"]["replicas"]
+    assert 0 < config.node.ready.min_peers < replicas
+
+
+def resolve_counter_app(spec: str) -> Any:
+    """The app ``spec`` names, imported from the Counter service's sources."""
+    path = str(COUNTER / "src")
+    try:
+        return resolve(spec, path)
+    finally:
+        if path in sys.path:
+            sys.path.remove(path)
 
 
 def test_the_api_alternative_loads_and_matches_the_role(tmp_path: Path) -> None:
@@ -210,23 +242,49 @@ def test_the_api_alternative_loads_and_matches_the_role(tmp_path: Path) -> None:
     assert rules == [{"apiGroups": [group], "resources": [resource], "verbs": ["list", "watch"]}]
 
 
-def test_the_placeholder_cookie_keeps_nodes_from_starting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def cookie_generator() -> dict[str, Any]:
+    """The kustomization's secretGenerator entry for the cookie Secret."""
+    generators = kustomization()["secretGenerator"]
+    assert len(generators) == 1
+    found: dict[str, Any] = generators[0]
+    return found
+
+
+def generated_keys(generator: dict[str, Any]) -> dict[str, str]:
+    """Key -> file of a secretGenerator's ``files`` (``key=path``, or the path's name)."""
+    keys = {}
+    for entry in generator["files"]:
+        key, _, path = entry.rpartition("=")
+        keys[key or Path(path).name] = path
+    return keys
+
+
+def test_the_cookie_secret_is_generated_from_a_file_never_committed() -> None:
+    # No manifest holds a Secret, so `kubectl apply -k` cannot overwrite a real cookie with
+    # a placeholder: the only Secret is generated from k8s/cookie, which git ignores.
+    assert not [label for label, doc in resources() if doc["kind"] == "Secret"]
+    generator = cookie_generator()
+    assert generated_keys(generator) == {"cookie": "cookie"}
+    # A fixed name: a new cookie must not roll pods one by one onto two cookies.
+    assert generator["options"]["disableNameSuffixHash"] is True
+    assert "cookie" in (K8S / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize("content", ["", "\n"], ids=["empty", "a newline"])
+def test_an_empty_cookie_file_keeps_nodes_from_starting(
+    content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The committed Secret must hold no usable cookie: with its empty value, `pycluster run`
-    # finds no cookie and exits with a config error instead of joining anyone.
-    secret = only("Secret")
-    assert "data" not in secret, "k8s/secret.yaml must keep its placeholder: no real cookie"
-    placeholder = secret["stringData"]["cookie"]
-    assert placeholder == "", "k8s/secret.yaml must keep its placeholder: no real cookie"
-    monkeypatch.setenv(COOKIE_ENV, placeholder)
+    # With an empty k8s/cookie, `pycluster run` finds no cookie and exits with a config
+    # error instead of joining anyone.
+    monkeypatch.setenv(COOKIE_ENV, content)
     raw = yaml.safe_load(config_text())
     raw["topologies"] = {}  # the cookie is what is checked here, not the strategies
-    config = load(yaml.safe_dump(raw), tmp_path, {**env(), COOKIE_ENV: placeholder})
+    raw.pop("app")  # and not the app
+    config = load(yaml.safe_dump(raw), tmp_path, {**env(), COOKIE_ENV: content})
     args = argparse.Namespace(cookie=None, cookie_file=None)
     with pytest.raises(ConfigError) as caught:
         cookie_from(args, config.node.cookie)
-    assert [issue.path for issue in caught.value.issues] == ["node.cookie"]
+    assert [issue.path for issue in caught.value.issues] in (["node.cookie"], [COOKIE_ENV])
 
 
 # -- consistency between manifests -------------------------------------------------------
@@ -277,9 +335,8 @@ def test_the_deployment_sets_every_variable_the_config_uses() -> None:
         "metadata.namespace"
     )
     reference = variables["PYCLUSTER_COOKIE"]["valueFrom"]["secretKeyRef"]
-    secret = only("Secret")
-    assert reference["name"] == secret["metadata"]["name"]
-    assert reference["key"] in {**secret.get("data", {}), **secret.get("stringData", {})}
+    assert reference["name"] == cookie_generator()["name"]
+    assert reference["key"] in generated_keys(cookie_generator())
 
 
 def test_the_role_is_bound_to_the_deployments_service_account() -> None:
@@ -295,6 +352,31 @@ def test_the_role_is_bound_to_the_deployments_service_account() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
     ]
+
+
+def test_pods_of_the_dns_strategy_hold_no_api_token() -> None:
+    topology = yaml.safe_load(config_text())["topologies"]["k8s"]
+    assert topology["strategy"] == "kubernetes.dns"
+    pod = only("Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_the_network_policy_admits_the_cluster_port_only_from_its_pods() -> None:
+    policy = only("NetworkPolicy")["spec"]
+    pod_labels = only("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    node = yaml.safe_load(config_text())["node"]
+    cluster_port, http_port = node["port"], node["http"]["port"]
+    admitted: dict[int, list[dict[str, Any]]] = {}
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            assert port["protocol"] == "TCP"
+            admitted.setdefault(container_port(port["port"]), []).extend(rule["from"])
+    assert set(admitted) == {cluster_port, http_port}
+    # 9100 only from the cluster's own pods (the selector of the pods the policy covers).
+    assert admitted[cluster_port] == [{"podSelector": policy["podSelector"]}]
+    assert {"podSelector": policy["podSelector"]} in admitted[http_port]
 
 
 def test_the_pod_runs_locked_down_and_leaves_gracefully() -> None:
@@ -335,11 +417,16 @@ def test_the_config_is_mounted_where_the_image_reads_it() -> None:
 # -- Dockerfile --------------------------------------------------------------------------
 
 
-def dockerfile_lines() -> list[tuple[str, str]]:
+PYCLUSTER_DOCKERFILE = K8S / "Dockerfile"
+COUNTER_DOCKERFILE = COUNTER / "Dockerfile"
+DOCKERFILES = [PYCLUSTER_DOCKERFILE, COUNTER_DOCKERFILE]
+
+
+def dockerfile_lines(path: Path = PYCLUSTER_DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
     instructions: list[tuple[str, str]] = []
     pending = ""
-    for line in (K8S / "Dockerfile").read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.lstrip().startswith("#"):
             continue
         pending += line.rstrip()
@@ -353,9 +440,9 @@ def dockerfile_lines() -> list[tuple[str, str]]:
     return instructions
 
 
-def dockerfile_instructions() -> dict[str, list[str]]:
+def dockerfile_instructions(path: Path = PYCLUSTER_DOCKERFILE) -> dict[str, list[str]]:
     by_keyword: dict[str, list[str]] = {}
-    for keyword, rest in dockerfile_lines():
+    for keyword, rest in dockerfile_lines(path):
         by_keyword.setdefault(keyword, []).append(rest)
     return by_keyword
 
@@ -383,14 +470,76 @@ def test_dockerfile_installs_the_package_with_the_kubernetes_extra() -> None:
     assert "pycluster[kubernetes]" in words, "the final stage installs the extra"
 
 
-def test_dockerfile_bakes_in_no_secret() -> None:
-    for keyword, rest in dockerfile_lines():
+SECRET_MOUNT = re.compile(r"--mount=type=secret,\S+")
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_dockerfile_bakes_in_no_secret(path: Path) -> None:
+    stage = 0
+    for keyword, rest in dockerfile_lines(path):
+        stage += keyword == "FROM"
+        # pip's CA and config reach the first stage as build secrets, which no image keeps.
+        if SECRET_MOUNT.search(rest):
+            assert keyword == "RUN", f"{keyword} {rest}"
+            assert stage == 1, f"a secret mounted outside the first stage: {rest}"
+            rest = SECRET_MOUNT.sub("", rest)
         assert not re.search(r"cookie|secret|password|token|credential", rest, re.IGNORECASE), (
             f"{keyword} {rest}"
         )
         if keyword in {"COPY", "ADD"}:
             assert "k8s" not in rest
-    # The build context is only what the dockerignore lets in: never k8s/secret.yaml.
-    ignored = (K8S / "Dockerfile.dockerignore").read_text().splitlines()
+    # The build context is only what the dockerignore lets in: never k8s/cookie.
+    ignore = {
+        PYCLUSTER_DOCKERFILE: K8S / "Dockerfile.dockerignore",
+        COUNTER_DOCKERFILE: COUNTER / ".dockerignore",
+    }[path]
+    ignored = ignore.read_text().splitlines()
     assert "*" in ignored
     assert not [line for line in ignored if line.startswith("!") and "k8s" in line]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_dockerfile_says_what_builds_it(path: Path) -> None:
+    # `RUN --mount` needs BuildKit or podman/buildah; the classic builder fails on it.
+    assert any("--mount=" in rest for keyword, rest in dockerfile_lines(path))
+    header = path.read_text().split("\nARG ")[0]
+    assert "BuildKit" in header
+    assert "podman" in header
+
+
+def test_the_counter_image_is_the_pycluster_image_plus_the_service() -> None:
+    found = dockerfile_instructions(COUNTER_DOCKERFILE)
+    args = dict(arg.split("=", 1) for arg in found["ARG"] if "=" in arg)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert args["PYCLUSTER_IMAGE"] == f"pycluster:{version}"
+    assert (
+        args["PYTHON_IMAGE"]
+        == dict(arg.split("=", 1) for arg in dockerfile_instructions()["ARG"] if "=" in arg)[
+            "PYTHON_IMAGE"
+        ]
+    )
+    assert found["FROM"][-1] == "${PYCLUSTER_IMAGE}"
+    # Its own config at the path pycluster's ENTRYPOINT runs, and the pod's user again.
+    entrypoint = json.loads(dockerfile_instructions()["ENTRYPOINT"][-1])
+    assert found["COPY"][-1].split() == ["counter.yaml", entrypoint[-1]]
+    pod = only("Deployment")["spec"]["template"]["spec"]
+    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    assert found["USER"][-1] == user
+    assert dockerfile_lines(COUNTER_DOCKERFILE)[-1] == ("USER", user)
+    words = [word for run in found["RUN"] for word in shlex.split(run)]
+    assert "pycluster-counter" in words
+
+
+def test_the_counter_images_config_loads(tmp_path: Path) -> None:
+    environment = {
+        "POD_IP": POD_IP,
+        COOKIE_ENV: COOKIE,
+        "SERVICE_NAME": "counter.dns.podman",
+    }
+    config = load((COUNTER / "counter.yaml").read_text(), tmp_path, environment)
+    assert config.node.name == f"app@{POD_IP}"
+    assert config.node.ready.min_peers == 0
+    topology = config.topologies["service"]
+    assert topology.strategy == "kubernetes.dns"
+    assert topology.config.service == "counter.dns.podman"
+    assert resolve_counter_app(config.app).__module__ == "pycluster_counter.service"
