@@ -25,6 +25,7 @@ from pycluster.logs import FORMATS, LogFormat, configure_logging
 from pycluster.node import Node
 from pycluster.nodename import DEFAULT_PORT
 from pycluster.plugins import PluginError, load_config
+from pycluster.remote import run_remote
 from pycluster.status import LEAVE_MAILBOX, ask_status, ask_to_leave
 from pycluster.throttle import Throttle
 
@@ -151,6 +152,18 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=30.0, help="seconds to wait until it has left"
     )
     leave.set_defaults(run=_leave)
+
+    remote = command("remote", "an asyncio REPL connected to a running cluster (hidden client)")
+    remote.add_argument("--node", required=True, help="name of the node to connect through")
+    _cookie_arguments(remote)
+    remote.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port a --node name without one means (default {DEFAULT_PORT})",
+    )
+    remote.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for it")
+    remote.set_defaults(run=_remote)
 
     check = command("check", "validate a config file (exit 2 on problems)")
     check.add_argument("config", metavar="CONFIG", help="path of the YAML config")
@@ -416,6 +429,15 @@ def _status(args: argparse.Namespace) -> int:
     synced = "synced" if registry.get("synced") else "still merging with its peers"
     print(f"registry: {registry.get('backend')}, {registry.get('names')} name(s), {synced}")
     return 0
+
+
+def _remote(args: argparse.Namespace) -> int:
+    cookie = cookie_from(args, None)
+    try:
+        return asyncio.run(run_remote(args.node, cookie, port=args.port, timeout=args.timeout))
+    except (NotConnected, TimeoutError) as exc:
+        print(f"pycluster: cannot connect to {args.node}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 def _leave(args: argparse.Namespace) -> int:
