@@ -21,7 +21,7 @@ from pycluster.events import (
 )
 from pycluster.hooks import hookimpl
 from pycluster.logs import JsonFormatter, configure_logging
-from pycluster.membership import InMemoryNetwork, Membership
+from pycluster.membership import ConnectFailure, InMemoryNetwork, Membership
 from pycluster.node import Node
 from pycluster.nodename import NodeName, NodeNameError, parse_node_name
 from pycluster.plugins import PluginError, Plugins, load_config
@@ -65,6 +65,7 @@ __all__ = [
     "Codec",
     "Config",
     "ConfigError",
+    "ConnectFailure",
     "Entry",
     "EventStream",
     "EventsLost",

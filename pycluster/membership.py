@@ -8,14 +8,74 @@ Names cross this boundary in canonical form (:meth:`Membership.canonical`): a to
 every name discovery gives it in that form, so each written form of a node is that node.
 What a node tells others its name is (:attr:`Membership.full_name`) has its port written
 out, as a reader with another ``node.port`` would dial the wrong port otherwise.
+
+Why a connection could not be made crosses it too, as a :class:`ConnectFailure`: the
+transport that tried decides the reason (:meth:`Membership.dial`), the topology logs and
+counts it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol, get_args
+
+import attrs
 
 from pycluster.events import NodeDown, NodeUp, Notifier
 from pycluster.nodename import DEFAULT_PORT, parse_node_name
+
+ConnectReason = Literal[
+    "unresolved",
+    "refused",
+    "unreachable",
+    "timeout",
+    "tls",
+    "cookie",
+    "refused_by_peer",
+    "name",
+    "version",
+    "http",
+    "malformed",
+    "closed",
+    "left",
+    "other",
+]
+"""Why a connection could not be made: a short, fixed word (a metric label)."""
+
+CONNECT_REASONS: tuple[ConnectReason, ...] = get_args(ConnectReason)
+
+REASON_TEXT: dict[ConnectReason, str] = {
+    "unresolved": "name not resolved",
+    "refused": "connection refused (nothing listens there)",
+    "unreachable": "host unreachable",
+    "timeout": "timed out",
+    "tls": "TLS handshake failed",
+    "cookie": "cookie mismatch",
+    "refused_by_peer": "refused by the peer's discovery",
+    "name": "the node there has another name",
+    "version": "no protocol version in common",
+    "http": "the peer answered HTTP",
+    "malformed": "the peer does not speak the cluster protocol",
+    "closed": "connection closed during the handshake",
+    "left": "it left the cluster",
+    "other": "failed",
+}
+"""What each reason means, for people (the start of the warning that reports it)."""
+
+
+@attrs.frozen
+class ConnectFailure:
+    """Why a connection to a node could not be made."""
+
+    reason: ConnectReason
+    """The kind of failure, a fixed word (``cookie``, ``unresolved``...)."""
+    detail: str = ""
+    """What the transport saw, for the log (an OS error's text, the peer's reject...)."""
+
+    def __str__(self) -> str:
+        text = REASON_TEXT[self.reason]
+        if self.detail.startswith(text):
+            return self.detail or text
+        return f"{text} ({self.detail})" if self.detail else text
 
 
 class Membership(Protocol):
@@ -44,6 +104,10 @@ class Membership(Protocol):
 
     async def connect(self, node: str) -> bool:
         """Connect to ``node``; True once connected (or already), False if unreachable."""
+        ...
+
+    async def dial(self, node: str) -> ConnectFailure | None:
+        """Connect to ``node``; None once connected (or already), else why it failed."""
         ...
 
     def left(self, node: str) -> bool:
@@ -103,14 +167,16 @@ class InMemoryNetwork:
         """Peers connected to ``name``, sorted."""
         return sorted(self._links.get(self.canonical(name), ()))
 
-    def _link(self, a: str, b: str) -> bool:
+    def _link(self, a: str, b: str) -> ConnectFailure | None:
+        if a not in self._links or b not in self._links:
+            return ConnectFailure("refused", "not on the network")
         if not (self._reachable.get(a) and self._reachable.get(b)):
-            return False
+            return ConnectFailure("unreachable", "cut off")
         if b not in self._links[a]:
             self._links[a].add(b)
             self._links[b].add(a)
             self._emit("pycluster_node_up", NodeUp(a, b), NodeUp(b, a))
-        return True
+        return None
 
     def _unlink(self, a: str, b: str, reason: str) -> bool:
         if b not in self._links.get(a, ()):
@@ -155,11 +221,17 @@ class InMemoryMembership:
     async def connect(self, node: str) -> bool:
         """Link to ``node`` if both are reachable; never to this node itself (False for
         what is not a node name)."""
+        return await self.dial(node) is None
+
+    async def dial(self, node: str) -> ConnectFailure | None:
+        """Link to ``node`` if both are reachable (None), else why not."""
         try:
             peer = self.canonical(node)
-        except ValueError:
-            return False
-        return peer != self._name and self._network._link(self._name, peer)
+        except ValueError as exc:
+            return ConnectFailure("other", str(exc))
+        if peer == self._name:
+            return ConnectFailure("other", "this node itself")
+        return self._network._link(self._name, peer)
 
     async def disconnect(self, node: str) -> bool:
         """Drop the link to ``node``; True if there was one."""

@@ -1,20 +1,127 @@
-"""A node's Prometheus metrics, in a registry of its own (several nodes may share a process)."""
+"""A node's Prometheus metrics, in a registry of its own (several nodes may share a process).
+
+Counters are counted where things happen. What follows from the node's state (registry
+sizes, actors, mailbox depth) is read when ``/metrics`` is scraped, by a collector
+(:meth:`NodeMetrics.observe_state`), so an idle node spends nothing on it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+import attrs
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LAG_PROBE_INTERVAL = 0.25
+CALL_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Bounds of the call latency histogram, in seconds: a call within a host takes about
+0.1 ms, one across a network a few, a slow actor's up to its timeout."""
+
+
+@attrs.frozen
+class StateCounts:
+    """What a node holds right now, read at scrape time (:meth:`NodeMetrics.observe_state`)."""
+
+    names: int
+    """Names registered, cluster-wide as this node's registry knows them (every scope)."""
+    groups: int
+    """Process groups with at least one member."""
+    members: int
+    """Group memberships, summed over the groups."""
+    actors: int
+    """Actors running on this node."""
+    queued: int
+    """Messages waiting in the mailboxes of this node's actors, in all."""
+    deepest: int
+    """Messages waiting in the fullest mailbox."""
+
+
+class _StateCollector(Collector):
+    """Gauges of a :class:`StateCounts`, computed when scraped."""
+
+    def __init__(self, counts: Callable[[], StateCounts]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._counts())
+
+    @staticmethod
+    def _families(counts: StateCounts | None) -> Iterator[Metric]:
+        for name, documentation, field in STATE_GAUGES:
+            family = GaugeMetricFamily(name, documentation)
+            if counts is not None:
+                family.add_metric([], getattr(counts, field))
+            yield family
+
+
+STATE_GAUGES = (
+    (
+        "pycluster_registry_names",
+        "Names registered, as this node's registry knows them (every scope).",
+        "names",
+    ),
+    ("pycluster_registry_groups", "Process groups with at least one member.", "groups"),
+    ("pycluster_registry_members", "Group memberships, summed over the groups.", "members"),
+    ("pycluster_actors", "Actors running on this node.", "actors"),
+    (
+        "pycluster_mailbox_depth",
+        "Messages waiting in the mailboxes of this node's actors, in all.",
+        "queued",
+    ),
+    (
+        "pycluster_mailbox_depth_max",
+        "Messages waiting in the fullest mailbox of this node's actors.",
+        "deepest",
+    ),
+)
+"""Metric name, help text and :class:`StateCounts` field of each state gauge."""
 
 
 class NodeMetrics:
     """Counters and gauges a node exports at ``/metrics``."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # The process's own metrics, in this registry too (the default one is not served).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        if version is not None:
+            Info(
+                "pycluster_build", "The pycluster release this node runs.", registry=self.registry
+            ).info({"version": version})
         self.nodes = Gauge(
             "pycluster_connected_nodes", "Peers connected to this node.", registry=self.registry
         )
@@ -28,6 +135,22 @@ class NodeMetrics:
             "pycluster_topology_disconnects",
             "Nodes a topology disconnected because discovery left them out.",
             ["topology"],
+            registry=self.registry,
+        )
+        self.connect_failures = Counter(
+            "pycluster_topology_connect_failures",
+            "Failed connection attempts of a topology, by reason (unresolved, refused, "
+            "unreachable, timeout, tls, cookie, refused_by_peer, name, version, http, "
+            "malformed, closed, left, other).",
+            ["topology", "reason"],
+            registry=self.registry,
+        )
+        self.call_duration = Histogram(
+            "pycluster_call_duration_seconds",
+            "Calls this node made to actors, from the call to the reply (or failure), by "
+            "where the actor runs (local, remote).",
+            ["where"],
+            buckets=CALL_BUCKETS,
             registry=self.registry,
         )
         self.topology_state = Gauge(
@@ -129,9 +252,19 @@ class NodeMetrics:
             registry=self.registry,
         )
 
-    def connect_result(self, topology: str, ok: bool) -> None:
-        """Count one connection attempt of ``topology``."""
-        self.connects.labels(topology, "ok" if ok else "failed").inc()
+    def connect_result(self, topology: str, reason: str | None) -> None:
+        """Count one connection of ``topology`` (``reason`` None), or one failed attempt
+        and why it failed."""
+        if reason is None:
+            self.connects.labels(topology, "ok").inc()
+        else:
+            self.connects.labels(topology, "failed").inc()
+            self.connect_failures.labels(topology, reason).inc()
+
+    def observe_state(self, counts: Callable[[], StateCounts]) -> None:
+        """Serve the state gauges (registry sizes, actors, mailbox depth) from
+        ``counts()``, called on each scrape."""
+        self.registry.register(_StateCollector(counts))
 
     def set_topology_state(self, topology: str, state: str, states: Iterable[str]) -> None:
         """Show ``topology`` in ``state``: its series of ``state`` at 1, those of the other

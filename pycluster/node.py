@@ -25,7 +25,7 @@ from pycluster.actors.ref import register_ref
 from pycluster.codec import Codec
 from pycluster.config import Config, checks
 from pycluster.events import NodeDown, NodeUp
-from pycluster.metrics import NodeMetrics
+from pycluster.metrics import NodeMetrics, StateCounts
 from pycluster.plugins import Plugins
 from pycluster.registry import Registry
 from pycluster.registry.events import (
@@ -131,7 +131,7 @@ class Node:
         self.config = config
         self.hidden = hidden
         self.plugins = plugins if plugins is not None else Plugins.load()
-        self.metrics = NodeMetrics()
+        self.metrics = NodeMetrics(version=_version())
         self.incarnation = secrets.token_bytes(16)
         self.codec = Codec()
         register_ref(self.codec)
@@ -179,6 +179,7 @@ class Node:
         """Cluster-unique names and process groups (``spawn``, ``whereis``, ...)."""
         self._registry_hooks: list[tuple[str, object, str]] = []
         self.registry.listeners.append(self._registry_event)
+        self.metrics.observe_state(self._state_counts)
         self._subscriptions: set[Subscription] = set()
         self.transport.subscribe(self._publish)
         self.transport.register_mailbox(STATUS_MAILBOX, lambda sender, body: self.status())
@@ -188,6 +189,20 @@ class Node:
         self._min_peers = config.node.ready.min_peers
         self._first_ready = False
         self._readiness_checks: dict[str, tuple[Callable[[], object], float]] = {}
+
+    def _state_counts(self) -> StateCounts:
+        """What the state gauges of ``/metrics`` show (read on each scrape)."""
+        backend = self.registry.backend
+        groups = backend.groups()
+        actors, queued, deepest = self.actors.mailbox_depths()
+        return StateCounts(
+            names=len(backend.registered()),
+            groups=len(groups),
+            members=sum(len(backend.memberships(group)) for group in groups),
+            actors=actors,
+            queued=queued,
+            deepest=deepest,
+        )
 
     def _refuses(self, peer: str) -> bool:
         return self.supervisor.refuses(peer)
@@ -244,7 +259,9 @@ class Node:
         await transport.start()
         await self.registry.start()
         await self.supervisor.start()
-        if isinstance(transport, TcpMesh):
+        if self.hidden:
+            log.debug("hidden client %s started (it does not listen)", self.name)
+        elif isinstance(transport, TcpMesh):
             host, port = transport.listen_host or "*", transport.listen_port
             log.info(
                 "node %s listening on %s:%s",
@@ -400,6 +417,14 @@ class Node:
             checks[name] = await _run_check(check, timeout)
         ready = own_ready and all(result == "ok" for result in checks.values())
         return {"ready": ready, "checks": checks}
+
+
+def _version() -> str:
+    # The package is imported whole before any node is made; importing it at the top
+    # would be a cycle (it exports Node).
+    from pycluster import __version__
+
+    return __version__
 
 
 async def _run_check(check: Callable[[], object], timeout: float) -> str:

@@ -3,8 +3,6 @@ to leave the cluster (``pycluster leave``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from typing import Any
 
@@ -26,8 +24,9 @@ async def ask_status(
     ``node`` may be written in any form of the node's name; ``port`` is what a name
     without a port means (the cluster's ``node.port``). The handshake compares names with
     their ports written out, so a name that spells out the node's port works whatever
-    ``port`` is. NotConnected says why the node could not be asked when the log cannot:
-    when the port answers HTTP (a node's ``node.http`` port, not its cluster port).
+    ``port`` is. NotConnected says why the node could not be asked (the reason of the
+    failed connection: a cookie mismatch, a name not resolved, a port that answers HTTP,
+    which is a node's ``node.http`` port, not its cluster port...).
     """
     status: dict[str, Any] = await ask(node, cookie, STATUS_MAILBOX, port=port, timeout=timeout)
     return status
@@ -58,50 +57,22 @@ async def ask(
         {"node": {"name": f"pycluster-status-{os.getpid()}@localhost", "port": port}}, env={}
     )
     async with Node(config, cookie=cookie, hidden=True, handshake_timeout=timeout) as client:
-        if not await client.connect(node):
-            http = await _http_address(node, port, timeout) if _malformed(client) else None
-            if http is not None:
-                raise NotConnected(
-                    f"{http} answers HTTP: that is a node's HTTP port (node.http), "
-                    f"not its cluster port (node.port, default {DEFAULT_PORT})"
-                )
-            raise NotConnected(f"could not connect to {node} (see the log above)")
+        failure = await client.transport.dial(node)
+        if failure is not None and failure.reason == "http":
+            raise NotConnected(
+                f"{_address(node, port)} answers HTTP: that is a node's HTTP port "
+                f"(node.http), not its cluster port (node.port, default {DEFAULT_PORT})"
+            )
+        if failure is not None:
+            raise NotConnected(f"could not connect to {node}: {failure}")
         return await client.call(node, mailbox, None, timeout=timeout)
 
 
-def _malformed(client: Node) -> float:
-    """How many of ``client``'s handshakes failed on bytes that were not our protocol."""
-    value = client.metrics.registry.get_sample_value(
-        "pycluster_handshake_failures_total", {"kind": "malformed"}
-    )
-    return value or 0.0
-
-
-async def _http_address(node: str, port: int, timeout: float) -> str | None:
-    """``node``'s address as ``host:port`` if it answers a plain HTTP request like an
-    HTTP server, else None.
-
-    Asked only after a handshake with it failed on bytes that were not our protocol: a
-    node's cluster port, which speaks that protocol, is not sent HTTP.
-    """
+def _address(node: str, port: int) -> str:
+    """The address ``node`` is dialled at, as ``host:port``."""
     try:
         target = parse_node_name(node)
     except NodeNameError:
-        return None
+        return node
     host, port = target.host, target.port or port
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(b"HEAD / HTTP/1.0\r\n\r\n")
-                await writer.drain()
-                answer = await reader.read(5)
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except (OSError, TimeoutError):
-        return None
-    if answer != b"HTTP/":
-        return None
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

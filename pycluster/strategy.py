@@ -26,7 +26,7 @@ import attrs
 
 from pycluster.discovery import Plan, plan
 from pycluster.events import Notifier, TopologyConnect, TopologyDisconnect
-from pycluster.membership import Membership
+from pycluster.membership import ConnectFailure, Membership
 from pycluster.metrics import NodeMetrics
 from pycluster.throttle import Throttle
 
@@ -105,6 +105,8 @@ class Topology:
         self._stopping = stopping
         self._metrics = metrics
         self._failures: dict[str, int] = {}
+        self._counted: set[str] = set()
+        """Connected nodes whose connection ``pycluster_topology_connects_total`` counted."""
         self._problem: str | None = None
         self._reason: str | None = None
         self._repeats = 0
@@ -262,10 +264,13 @@ class Topology:
     async def connect(self, nodes: Iterable[str]) -> list[str]:
         """Connect to ``nodes`` in parallel; return those connected now, sorted.
 
-        Unreachable nodes are logged once (then at debug level until they are reached).
+        A failed attempt is logged with its reason (a warning the first time, then at
+        debug level until the node is reached) and counted in
+        ``pycluster_topology_connect_failures_total{reason}``.
         """
         wanted = sorted(self._canonical(nodes) - {self.self_name})
         already = set(self._membership.nodes())
+        self._counted.intersection_update(already)  # ended connections: the next counts
         results = await asyncio.gather(*(self._connect_one(node) for node in wanted))
         for node, ok in zip(wanted, results, strict=True):
             if ok and node not in already:
@@ -276,16 +281,12 @@ class Topology:
 
     async def _connect_one(self, node: str) -> bool:
         try:
-            ok = await self._membership.connect(node)
+            failure = await self._membership.dial(node)
         except Exception as exc:
-            ok = False
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            reason = "unreachable"
+            failure = ConnectFailure("other", f"{type(exc).__name__}: {exc}")
         failures = self._failures.get(node, 0)
-        if self._metrics is not None:
-            self._metrics.connect_result(self.name, ok)
-        if ok:
+        if failure is None:
+            self._count_connection(node)
             if failures:
                 self.log.info(
                     "connected to %s after %d failed attempts",
@@ -294,23 +295,40 @@ class Topology:
                     extra={"event": "connected", "peer": node, "failed_attempts": failures},
                 )
             self._failures.pop(node, None)
-        elif self._membership.left(node):
+            return True
+        if self._metrics is not None:
+            self._metrics.connect_result(self.name, failure.reason)
+        if failure.reason == "left" or self._membership.left(node):
             self.log.debug("not reconnecting %s: it left the cluster", node)
-        else:
-            if not failures and len(self._failures) >= FAILURES_MEMORY:
-                # Bounded: a stranger announcing endless names (gossip without a secret)
-                # must not grow it; forgetting only means one more warning per name.
-                self._failures.clear()
-            self._failures[node] = failures + 1
-            level = logging.WARNING if failures == 0 else logging.DEBUG
-            self.log.log(
-                level,
-                "cannot connect to %s (%s); will retry",
-                node,
-                reason,
-                extra={"event": "connect_failed", "peer": node, "error": reason},
-            )
-        return ok
+            return False
+        if not failures and len(self._failures) >= FAILURES_MEMORY:
+            # Bounded: a stranger announcing endless names (gossip without a secret)
+            # must not grow it; forgetting only means one more warning per name.
+            self._failures.clear()
+        self._failures[node] = failures + 1
+        level = logging.WARNING if failures == 0 else logging.DEBUG
+        self.log.log(
+            level,
+            "cannot connect to %s: %s; will retry",
+            node,
+            failure,
+            extra={
+                "event": "connect_failed",
+                "peer": node,
+                "reason": failure.reason,
+                "error": failure.detail or str(failure),
+            },
+        )
+        return False
+
+    def _count_connection(self, node: str) -> None:
+        """Count the connection to ``node`` in ``pycluster_topology_connects_total{result=
+        "ok"}``, once per connection whichever side dialled it."""
+        if node in self._counted:
+            return
+        self._counted.add(node)
+        if self._metrics is not None:
+            self._metrics.connect_result(self.name, None)
 
     async def disconnect(self, nodes: Iterable[str]) -> list[str]:
         """Disconnect ``nodes``; return those that were connected, sorted."""
@@ -340,6 +358,8 @@ class Topology:
         The decision itself is ``pycluster.discovery.plan``, a pure function.
         """
         connected = self._membership.nodes()
+        # A connection counts once: forget those that ended, so the next one counts again.
+        self._counted.intersection_update(connected)
         for node in self._failures.keys() & set(connected):
             # Reached meanwhile (the peer dialled us): its next failure is news again.
             failures = self._failures[node]
@@ -358,6 +378,8 @@ class Topology:
             connected=connected,
         )
         self.listed, self.excluded = decision.listed, decision.excluded
+        for node in decision.listed.intersection(connected):
+            self._count_connection(node)  # the peer dialled us, or another topology did
         if decision.disconnect:
             await self.disconnect(decision.disconnect)
         if decision.connect:

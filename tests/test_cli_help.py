@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import pycluster
+from pycluster import Node, load_config
 from tests.conftest import run_cli
 from tests.lab.polling import until
 
@@ -137,6 +138,23 @@ async def test_status_at_the_http_port_says_so_and_a_closed_pipe_is_quiet(
                 "HTTP: that is a node's HTTP port (node.http), not its cluster port "
                 "(node.port, default 9100)"
             )
+        # Told apart in the handshake itself: counted as an HTTP answer, not as a
+        # malformed frame (whose warning would be about a frame of 1213486160 bytes).
+        client = Node(
+            load_config({"node": {"name": "probe@127.0.41.21"}}, env={}),
+            cookie=COOKIE[1],
+            hidden=True,
+        )
+        async with client:
+            failure = await client.transport.dial(f"{name}:9201")
+        assert failure is not None
+        assert failure.reason == "http", failure
+        registry = client.metrics.registry
+        kinds = {
+            kind: registry.get_sample_value("pycluster_handshake_failures_total", {"kind": kind})
+            for kind in ("http", "malformed")
+        }
+        assert kinds == {"http": 1.0, "malformed": None}
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 20)

@@ -393,6 +393,18 @@ async def test_hidden_client_is_not_a_member(pair: tuple[Node, Node]) -> None:
     assert events._queue.empty()
 
 
+async def test_a_hidden_client_does_not_say_it_listens(caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config({"node": {"name": "cli@127.0.1.12"}}, env={})
+    member = load_config({"node": {"name": "member@127.0.1.12"}}, env={})
+    with caplog.at_level(logging.DEBUG, logger="pycluster"):
+        async with Node(config, cookie=COOKIE, hidden=True) as client:
+            assert client.started
+        assert not [r for r in caplog.records if getattr(r, "event", None) == "listening"]
+        async with Node(member, cookie=COOKIE):
+            pass
+    assert [r for r in caplog.records if getattr(r, "event", None) == "listening"]
+
+
 async def test_an_idle_hidden_client_with_a_longer_tick_timeout_stays_connected(
     pair: tuple[Node, Node],
 ) -> None:

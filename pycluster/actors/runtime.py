@@ -85,6 +85,9 @@ class Actors:
         self.end_listeners: list[Callable[[ActorRef, str], None]] = []
         """Called with ``(ref, reason)`` whenever a local actor has ended for good."""
         node.register_mailbox(ACTOR_MAILBOX, self._on_remote)
+        durations = node.metrics.call_duration
+        self._local_calls = durations.labels("local").observe
+        self._remote_calls = durations.labels("remote").observe
 
     # -- local lifecycle --------------------------------------------------------------------
 
@@ -140,6 +143,20 @@ class Actors:
         """Refs of the actors running on this node."""
         return [running.ref for running in self._running.values()]
 
+    def mailbox_depths(self) -> tuple[int, int, int]:
+        """How many actors run here, the messages waiting in their mailboxes in all, and
+        in the fullest one (read when ``/metrics`` is scraped)."""
+        depths = [running.queue.qsize() for running in self._running.values()]
+        return len(depths), sum(depths), max(depths, default=0)
+
+    def busiest(self, count: int = 10) -> list[tuple[str, int]]:
+        """The ``count`` actors here with the most messages waiting, fullest first, each
+        as (the name it was started under, else its ref; messages waiting); only actors
+        with a message waiting."""
+        queued = [(r.queue.qsize(), r) for r in self._running.values() if r.queue.qsize()]
+        queued.sort(key=lambda item: -item[0])
+        return [(running.name or str(running.ref), depth) for depth, running in queued[:count]]
+
     def names(self) -> list[str]:
         """Names the actors running on this node were started under (sorted; a name twice
         would mean two live actors for it here)."""
@@ -193,7 +210,9 @@ class Actors:
 
     async def call(self, ref: ActorRef, message: Any, timeout: float = 5.0) -> Any:
         """Send ``message`` and return the reply. Raises what the handler raised (remotely:
-        RemoteError), TimeoutError, NoSuchActor, or NotConnected."""
+        RemoteError), TimeoutError, NoSuchActor, or NotConnected. Its duration, failures
+        included, goes to ``pycluster_call_duration_seconds``."""
+        started = time.perf_counter()
         if ref.node != self._node.name:
             try:
                 return await self._node.call(
@@ -203,11 +222,16 @@ class Actors:
                 if exc.type == "NoSuchActor":
                     raise NoSuchActor(str(ref)) from exc
                 raise
-        running = self._alive(ref)
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        async with asyncio.timeout(timeout):
-            await running.queue.put(_Envelope("call", message, reply))
-            return await reply
+            finally:
+                self._remote_calls(time.perf_counter() - started)
+        try:
+            running = self._alive(ref)
+            reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            async with asyncio.timeout(timeout):
+                await running.queue.put(_Envelope("call", message, reply))
+                return await reply
+        finally:
+            self._local_calls(time.perf_counter() - started)
 
     async def cast(self, ref: ActorRef, message: Any) -> None:
         """Send ``message`` without waiting for it to be handled."""

@@ -94,6 +94,16 @@ class FrameError(Exception):
     """A peer sent something that is not a valid frame; the connection must be closed."""
 
 
+class HttpAnswer(FrameError):
+    """Where a frame's length was expected, the peer sent the start of an HTTP response
+    (``HTTP/``): it is an HTTP server, such as a node's ``node.http`` port."""
+
+
+_HTTP = b"HTTP/"
+_HTTP_SIZE = HEADER.unpack(_HTTP[:4])[0]
+"""The length ``HTTP`` reads as (1213486160): over any frame cap."""
+
+
 def encode_frame(message: Message, codec: Codec = PLAIN) -> bytes:
     """One frame holding ``message`` (a map with a string ``t``, the message type)."""
     payload = codec.pack(message)
@@ -190,6 +200,8 @@ class FrameDecoder:
                 break
             (size,) = HEADER.unpack_from(data, offset)
             if size > self.limits.max_frame_size:
+                if size == _HTTP_SIZE and data[offset + 4 : offset + 5] in (b"/", b""):
+                    raise HttpAnswer("the peer answered HTTP")
                 raise FrameError(
                     f"frame of {size} bytes exceeds the {self.limits.max_frame_size} cap"
                 )

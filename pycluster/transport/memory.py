@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from pycluster.codec import Codec
 from pycluster.config import Config
+from pycluster.membership import ConnectFailure
 from pycluster.metrics import NodeMetrics
 from pycluster.nodename import DEFAULT_PORT, parse_node_name
 from pycluster.transport.endpoint import Endpoint
@@ -136,26 +137,27 @@ class MemoryNetwork:
         for timer in self._paused.pop(node.name, []):
             timer.cancel()
 
-    def _link(self, dialer: MemoryTransport, peer: str) -> bool:
-        """Connect ``dialer`` to ``peer`` if it can be reached and admits it."""
+    def _link(self, dialer: MemoryTransport, peer: str) -> ConnectFailure | None:
+        """Connect ``dialer`` to ``peer`` if it can be reached and admits it (None), else
+        say why not, as the TCP mesh would."""
         acceptor = self._nodes.get(peer)
         if acceptor is None or not acceptor.started or not dialer.started:
-            return False
+            return ConnectFailure("refused", "not on the network")
         if frozenset((dialer.name, peer)) in self._cut:
-            return False
+            return ConnectFailure("timeout", "partitioned")
         if dialer.name in self._paused or peer in self._paused:
-            return False
+            return ConnectFailure("timeout", "paused")
         if not set(dialer.keys[:1]) & set(acceptor.keys):
             log.debug("%s: %s has another cookie", dialer.name, peer)
-            return False
+            return ConnectFailure("cookie")
         if not dialer.hidden and acceptor.refuses(dialer.name):
-            return False
+            return ConnectFailure("refused_by_peer")
         ours = MemoryChannel(dialer, peer, acceptor.incarnation, hidden=dialer.hidden)
         theirs = MemoryChannel(acceptor, dialer.name, dialer.incarnation, hidden=dialer.hidden)
         ours.other, theirs.other = theirs, ours
         acceptor.accept(theirs)
         dialer.accept(ours)
-        return True
+        return None
 
     def _held(self, channel: MemoryChannel) -> bool:
         """Whether messages on ``channel`` wait (either end is paused)."""
@@ -221,18 +223,24 @@ class MemoryTransport(Endpoint):
 
     async def connect(self, name: str) -> bool:
         """Connect to ``name`` (a no-op when connected); False if it cannot be reached."""
+        return await self.dial(name) is None
+
+    async def dial(self, name: str) -> ConnectFailure | None:
+        """Connect to ``name`` (a no-op when connected): None once connected, else why not."""
         try:
             peer = self.canonical(name)
-        except ValueError:
-            return False
-        if peer == self.name or not self.started or self.killed:
-            return False
+        except ValueError as exc:
+            return ConnectFailure("other", str(exc))
+        if peer == self.name:
+            return ConnectFailure("other", "this node itself")
+        if not self.started or self.killed:
+            return ConnectFailure("other", "this node is not running")
         if peer in self._connections or any(
             c.peer == peer and not c.closed for c in self._hidden_connections
         ):
-            return True
+            return None
         if self.left(peer):
-            return False
+            return ConnectFailure("left")
         return self.network._link(self, peer)
 
     def channels(self) -> list[MemoryChannel]:

@@ -5,7 +5,10 @@ every connection with the cookie handshake (TLS first, if configured), keeps one
 per peer, and declares a peer down when it falls silent (ticks, in
 :class:`~pycluster.transport.connection.Connection`). Messages, mailboxes and calls are the
 :class:`~pycluster.transport.endpoint.Endpoint`'s. Whether a peer may connect at all is
-discovery's decision, passed in as ``refuses``.
+discovery's decision, passed in as ``refuses``. A dial that fails says why, as a
+:class:`~pycluster.membership.ConnectFailure` whose reason is decided here: from what
+opening the connection raised (:func:`dial_failure`) or how its handshake failed
+(:func:`handshake_failure`).
 
 Which connection survives when two nodes dial each other at once (:func:`admit`, no I/O):
 every pair of nodes keeps exactly one connection. When an authenticated connection arrives
@@ -27,17 +30,26 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 from pycluster.codec import Codec
 from pycluster.config import Config
+from pycluster.membership import ConnectFailure, ConnectReason
 from pycluster.metrics import NodeMetrics
 from pycluster.nodename import parse_node_name
 from pycluster.transport.connection import Connection, ConnectionClosed
 from pycluster.transport.endpoint import Endpoint
-from pycluster.transport.frames import PREAUTH, FrameDecoder, FrameError, FrameLimits, encode_frame
+from pycluster.transport.frames import (
+    PREAUTH,
+    FrameDecoder,
+    FrameError,
+    FrameLimits,
+    HttpAnswer,
+    encode_frame,
+)
 from pycluster.transport.handshake import Handshake, HandshakeError, reject
 from pycluster.transport.link import Link
 
@@ -57,6 +69,24 @@ REFUSALS: dict[str, str] = {
     "tie-break": "simultaneous dial: the connection dialled by the smaller name is kept",
 }
 """The reason sent in the ``reject`` message for each refusal."""
+
+HTTP_ANSWER = "the peer answered HTTP: that is a node's HTTP port (node.http), not its cluster port"
+"""Why a dial failed whose peer answered in HTTP (handshake failure kind ``http``)."""
+
+HANDSHAKE_REASONS: dict[str, ConnectReason] = {
+    "cookie": "cookie",
+    "name": "name",
+    "version": "version",
+    "http": "http",
+    "malformed": "malformed",
+    "protocol": "malformed",
+    "timeout": "timeout",
+    "closed": "closed",
+    "excluded": "refused_by_peer",
+}
+"""The reason of a dial whose handshake failed, by the failure's kind or, when the peer
+rejected it, by the code the peer gave (its own kind, or ``excluded``: its discovery keeps
+this node out)."""
 
 
 def admit(
@@ -112,7 +142,7 @@ class TcpMesh(Endpoint):
         """What an authenticated peer's frames may hold."""
         self._handshake_timeout = handshake_timeout
         self._server_ssl, self._client_ssl = _tls_contexts(config)
-        self._dialling: dict[str, asyncio.Future[bool]] = {}
+        self._dialling: dict[str, asyncio.Future[ConnectFailure | None]] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
         self._max_unauthenticated = max_unauthenticated
         self._max_unauthenticated_per_source = max_unauthenticated_per_source
@@ -155,33 +185,40 @@ class TcpMesh(Endpoint):
 
     async def connect(self, name: str) -> bool:
         """Connect to ``name`` (a no-op when connected); False if it cannot be reached."""
+        return await self.dial(name) is None
+
+    async def dial(self, name: str) -> ConnectFailure | None:
+        """Connect to ``name`` (a no-op when connected): None once connected, else why
+        not (:func:`dial_failure` and :func:`handshake_failure` decide the reason)."""
         try:
             peer = self.canonical(name)
-        except ValueError:
+        except ValueError as exc:
             log.warning("cannot connect to %r: not a node name", name)
-            return False
-        if peer == self.name or not self.started:
-            return False
+            return ConnectFailure("other", str(exc))
+        if peer == self.name:
+            return ConnectFailure("other", "this node itself")
+        if not self.started:
+            return ConnectFailure("other", "this node is not running")
         if peer in self._connections:
-            return True
+            return None
         if self.hidden and any(c.peer == peer and not c.closed for c in self._hidden_connections):
-            return True
+            return None
         if self.left(peer):
-            return False
+            return ConnectFailure("left")
         pending = self._dialling.get(peer)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ConnectFailure | None] = asyncio.get_running_loop().create_future()
         self._dialling[peer] = future
-        ok = False
+        failure: ConnectFailure | None = ConnectFailure("other", "the dial was cancelled")
         try:
-            ok = await self._dial(peer)
+            failure = await self._dial(peer)
         finally:
             del self._dialling[peer]
-            future.set_result(ok)
-        return ok
+            future.set_result(failure)
+        return failure
 
-    async def _dial(self, peer: str) -> bool:
+    async def _dial(self, peer: str) -> ConnectFailure | None:
         target = parse_node_name(peer)
         local = (self.listen_host, 0) if self.listen_host and not self.hidden else None
         try:
@@ -197,19 +234,24 @@ class TcpMesh(Endpoint):
                 ),
                 timeout=self._handshake_timeout,
             )
-        except ssl.SSLError as exc:
-            self.metrics.tls_failures.labels("dial").inc()
-            self._warn_once(("tls", peer), "TLS handshake with %s failed: %s", peer, exc)
-            return False
         except (OSError, TimeoutError) as exc:
-            reason = str(exc) or f"no answer within {self._handshake_timeout}s"
-            log.debug(
-                "cannot reach %s: %s",
-                peer,
-                reason,
-                extra={"event": "dial_failed", "peer": peer, "reason": reason},
-            )
-            return False
+            failure = dial_failure(exc, self._handshake_timeout)
+            if failure.reason == "tls":
+                self.metrics.tls_failures.labels("dial").inc()
+                self._warn_once(("tls", peer), "TLS handshake with %s failed: %s", peer, exc)
+            else:
+                log.debug(
+                    "cannot reach %s: %s",
+                    peer,
+                    failure,
+                    extra={
+                        "event": "dial_failed",
+                        "peer": peer,
+                        "reason": failure.detail,
+                        "kind": failure.reason,
+                    },
+                )
+            return failure
         handshake = self._handshake_state("dialer", peer)
         try:
             await self._handshake(handshake, link, peer)
@@ -217,13 +259,20 @@ class TcpMesh(Endpoint):
             if exc.peer_code == "tie-break":
                 # Our dial lost the tie-break to the peer's own dial, which is connecting
                 # us right now: connected all the same, once it lands.
-                return await self._until_connected(peer)
-            return exc.kind == "rejected" and peer in self._connections
+                if await self._until_connected(peer):
+                    return None
+                return ConnectFailure(
+                    "timeout",
+                    f"the peer's own connection did not arrive within {self._handshake_timeout}s",
+                )
+            if exc.kind == "rejected" and peer in self._connections:
+                return None
+            return handshake_failure(exc)
         if peer in self._connections:
             link.close()  # raced with an inbound connection that won: keep that one
-            return True
+            return None
         self._admitted(handshake, link)
-        return True
+        return None
 
     async def _until_connected(self, peer: str) -> bool:
         """Wait (at most the handshake timeout) for a connection to ``peer`` to land."""
@@ -375,7 +424,11 @@ class TcpMesh(Endpoint):
         except TimeoutError:
             failure = HandshakeError("timed out", kind="timeout", tell_peer=False)
         except FrameError as exc:
-            failure = HandshakeError(f"bad frame: {exc}", kind="malformed", tell_peer=False)
+            if isinstance(exc, HttpAnswer) and handshake.role == "dialer":
+                # Where a node was dialled, an HTTP server answered: a node's HTTP port.
+                failure = HandshakeError(HTTP_ANSWER, kind="http", tell_peer=False)
+            else:
+                failure = HandshakeError(f"bad frame: {exc}", kind="malformed", tell_peer=False)
         except (ConnectionError, OSError) as exc:
             failure = HandshakeError(f"connection lost ({exc})", kind="closed", tell_peer=False)
         except asyncio.CancelledError:
@@ -434,6 +487,25 @@ class TcpMesh(Endpoint):
         arrived = self._arrivals.pop(peer, None)
         if arrived is not None:
             arrived.set()
+
+
+def dial_failure(exc: OSError | TimeoutError, timeout: float) -> ConnectFailure:
+    """Why a TCP (or TLS) connection could not be opened, from what opening it raised."""
+    if isinstance(exc, ssl.SSLError):
+        return ConnectFailure("tls", str(exc))
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailure("unresolved", str(exc))
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectFailure("refused", str(exc))
+    if isinstance(exc, TimeoutError):
+        return ConnectFailure("timeout", str(exc) or f"no answer within {timeout}s")
+    return ConnectFailure("unreachable", str(exc) or type(exc).__name__)
+
+
+def handshake_failure(exc: HandshakeError) -> ConnectFailure:
+    """Why a dial failed in its handshake: by the failure's kind, or the peer's code."""
+    code = exc.peer_code if exc.kind == "rejected" else exc.kind
+    return ConnectFailure(HANDSHAKE_REASONS.get(code or "", "other"), exc.reason)
 
 
 async def _exchange(handshake: Handshake, link: Link) -> None:
