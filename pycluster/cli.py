@@ -153,6 +153,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     leave.set_defaults(run=_leave)
 
+    top = command("top", "the cluster as a node sees it, in the terminal, refreshed in place")
+    top.add_argument("--node", required=True, help="name of the node to ask")
+    _cookie_arguments(top)
+    top.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port a --node name without one means (default {DEFAULT_PORT})",
+    )
+    top.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for it")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame and exit (plain text when the output is not a terminal)",
+    )
+    top.set_defaults(run=_top)
+
     remote = command("remote", "an asyncio REPL connected to a running cluster (hidden client)")
     remote.add_argument("--node", required=True, help="name of the node to connect through")
     _cookie_arguments(remote)
@@ -429,6 +447,26 @@ def _status(args: argparse.Namespace) -> int:
     synced = "synced" if registry.get("synced") else "still merging with its peers"
     print(f"registry: {registry.get('backend')}, {registry.get('names')} name(s), {synced}")
     return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    from pycluster.top import run_top  # rich is imported only by this command
+
+    cookie = cookie_from(args, None)
+    try:
+        return asyncio.run(
+            run_top(
+                args.node,
+                cookie,
+                port=args.port,
+                timeout=args.timeout,
+                interval=args.interval,
+                once=args.once,
+            )
+        )
+    except (NotConnected, TimeoutError) as exc:
+        print(f"pycluster: cannot get the view of {args.node}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 def _remote(args: argparse.Namespace) -> int:

@@ -1,4 +1,9 @@
-"""A node's HTTP endpoints: /healthz, /readyz, /status, /metrics (aiohttp).
+"""A node's HTTP endpoints: /healthz, /readyz, /status, /metrics, and the live page: ``/``
+(static files from ``pycluster/page``) with its data, ``/view``, ``/view/names`` and
+``/view/groups`` (see :mod:`pycluster.view`) (aiohttp).
+
+With ``node.http.token`` set, every endpoint but /healthz, /readyz and the page's static
+files (which hold no data) answers 401 without ``Authorization: Bearer TOKEN``.
 
 They bind the node's own address, so probes reach the pod and a partition cut between two
 loopback addresses cuts HTTP too.
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
+import importlib.resources
 import logging
 import socket
 from typing import Any, Literal, Protocol
@@ -25,6 +32,7 @@ from aiohttp.typedefs import Handler
 
 from pycluster.metrics import NodeMetrics
 from pycluster.throttle import Throttle
+from pycluster.view import ClusterView
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,26 @@ servers do: the listening socket stays readable, so retrying at once would spin)
 WARNING_INTERVAL = 60.0
 """Seconds between two log lines about the same repeated trouble (the repeats in between are
 only counted: how often they happen is the attacker's choice)."""
+
+PAGE_FILES = {
+    "index.html": "text/html",
+    "page.js": "text/javascript",
+    "page.css": "text/css",
+}
+"""The live page's files (in ``pycluster/page``) and their content types."""
+PAGE_HEADERS = {
+    # Scripts and styles come from the node alone; nothing of the page may be framed.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", *(f"/page/{name}" for name in PAGE_FILES)})
+"""What answers without the token: the probes, and the page's files (no data in them)."""
+MAX_QUERY = 200
+"""Characters of a name filter (``q``) looked at; the rest is ignored."""
 
 Cap = Literal["total", "per_source"]
 Clock = Literal["header", "idle"]
@@ -168,6 +196,26 @@ async def _clocked(request: web.Request, handler: Handler) -> web.StreamResponse
         connection.request_finished()
 
 
+_EXPECTED = web.AppKey("pycluster_expected_authorization", bytes)
+"""``Bearer TOKEN`` as bytes; empty when no token is set."""
+
+
+@web.middleware
+async def _authorized(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Without the token (when one is set), 401 for all but :data:`OPEN_PATHS`."""
+    expected = request.app[_EXPECTED]
+    if not expected or request.path in OPEN_PATHS:
+        return await handler(request)
+    given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+    if hmac.compare_digest(given, expected):
+        return await handler(request)
+    return web.json_response(
+        {"error": "this endpoint needs Authorization: Bearer <node.http.token>"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="pycluster"'},
+    )
+
+
 class Observed(Protocol):
     """What the endpoints show of a node (:class:`~pycluster.node.Node` is one)."""
 
@@ -197,8 +245,11 @@ class HttpEndpoints:
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
+        view: ClusterView | None = None,
+        token: str | None = None,
     ) -> None:
         self._node = node
+        self._view = view
         self._host = host
         self._port = port
         self.header_timeout = header_timeout
@@ -209,13 +260,19 @@ class HttpEndpoints:
         self._repeats = Throttle(WARNING_INTERVAL)
         self._listeners: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
-        app = web.Application(middlewares=[_clocked])
+        app = web.Application(middlewares=[_clocked, _authorized])
+        app[_EXPECTED] = b"" if token is None else f"Bearer {token.strip()}".encode()
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),
                 web.get("/readyz", self._readyz),
                 web.get("/status", self._status),
                 web.get("/metrics", self._metrics),
+                web.get("/", self._page),
+                web.get("/page/{file}", self._page),
+                web.get("/view", self._snapshot),
+                web.get("/view/names", self._names),
+                web.get("/view/groups", self._groups),
             ]
         )
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -300,6 +357,60 @@ class HttpEndpoints:
         return web.Response(
             body=self._node.metrics.render(), headers={"Content-Type": CONTENT_TYPE_METRICS}
         )
+
+    async def _page(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("file", "index.html")
+        content_type = PAGE_FILES.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound()
+        return web.Response(
+            body=_page_file(name),
+            content_type=content_type,
+            charset="utf-8",
+            headers=PAGE_HEADERS,
+        )
+
+    def _viewed(self) -> ClusterView:
+        if self._view is None:
+            raise web.HTTPNotFound(text="this node serves no cluster view\n")
+        return self._view
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._viewed().snapshot(), headers=_NO_STORE)
+
+    async def _names(self, request: web.Request) -> web.Response:
+        query, offset, limit = _page_query(request)
+        page = self._viewed().names_page(query, offset, limit)
+        return web.json_response(page, headers=_NO_STORE)
+
+    async def _groups(self, request: web.Request) -> web.Response:
+        query, offset, limit = _page_query(request)
+        page = self._viewed().groups_page(query, offset, limit)
+        return web.json_response(page, headers=_NO_STORE)
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+_PAGE_CACHE: dict[str, bytes] = {}
+
+
+def _page_file(name: str) -> bytes:
+    """A file of the live page (package data), read once."""
+    data = _PAGE_CACHE.get(name)
+    if data is None:
+        data = importlib.resources.files("pycluster").joinpath("page", name).read_bytes()
+        _PAGE_CACHE[name] = data
+    return data
+
+
+def _page_query(request: web.Request) -> tuple[str, int, int]:
+    """``q``, ``offset`` and ``limit`` of a ``/view/names`` or ``/view/groups`` request;
+    400 when a number is not one."""
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="offset and limit are whole numbers\n") from None
+    return request.query.get("q", "")[:MAX_QUERY], offset, limit
 
 
 async def _listen(host: str | None, port: int) -> list[socket.socket]:

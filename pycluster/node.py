@@ -46,6 +46,7 @@ from pycluster.transport.mesh import (
     TcpMesh,
 )
 from pycluster.transport.waist import Mailbox, NodeEvent
+from pycluster.view import SELF_MAILBOX, VIEW_MAILBOX, ClusterView
 
 if TYPE_CHECKING:
     from pycluster.http import HttpEndpoints
@@ -183,6 +184,20 @@ class Node:
         self._subscriptions: set[Subscription] = set()
         self.transport.subscribe(self._publish)
         self.transport.register_mailbox(STATUS_MAILBOX, lambda sender, body: self.status())
+        self.view = ClusterView(
+            self.transport,
+            self.registry,
+            topologies=lambda: {
+                name: status.to_json() for name, status in self.supervisor.status().items()
+            },
+            lag=lambda: self.metrics.registry.get_sample_value("pycluster_event_loop_lag_seconds"),
+            tick_timeout=config.node.net_tick_timeout,
+            actors=lambda: (len(self.actors.refs()), self.actors.busiest()),
+        )
+        """The cluster as this node sees it: what the live page and ``pycluster top`` show."""
+        if not hidden:
+            self.transport.register_mailbox(SELF_MAILBOX, lambda sender, body: self.view.facts())
+            self.transport.register_mailbox(VIEW_MAILBOX, lambda sender, body: self.view.snapshot())
         self._http: HttpEndpoints | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.started = False
@@ -251,10 +266,11 @@ class Node:
             # without node.http, and every `pycluster status` or `check`, need not pay.
             from pycluster.http import HttpEndpoints
 
-            self._http = HttpEndpoints(self, host, http.port)
+            self._http = HttpEndpoints(self, host, http.port, view=self.view, token=http.token)
             await self._http.start()
         if not self.hidden:
             self._lag_probe = asyncio.create_task(self.metrics.probe_loop_lag())
+            self.view.start()
         self.started = True
         await transport.start()
         await self.registry.start()
@@ -288,6 +304,7 @@ class Node:
         if self._lag_probe is not None:
             self._lag_probe.cancel()
             await asyncio.gather(self._lag_probe, return_exceptions=True)
+        self.view.close()
         for subscription in list(self._subscriptions):
             subscription.close()
 

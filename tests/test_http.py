@@ -107,6 +107,8 @@ def test_the_defaults() -> None:
     parameters = inspect.signature(HttpEndpoints).parameters
     defaults = {name: parameters[name].default for name in list(parameters)[3:]}
     assert defaults == {
+        "view": None,
+        "token": None,
         "header_timeout": 10.0,
         "idle_timeout": 60.0,
         "max_connections": 1024,

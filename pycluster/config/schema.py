@@ -18,6 +18,8 @@ from pycluster.config.convert import setting
 from pycluster.nodename import DEFAULT_PORT
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+MIN_TOKEN_LENGTH = 16
+"""Characters a ``node.http.token`` has at least (surrounding whitespace not counted)."""
 
 
 def _ip_address(value: str) -> str | None:
@@ -39,10 +41,19 @@ class TlsConfig:
 
 @attrs.frozen(kw_only=True)
 class HttpConfig:
-    """The node's HTTP endpoints (health, readiness, status, metrics)."""
+    """The node's HTTP endpoints (health, readiness, status, metrics, the live page)."""
 
     port: int = setting(
         doc="Port of the HTTP endpoints, on the node's own address.", check=checks.port
+    )
+    token: str | None = setting(
+        default=None,
+        doc="When set, every endpoint but ``/healthz`` and ``/readyz`` (and the page's "
+        "static files, which hold no data) requires ``Authorization: Bearer TOKEN``; "
+        "at least 16 characters. Never logged.",
+        expect="a token of at least 16 characters",
+        check=lambda value: None if len(value.strip()) >= MIN_TOKEN_LENGTH else "too short",
+        secret=True,
     )
 
 

@@ -6,6 +6,8 @@ per lab), watches them through their HTTP endpoints and logs, and injects faults
 (kill -9, SIGTERM, SIGSTOP/SIGCONT) and partitions between two addresses with iptables.
 :class:`RawPeer` speaks, or abuses, the wire protocol by hand. Everything a lab started is
 stopped when it closes, and its firewall rules are removed, even when the test failed.
+``tests.lab.browser`` drives Debian's chromium (through Playwright) for the live page's
+tests, and ``python -m tests.lab.screenshots`` makes the page's screenshots in docs/.
 """
 
 from tests.lab.firewall import Firewall, firewall_available

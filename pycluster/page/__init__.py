@@ -1,0 +1,2 @@
+"""The live page's static files (``GET /``), served as they are by :mod:`pycluster.http`:
+no build step, nothing fetched from elsewhere."""
