@@ -193,6 +193,7 @@ class Node:
             lag=lambda: self.metrics.registry.get_sample_value("pycluster_event_loop_lag_seconds"),
             tick_timeout=config.node.net_tick_timeout,
             actors=lambda: (len(self.actors.refs()), self.actors.busiest()),
+            silence=self.transport.silence,
         )
         """The cluster as this node sees it: what the live page and ``pycluster top`` show."""
         if not hidden:

@@ -66,6 +66,8 @@ async def test_the_snapshot_shows_every_node_with_its_facts_and_links(three: Clu
         assert entry["lag"] is None or entry["lag"] >= 0
         assert entry["tick_timeout"] == 1
         assert sorted(entry["ticks"]) == entry["peers"]
+        # Tick health: how long each peer has been silent, well within the tick timeout.
+        assert all(0 <= tick["silent"] < 1 for tick in entry["ticks"].values()), entry
     assert nodes[a.name]["rtt"] is None
     assert nodes[b.name]["rtt"] is not None
     assert snapshot["registry"]["names"] == 0
@@ -389,3 +391,14 @@ async def test_each_node_tells_its_actors_and_the_busiest_ones(three: Cluster) -
     release.set()
     await until(lambda: b.actors.busiest() == [], 5, "the queue drained")
     await b.actors.stop(stuck)
+
+
+async def test_tick_health_shows_a_frozen_peer_growing_silent() -> None:
+    async with cluster(3, config={"node": {"net_tick_timeout": 3}}) as c:
+        a, b, _ = c.nodes
+        await c.pause(b)
+        await until(lambda: (a.transport.silence(b.name) or 0) > 1.0, 5, "b silent for 1 s")
+        nodes = by_name(await fresh(a))
+        assert nodes[a.name]["ticks"][b.name]["silent"] > 1.0
+        await c.resume(b)
+        await until(lambda: (a.transport.silence(b.name) or 9) < 0.5, 5, "b heard again")

@@ -92,6 +92,7 @@ function drawNodes(view) {
       add("uptime", seconds(node.uptime));
       add("loop lag", seconds(node.lag));
       add("peers", node.peers.length);
+      add("actors", node.actors);
       const silent = Object.values(node.ticks)
         .map((tick) => tick.silent)
         .filter((value) => value !== null);

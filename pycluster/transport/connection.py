@@ -97,6 +97,11 @@ class Connection:
         self._link.attach(self._limits, self._received, self._lost)
 
     @property
+    def last_heard(self) -> float:
+        """When bytes last arrived from the peer (``time.monotonic()``): ticks included."""
+        return self._link.last_received
+
+    @property
     def congested(self) -> bool:
         """Whether a sender should :meth:`drain` first: the peer has too much unread, or
         the sender wrote a whole batch without giving the event loop a turn."""

@@ -58,6 +58,11 @@ class Channel(Protocol):
     @property
     def congested(self) -> bool: ...
 
+    @property
+    def last_heard(self) -> float:
+        """When something last arrived from the peer (``time.monotonic()``)."""
+        ...
+
     def start(self) -> None: ...
 
     def send_nowait(self, message: Message) -> None: ...
@@ -172,6 +177,12 @@ class Endpoint:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def silence(self, peer: str) -> float | None:
+        """Seconds since anything (a tick included) arrived from connected ``peer``; None
+        when it is not connected."""
+        channel = self._connections.get(peer)
+        return None if channel is None else time.monotonic() - channel.last_heard
 
     def left(self, name: str) -> bool:
         """Whether ``name`` left gracefully within the last ``LEFT_QUIET`` seconds (it is

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from pycluster.codec import Codec
@@ -275,6 +276,8 @@ class MemoryChannel:
         self._held: list[bytes] = []
         self._scheduled = False
         self._started = False
+        self.last_heard = time.monotonic()
+        """When a frame last arrived from the peer (``time.monotonic()``)."""
 
     @property
     def congested(self) -> bool:
@@ -331,6 +334,7 @@ class MemoryChannel:
     def _receive(self, frame: bytes) -> None:
         if self.closed:
             return
+        self.last_heard = time.monotonic()
         self._inbox.append(frame)
         if self._started:
             self._schedule()
