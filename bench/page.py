@@ -6,7 +6,7 @@ addresses, so each snapshot asks two peers over the network. The node holds ``--
 registered names (default 10,000, each with metadata), held by one local actor, and
 ``--groups`` groups of 5 members. A probe in the node's loop measures, every 5 ms, how
 late a 5 ms sleep wakes up: the loop's lag, with far finer grain than the node's own
-250 ms probe.
+2 s probe.
 
 Two phases of ``--window`` seconds each, in the same run: the baseline (nobody watches)
 and the load, during which ``--viewers`` viewer processes (default 5) each do what an

@@ -16,6 +16,7 @@ counts it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol, get_args
 
 import attrs
@@ -118,6 +119,11 @@ class Membership(Protocol):
         """Drop the connection to ``node``; True if there was one."""
         ...
 
+    def subscribe(self, listener: Callable[[NodeUp | NodeDown], None]) -> Callable[[], None]:
+        """Call ``listener`` on each node up and down of this node; returns the function
+        that unsubscribes it."""
+        ...
+
 
 class InMemoryNetwork:
     """A set of in-process nodes whose connections are just bookkeeping.
@@ -132,6 +138,7 @@ class InMemoryNetwork:
     def __init__(self, plugins: Notifier | None = None, *, port: int = DEFAULT_PORT) -> None:
         self._links: dict[str, set[str]] = {}
         self._reachable: dict[str, bool] = {}
+        self._listeners: dict[str, list[Callable[[NodeUp | NodeDown], None]]] = {}
         self._plugins = plugins
         self.port = port
         """The cluster port, ``node.port``, of every node of this network."""
@@ -186,7 +193,13 @@ class InMemoryNetwork:
         self._emit("pycluster_node_down", NodeDown(a, b, reason), NodeDown(b, a, reason))
         return True
 
-    def _emit(self, hook: str, *events: object) -> None:
+    def _tell(self, *events: NodeUp | NodeDown) -> None:
+        for event in events:
+            for listener in list(self._listeners.get(event.node, ())):
+                listener(event)
+
+    def _emit(self, hook: str, *events: NodeUp | NodeDown) -> None:
+        self._tell(*events)
         if self._plugins is not None:
             for event in events:
                 self._plugins.notify(hook, event)
@@ -232,6 +245,18 @@ class InMemoryMembership:
         if peer == self._name:
             return ConnectFailure("other", "this node itself")
         return self._network._link(self._name, peer)
+
+    def subscribe(self, listener: Callable[[NodeUp | NodeDown], None]) -> Callable[[], None]:
+        """Call ``listener`` on each node up and down of this node; returns the function
+        that unsubscribes it."""
+        listeners = self._network._listeners.setdefault(self._name, [])
+        listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in listeners:
+                listeners.remove(listener)
+
+        return unsubscribe
 
     async def disconnect(self, node: str) -> bool:
         """Drop the link to ``node``; True if there was one."""

@@ -25,7 +25,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-LAG_PROBE_INTERVAL = 0.25
+LAG_PROBE_INTERVAL = 2.0
+"""Seconds between two probes of the event loop's lag (a timer's lateness)."""
 CALL_BUCKETS = (
     0.0001,
     0.00025,

@@ -103,6 +103,7 @@ class Topology:
         self._membership = membership
         self._plugins = plugins
         self._stopping = stopping
+        self._lost = asyncio.Event()
         self._metrics = metrics
         self._failures: dict[str, int] = {}
         self._counted: set[str] = set()
@@ -251,15 +252,35 @@ class Topology:
         self._repeats, self._since, self._summarised = 1, now, now
         self._since_wall = time.time()
 
-    async def sleep(self, seconds: float) -> bool:
-        """Sleep; return False at once when the node is shutting down, else True."""
+    async def sleep(self, seconds: float, *, until_node_lost: bool = False) -> bool:
+        """Sleep; return False at once when the node is shutting down, else True.
+
+        With ``until_node_lost``, return early (True) when this node loses a peer (or has
+        lost one since the last such sleep returned): for a strategy with nothing to do
+        while every node it wants is connected, such as a fixed list.
+        """
         if self._stopping.is_set():
             return False
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
+        if until_node_lost and self._lost.is_set():
+            self._lost.clear()
             return True
-        return False
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if until_node_lost:
+            waits.append(asyncio.ensure_future(self._lost.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._stopping.is_set():
+            return False
+        self._lost.clear()
+        return True
+
+    def node_lost(self) -> None:
+        """This node lost a peer (the supervisor tells every topology): wakes a
+        :meth:`sleep` ``until_node_lost``."""
+        self._lost.set()
 
     async def connect(self, nodes: Iterable[str]) -> list[str]:
         """Connect to ``nodes`` in parallel; return those connected now, sorted.

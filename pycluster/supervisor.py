@@ -15,13 +15,13 @@ import datetime
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, get_args
 
 import attrs
 
 from pycluster.config import TopologyConfig
-from pycluster.events import StrategyCrashed
+from pycluster.events import NodeDown, NodeUp, StrategyCrashed
 from pycluster.logs import current_topology
 from pycluster.membership import Membership
 from pycluster.metrics import NodeMetrics
@@ -127,6 +127,7 @@ class Supervisor:
         self._policy = policy or TopologyRestartPolicy()
         self._rng = rng or random.Random()
         self._stopping = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
         strategies = plugins.strategies()
         self._runs = {
             name: _Supervised(
@@ -163,18 +164,29 @@ class Supervisor:
             for name, run in self._runs.items()
         }
 
+    def _on_node_event(self, event: NodeUp | NodeDown) -> None:
+        """A lost peer wakes the topologies sleeping until one is lost."""
+        if isinstance(event, NodeDown):
+            for run in self._runs.values():
+                run.topology.node_lost()
+
     def refuses(self, node: str) -> bool:
         """Whether any topology keeps ``node`` out (the transport refuses its reconnects)."""
         return any(run.topology.refuses(node) for run in self._runs.values())
 
     async def start(self) -> None:
         """Start every topology's strategy."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self._membership.subscribe(self._on_node_event)
         for name, run in self._runs.items():
             run.task = asyncio.create_task(self._supervise(run), name=f"pycluster:{name}")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop every strategy: wake their sleeps, then cancel; bounded by ``timeout``."""
         self._stopping.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         if not tasks:
             return

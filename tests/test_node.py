@@ -405,6 +405,20 @@ async def test_a_hidden_client_does_not_say_it_listens(caplog: pytest.LogCapture
     assert [r for r in caplog.records if getattr(r, "event", None) == "listening"]
 
 
+async def test_idle_peers_send_about_one_tick_per_interval_and_stay_up(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    ab, ba = a.transport._connections[B], b.transport._connections[A]
+    sent = (ab._link.frames_sent, ba._link.frames_sent)
+    await asyncio.sleep(3.0)  # the duration under test: 9 tick intervals of 1/3 s
+    # A tick each per interval; a tick is answered only by a side that sent nothing since
+    # the peer's previous tick (it was not, here: each ticks on its own).
+    for connection, before in zip((ab, ba), sent, strict=True):
+        assert 7 <= connection._link.frames_sent - before <= 12
+    assert (a.nodes(), b.nodes()) == ([B], [A])
+
+
 async def test_an_idle_hidden_client_with_a_longer_tick_timeout_stays_connected(
     pair: tuple[Node, Node],
 ) -> None:
@@ -610,11 +624,14 @@ def record_plans(node: Node) -> list[Plan]:
     return plans
 
 
-async def more_rounds(plans: list[Plan], count: int = 5) -> list[Plan]:
-    """The next ``count`` plans, once made."""
+async def later_rounds(plans: list[Plan], seconds: float = 0.5) -> list[Plan]:
+    """The plans made in the next ``seconds`` (10 retry intervals of 50 ms): with every
+    listed node connected, epmd rests, so at most the one that found them all connected."""
     start = len(plans)
-    await eventually(lambda: len(plans) >= start + count)
-    return plans[start:]
+    await asyncio.sleep(seconds)  # the duration under test
+    later = plans[start:]
+    assert len(later) <= 1, later
+    return later
 
 
 async def test_epmd_listing_a_peer_with_the_cluster_port_connects_it_once(
@@ -634,7 +651,7 @@ async def test_epmd_listing_a_peer_with_the_cluster_port_connects_it_once(
     plans = record_plans(d)
     async with e, d:
         await eventually(lambda: d.nodes() == [E])
-        later = await more_rounds(plans)
+        later = await later_rounds(plans)
         assert [plan.connect for plan in later] == [frozenset()] * len(later)
         assert d.supervisor.topologies["t"].listed == {E}
         assert e.nodes() == [D]
@@ -651,7 +668,7 @@ async def test_a_node_listing_itself_with_its_port_does_not_dial_itself(
     plans = record_plans(d)
     async with e, d:
         await eventually(lambda: d.nodes() == [E])
-        await more_rounds(plans)
+        await later_rounds(plans)
         assert d.supervisor.topologies["t"].listed == {E}
     assert not [m for m in caplog.messages if "cannot connect" in m]
 

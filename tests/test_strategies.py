@@ -57,6 +57,39 @@ async def test_epmd_forms_a_full_mesh_and_retries_late_nodes(
                 await supervisor.stop()
 
 
+async def test_epmd_rests_while_all_are_connected_and_wakes_when_one_is_lost(
+    network: InMemoryNetwork, plugins: Plugins
+) -> None:
+    epmd = {"strategy": "epmd", "config": {"hosts": NAMES[:3], "retry_interval": 100}}
+    supervisors = [supervisor_for(n, epmd, network, plugins) for n in NAMES[:3]]
+    applied: list[str] = []
+    for name, supervisor in zip(NAMES, supervisors, strict=False):
+        topology = supervisor.topologies["t"]
+        apply = topology.apply
+
+        async def counted(answer: Any, apply: Any = apply, name: str = name) -> Any:
+            applied.append(name)
+            return await apply(answer)
+
+        topology.apply = counted  # type: ignore[method-assign]
+        await supervisor.start()
+    try:
+        await eventually(lambda: all(len(network.links(n)) == 2 for n in NAMES[:3]))
+        await eventually(lambda: len(applied) >= 3)  # each has looked once, all connected
+        before = len(applied)
+        await asyncio.sleep(1.0)  # the duration under test: 10 retry intervals
+        assert len(applied) - before <= 3  # at most the look that found all connected
+        settled = len(applied)
+        # One is cut off and comes back: a lost peer wakes the others at once.
+        network.set_reachable(NAMES[2], False)
+        network.set_reachable(NAMES[2], True)
+        await eventually(lambda: NAMES[2] in network.links(NAMES[0]), timeout=2)
+        assert len(applied) > settled
+    finally:
+        for supervisor in supervisors:
+            await supervisor.stop()
+
+
 async def test_epmd_never_connects_to_itself(network: InMemoryNetwork, plugins: Plugins) -> None:
     events: list[object] = []
 

@@ -41,16 +41,21 @@ CLOSE_GRACE = 1.0
 __all__ = ["WRITE_HIGH_WATER", "Connection", "ConnectionClosed"]
 
 
+TIMER_SLACK = 0.005
+"""Seconds an asyncio timer may fire early or late: a tick due within it is sent now."""
+
+
 class Connection:
     """Messages to and from one authenticated peer, over a :class:`Link`.
 
     Idle connections send a tick every ``tick_interval`` (and answer a peer's tick with a
-    tock); a peer silent for ``tick_timeout`` is declared down. ``on_message`` gets every
+    tock, unless they sent something since its previous one); a peer silent for
+    ``tick_timeout`` is declared down. ``on_message`` gets every
     message but ticks, tocks and ``leave`` (an :class:`~pycluster.transport.wire.Undecodable`
     too: the connection stays up), in arrival order, decoded under ``limits`` (the peer is
     authenticated), called from the link; ``on_closed`` is called once, with
-    the reason. Frames in and out are added to ``metrics`` on each tick round (every
-    ``tick_interval / 2``) and at close.
+    the reason. Frames in and out are added to ``metrics`` on each tick round (at least
+    every ``tick_interval``) and at close.
     """
 
     def __init__(
@@ -87,6 +92,8 @@ class Connection:
         self._on_message = on_message
         self._on_closed = on_closed
         self._last_sent = time.monotonic()
+        self._tick_heard: float | None = None
+        """When the peer's last tick arrived."""
         self._ticker: asyncio.Task[None] | None = None
         self._published = (0, 0)
         """Frames in and out already added to the node's metrics."""
@@ -186,9 +193,13 @@ class Connection:
                 elif kind is Tick:
                     # Answered, so a peer with a shorter tick timeout than ours (a hidden
                     # client with the default, a node configured apart) hears from us
-                    # often enough.
-                    with contextlib.suppress(ConnectionClosed):
-                        self.send_nowait(TOCK)
+                    # often enough: unless we sent something since its previous tick,
+                    # which it has heard (the peer then never waits two of its tick
+                    # intervals for us, within its timeout of three).
+                    previous, self._tick_heard = self._tick_heard, time.monotonic()
+                    if previous is None or self._last_sent <= previous:
+                        with contextlib.suppress(ConnectionClosed):
+                            self.send_nowait(TOCK)
                 elif kind is Leave:
                     self._finish("left")
                 elif kind is Undecodable:
@@ -218,14 +229,21 @@ class Connection:
             self._metrics.frames_out.inc(counted[1] - published[1])
 
     async def _tick(self) -> None:
+        # Wakes only when something may be due: a tick to send (nothing sent for a tick
+        # interval) or the peer's silence reaching the timeout; no wake-up in between.
         while not self.closed:
-            await asyncio.sleep(self._tick_interval / 2)
+            now = time.monotonic()
+            due = min(
+                self._last_sent + self._tick_interval,
+                self._link.last_received + self._tick_timeout + TIMER_SLACK,
+            )
+            await asyncio.sleep(max(due - now, TIMER_SLACK))
             self._publish()
             now = time.monotonic()
             silent = now - self._link.last_received
             if silent > self._tick_timeout:
                 self._finish(f"net tick timeout ({silent:.1f}s silent)")
                 return
-            if now - self._last_sent >= self._tick_interval:
+            if now - self._last_sent >= self._tick_interval - TIMER_SLACK:
                 with contextlib.suppress(ConnectionClosed):
                     self.send_nowait(TICK)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import attrs
 
-from pycluster import PollSchedule, Strategy, Topology, checks, poll, setting
+from pycluster import PollSchedule, Strategy, Topology, checks, setting
+
+IDLE_RECHECK = 30.0
+"""Seconds between two looks at the list while every listed node is connected (a lost
+node wakes the strategy at once)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -30,7 +34,8 @@ class Epmd(Strategy):
 
     Unreachable nodes are retried with a backoff that starts at 0.2 s (so nodes started
     together find each other quickly) and doubles up to ``retry_interval``
-    (:class:`~pycluster.PollSchedule`).
+    (:class:`~pycluster.PollSchedule`). While every listed node is connected it does
+    nothing until this node loses one (``topology.sleep(..., until_node_lost=True)``).
     """
 
     name = "epmd"
@@ -39,8 +44,15 @@ class Epmd(Strategy):
     async def run(self, topology: Topology) -> None:
         config: EpmdConfig = topology.config
 
-        async def attempt() -> bool:
+        schedule = PollSchedule(config.retry_interval / 1000)
+        while True:
             plan = await topology.apply(config.hosts)
-            return set(plan.listed) <= set(topology.list_nodes())
-
-        await poll(topology, attempt, PollSchedule(config.retry_interval / 1000))
+            if set(plan.listed) <= set(topology.list_nodes()):
+                # Every listed node is connected: nothing to do until one is lost (a node
+                # that comes back dials us itself), but look again once in a while.
+                schedule.reset()
+                awake = await topology.sleep(IDLE_RECHECK, until_node_lost=True)
+            else:
+                awake = await topology.sleep(schedule.failed())
+            if not awake:
+                return
