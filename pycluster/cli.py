@@ -126,43 +126,18 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(run=_run)
 
     status = command("status", "ask a running node for its view")
-    status.add_argument("--node", required=True, help="name of the node to ask")
-    _cookie_arguments(status)
+    _target_arguments(status, "name of the node to ask", timeout=5.0)
     status.add_argument("--json", action="store_true", help="print the status JSON")
-    status.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"the port a --node name without one means: the cluster's node.port "
-        f"(default {DEFAULT_PORT})",
-    )
-    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     status.set_defaults(run=_status)
 
     leave = command("leave", "ask a running node to leave the cluster gracefully and exit")
-    leave.add_argument("--node", required=True, help="name of the node that is to leave")
-    _cookie_arguments(leave)
-    leave.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"the port a --node name without one means (default {DEFAULT_PORT})",
-    )
-    leave.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait until it has left"
+    _target_arguments(
+        leave, "name of the node that is to leave", timeout=30.0, waits="until it has left"
     )
     leave.set_defaults(run=_leave)
 
     top = command("top", "the cluster as a node sees it, in the terminal, refreshed in place")
-    top.add_argument("--node", required=True, help="name of the node to ask")
-    _cookie_arguments(top)
-    top.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"the port a --node name without one means (default {DEFAULT_PORT})",
-    )
-    top.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for it")
+    _target_arguments(top, "name of the node to ask", timeout=5.0)
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.add_argument(
         "--once",
@@ -172,15 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     top.set_defaults(run=_top)
 
     remote = command("remote", "an asyncio REPL connected to a running cluster (hidden client)")
-    remote.add_argument("--node", required=True, help="name of the node to connect through")
-    _cookie_arguments(remote)
-    remote.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"the port a --node name without one means (default {DEFAULT_PORT})",
-    )
-    remote.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for it")
+    _target_arguments(remote, "name of the node to connect through", timeout=5.0)
     remote.set_defaults(run=_remote)
 
     check = command("check", "validate a config file (exit 2 on problems)")
@@ -197,6 +164,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=_node_count, default=3, help="how many nodes (1-20)")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _target_arguments(
+    parser: argparse.ArgumentParser, node: str, *, timeout: float, waits: str = "for it"
+) -> None:
+    """The options of a command that asks a running node, as a hidden client."""
+    parser.add_argument("--node", required=True, help=node)
+    _cookie_arguments(parser)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port a --node name without one means: the cluster's node.port "
+        f"(default {DEFAULT_PORT})",
+    )
+    parser.add_argument("--timeout", type=float, default=timeout, help=f"seconds to wait {waits}")
 
 
 def _logging_arguments(parser: argparse.ArgumentParser, default: Any) -> None:

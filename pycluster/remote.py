@@ -21,7 +21,6 @@ import code
 import concurrent.futures
 import contextlib
 import inspect
-import os
 import signal
 import sys
 import threading
@@ -32,9 +31,9 @@ from pycluster.actors.ref import ActorRef
 from pycluster.errors import NotConnected
 from pycluster.node import STATUS_MAILBOX, Node
 from pycluster.nodename import DEFAULT_PORT
-from pycluster.plugins import load_config
 from pycluster.registry.errors import NotRegistered
 from pycluster.registry.messages import NAMES_MAILBOX, RegisteredRequest
+from pycluster.status import hidden_client
 
 BANNER = """pycluster remote: connected to {target} as a hidden client.
 At hand: node, registry, target, and (await them) whereis(name), call(name, message),
@@ -164,13 +163,8 @@ async def run_remote(
 ) -> int:
     """Connect to ``target`` as a hidden client and run the REPL until it ends (Ctrl-D or
     ``exit()``); the exit status."""
-    config = load_config(
-        {"node": {"name": f"pycluster-remote-{os.getpid()}@localhost", "port": port}}, env={}
-    )
     loop = asyncio.get_running_loop()
-    async with Node(config, cookie=cookie, hidden=True, handshake_timeout=timeout) as client:
-        if not await client.connect(target):
-            raise NotConnected(f"could not connect to {target}")
+    async with hidden_client(target, cookie, port=port, timeout=timeout, role="remote") as client:
         remote = Remote(client, target, timeout)
         await remote.status()  # the target answers: fail here, not at the first statement
         console = Console(remote.names(), loop)

@@ -3,7 +3,9 @@ to leave the cluster (``pycluster leave``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pycluster.errors import NotConnected
@@ -53,8 +55,24 @@ async def ask(
     timeout: float = 5.0,
 ) -> Any:
     """Call ``mailbox`` on ``node`` as a hidden client (see :func:`ask_status`)."""
+    async with hidden_client(node, cookie, port=port, timeout=timeout) as client:
+        return await client.call(node, mailbox, None, timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def hidden_client(
+    node: str,
+    cookie: str | tuple[str, ...],
+    *,
+    port: int = DEFAULT_PORT,
+    timeout: float = 5.0,
+    role: str = "status",
+) -> AsyncIterator[Node]:
+    """A hidden client (named ``pycluster-ROLE-PID@localhost``) connected to ``node``,
+    stopped when the block ends; NotConnected saying why it could not connect (with a
+    word of its own for a node's HTTP port)."""
     config = load_config(
-        {"node": {"name": f"pycluster-status-{os.getpid()}@localhost", "port": port}}, env={}
+        {"node": {"name": f"pycluster-{role}-{os.getpid()}@localhost", "port": port}}, env={}
     )
     async with Node(config, cookie=cookie, hidden=True, handshake_timeout=timeout) as client:
         failure = await client.transport.dial(node)
@@ -65,7 +83,7 @@ async def ask(
             )
         if failure is not None:
             raise NotConnected(f"could not connect to {node}: {failure}")
-        return await client.call(node, mailbox, None, timeout=timeout)
+        yield client
 
 
 def _address(node: str, port: int) -> str:

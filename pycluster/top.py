@@ -25,9 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from pycluster.errors import NotConnected
-from pycluster.node import Node
 from pycluster.nodename import DEFAULT_PORT
-from pycluster.plugins import load_config
+from pycluster.status import hidden_client
 from pycluster.view import VIEW_MAILBOX
 
 SEEN, MISSING, UNKNOWN = "●", "-", "?"
@@ -186,12 +185,7 @@ async def run_top(
     once: bool = False,
 ) -> int:
     """Draw ``target``'s view until ``q`` (or once); the exit status."""
-    config = load_config(
-        {"node": {"name": f"pycluster-top-{os.getpid()}@localhost", "port": port}}, env={}
-    )
-    async with Node(config, cookie=cookie, hidden=True, handshake_timeout=timeout) as client:
-        if not await client.connect(target):
-            raise NotConnected(f"could not connect to {target}")
+    async with hidden_client(target, cookie, port=port, timeout=timeout, role="top") as client:
 
         async def view() -> dict[str, Any]:
             answer: dict[str, Any] = await client.call(target, VIEW_MAILBOX, None, timeout)
