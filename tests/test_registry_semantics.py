@@ -361,3 +361,22 @@ async def test_register_many_registers_the_free_names_and_returns_the_taken_ones
             await a.registry.register_many({"dead": dead, "alive": alive})
         assert a.registry.whereis("alive") == alive
         assert a.registry.whereis("dead") is None
+
+
+async def test_changes_of_one_turn_are_held_a_batch_at_most_and_not_without_peers() -> None:
+    from pycluster.registry.messages import MAX_BATCH
+
+    async with cluster(2, config=TICK) as c:
+        a, b = c.nodes
+        backend = a.registry.backend
+        members = [n.name for n in c.nodes]
+        names = [f"t{i}" for i in range(4 * MAX_BATCH) if owner(f"t{i}", members) == a.name]
+        for name in names:  # claims a arbitrates itself never yield: one loop turn
+            assert await backend.claim(name, a.actors.allocate(), 5.0) is None
+            assert len(backend._outbox) < MAX_BATCH
+        await until(lambda: len(b.registry.registered()) == len(names), 5, "b has them all")
+    async with cluster(1, config=TICK) as alone:
+        backend = alone.nodes[0].registry.backend
+        for i in range(100):
+            await backend.claim(f"u{i}", alone.nodes[0].actors.allocate(), 5.0)
+        assert backend._outbox == []  # nobody to tell

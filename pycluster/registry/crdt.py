@@ -215,11 +215,13 @@ class CrdtRegistry(RegistryBackend):
     def _broadcast(self, change: Change | None) -> None:
         """Send ``change`` to every peer, with the others of this loop turn (in order)."""
         self._emit()
-        if change is None:
-            return
+        if change is None or not self.node.nodes():
+            return  # nobody to tell: a peer that comes gets the change in our snapshot
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append(change.to_wire()[1])
+        if len(self._outbox) >= MAX_BATCH:
+            self._flush()  # a turn that makes many changes sends them a batch at a time
 
     def _flush(self, new_peer: str | None = None) -> None:
         """Send the changes not sent yet to every peer but ``new_peer`` (which is about to
