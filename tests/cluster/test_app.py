@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.lab import Lab, LabNode
-from tests.lab.hosts import declare_node
-from tests.lab.lab import HTTP_PORT
+from tests.lab.hosts import declare_listed
 
 WITHIN = 15.0
 
@@ -78,18 +77,7 @@ def write_service(tmp_path: Path) -> tuple[Path, Path]:
 def declare(
     lab: Lab, names: list[str], index: int, app_dir: Path, app: str, **node: Any
 ) -> LabNode:
-    config = {
-        "node": {
-            "name": names[index],
-            "net_tick_timeout": 1.0,
-            "http": {"port": HTTP_PORT},
-            **node,
-        },
-        "topologies": {
-            "lab": {"strategy": "epmd", "config": {"hosts": names, "retry_interval": 300}}
-        },
-    }
-    declared = declare_node(lab, config, address=names[index].split("@")[1])
+    declared = declare_listed(lab, names, index, **node)
     declared.extra_args = ("--app", app, "--app-dir", str(app_dir))
     return declared
 

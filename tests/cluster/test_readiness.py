@@ -12,8 +12,7 @@ import urllib.request
 from typing import Any
 
 from tests.lab import Lab, LabNode
-from tests.lab.hosts import declare_node
-from tests.lab.lab import HTTP_PORT
+from tests.lab.hosts import declare_listed
 
 WITHIN = 15.0
 
@@ -27,26 +26,10 @@ def readyz(node: LabNode) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read())
 
 
-def declare(lab: Lab, names: list[str], index: int, **node: Any) -> LabNode:
-    address = names[index].split("@")[1]
-    config = {
-        "node": {
-            "name": names[index],
-            "net_tick_timeout": 1.0,
-            "http": {"port": HTTP_PORT},
-            **node,
-        },
-        "topologies": {
-            "lab": {"strategy": "epmd", "config": {"hosts": names, "retry_interval": 300}}
-        },
-    }
-    return declare_node(lab, config, address=address)
-
-
 async def test_min_peers_holds_the_first_readiness_until_a_peer_has_merged(lab: Lab) -> None:
     names = [f"r{i}@{lab.address()}" for i in range(2)]
-    waiting = declare(lab, names, 0, ready={"min_peers": 1})
-    peer = declare(lab, names, 1)
+    waiting = declare_listed(lab, names, 0, ready={"min_peers": 1})
+    peer = declare_listed(lab, names, 1)
     await lab.start([waiting])
     code, body = await asyncio.to_thread(readyz, waiting)
     assert code == 503

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.lab.lab import NODE_PORT, Lab
+from tests.lab.lab import HTTP_PORT, NODE_PORT, Lab
 from tests.lab.node import LabNode
 
 SYSTEM_HOSTS = Path("/etc/hosts")
@@ -83,3 +83,21 @@ def declare_node(
     )
     node.command_prefix = command_prefix
     return node
+
+
+def declare_listed(lab: Lab, names: list[str], index: int, **node: Any) -> LabNode:
+    """Declare ``names[index]`` (each name on its own lab address) with a 1 s tick timeout,
+    HTTP, and an ``epmd`` topology listing every one of ``names``; ``node`` adds to or
+    replaces its ``node`` settings."""
+    config = {
+        "node": {
+            "name": names[index],
+            "net_tick_timeout": 1.0,
+            "http": {"port": HTTP_PORT},
+            **node,
+        },
+        "topologies": {
+            "lab": {"strategy": "epmd", "config": {"hosts": names, "retry_interval": 300}}
+        },
+    }
+    return declare_node(lab, config, address=names[index].split("@")[1])
