@@ -9,11 +9,17 @@ with its baseline in the same run:
 - remote call through a name: ``await registry.call("echo-p2", 1)`` to an actor on
   another process, sequentially, in blocks alternating with the baseline: a raw asyncio
   length-prefixed echo of the same bytes between the same two processes;
+- a call to a mailbox of the same process (``node.call(node, "echo", 1)``), in the same
+  alternating blocks: the part of a call through a name that is the transport's;
 - local call through a name: an actor on the benchmark's node, beside an asyncio queue
   ping-pong between two tasks;
 - registrations/s from one sequential caller (one ``register`` at a time, and
   ``register_many`` of 1,000 at a time), and with 100 in flight (two thirds of the names
-  are arbitrated by another node: the name's owner on the hash ring);
+  are arbitrated by another node: the name's owner on the hash ring), as 100 callers each
+  registering one name after another, and as blocks of 100 started together (each block
+  waits for its slowest); with the CPU time each of the three processes spent per
+  registration of the 100 callers (this process from ``time.process_time``, the others
+  from ``/proc``);
 - ring-placed starts/s (``spawn(..., placement="ring")``, 100 in flight).
 
 swarm's figures (libcluster 3.5 + swarm 3.4 on the BEAM, same machine, measured for issue
@@ -27,6 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
+import os
 import pstats
 import statistics
 import sys
@@ -86,15 +94,34 @@ async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[float
     return times
 
 
-async def rate(count: int, make: Callable[[int], Awaitable[Any]], in_flight: int) -> float:
-    """Operations per second, ``in_flight`` at a time (1: one sequential caller)."""
+async def rate(
+    count: int,
+    make: Callable[[int], Awaitable[Any]],
+    in_flight: int,
+    *,
+    blocks: bool = False,
+    collect: bool = True,
+) -> float:
+    """Operations per second of ``in_flight`` callers, each making its share of the
+    ``count`` operations one after another (1: one sequential caller). With ``blocks``,
+    ``in_flight`` operations are started together and the next ones once all of them
+    are done (each block waits for its slowest).
+
+    The garbage of the set-up is collected first (unless the caller did, ``collect``
+    False): a full collection it makes due must not land in the measured operations."""
+    if collect:
+        gc.collect()
     started = time.perf_counter()
-    if in_flight == 1:
-        for i in range(count):
-            await make(i)
-    else:
+    if blocks:
         for first in range(0, count, in_flight):
             await asyncio.gather(*(make(i) for i in range(first, min(count, first + in_flight))))
+    else:
+
+        async def caller(first: int) -> None:
+            for i in range(first, count, in_flight):
+                await make(i)
+
+        await asyncio.gather(*(caller(first) for first in range(min(in_flight, count))))
     return count / (time.perf_counter() - started)
 
 
@@ -169,7 +196,9 @@ async def main(args: argparse.Namespace) -> None:
                 interval=0.05,
                 what="both served nodes run their echo actor",
             )
-            rows = await measure(args, node, served[0].host, bench_plan.host)
+            rows = await measure(
+                args, node, served[0].host, bench_plan.host, [n.pid for n in declared]
+            )
     print(f"# bench/paths.py: {lab.machine()}")
     print(f"# {args.runs} runs; each cell: median (min-max) over the runs")
     print(lab.table(["path", "pycluster", "baseline", "ratio", "swarm / BEAM", "goal"], rows))
@@ -177,20 +206,24 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def measure(
-    args: argparse.Namespace, node: Node, remote_host: str, local_host: str
+    args: argparse.Namespace, node: Node, remote_host: str, local_host: str, pids: Sequence[int]
 ) -> list[list[str]]:
     registry = node.registry
-    port = await node.call(next(p for p in node.nodes() if p.startswith("p2@")), "raw_port", 0)
+    p2 = next(p for p in node.nodes() if p.startswith("p2@"))
+    port = await node.call(p2, "raw_port", 0)
     raw = await RawEcho.open(remote_host, int(port), local_host)
     payload = 1
     frame = HEADER.pack(len(b"\x01")) + b"\x01"
     await registry.spawn("echo-local", Echo)
     remote: list[float] = []
     baseline: list[float] = []
+    transport: list[float] = []
     local: list[float] = []
     queue: list[float] = []
     sequential: list[float] = []
     concurrent: list[float] = []
+    blocks: list[float] = []
+    costs: list[tuple[float, ...]] = []
     many: list[float] = []
     ring: list[float] = []
     for run in range(args.runs):
@@ -199,25 +232,31 @@ async def measure(
         await timed(lambda: raw.call(frame), CALL_BLOCK)
         ours: list[float] = []
         theirs: list[float] = []
+        mailbox: list[float] = []
         for _ in range(max(1, args.calls // CALL_BLOCK)):
             ours += await timed(lambda: registry.call("echo-p2", payload), CALL_BLOCK)
             theirs += await timed(lambda: raw.call(frame), CALL_BLOCK)
+            mailbox += await timed(lambda: node.call(p2, "echo", payload), CALL_BLOCK)
         remote.append(statistics.median(ours) / statistics.median(theirs))
         baseline.append(statistics.median(theirs))
+        transport.append(statistics.median(mailbox) / statistics.median(theirs))
         remote_median = statistics.median(ours)
         ours_local = await timed(lambda: registry.call("echo-local", payload), args.calls)
         theirs_local = await queue_ping_pong(args.calls)
         local.append(statistics.median(ours_local))
         queue.append(statistics.median(theirs_local))
-        rates = await registrations(args, node, run)
+        rates, cost = await registrations(args, node, run, pids)
+        costs.append(cost)
         sequential.append(rates[0])
         concurrent.append(rates[1])
-        many.append(rates[2])
-        ring.append(rates[3])
+        blocks.append(rates[2])
+        many.append(rates[3])
+        ring.append(rates[4])
         print(
             f"run {run + 1}: remote call {us(remote_median)} ({remote[-1]:.2f}x raw), "
             f"local call {us(local[-1])}, registrations {sequential[-1]:,.0f}/s sequential, "
-            f"{concurrent[-1]:,.0f}/s concurrent, {many[-1]:,.0f}/s register_many, "
+            f"{concurrent[-1]:,.0f}/s {IN_FLIGHT} callers, {blocks[-1]:,.0f}/s in blocks, "
+            f"{many[-1]:,.0f}/s register_many, "
             f"ring starts {ring[-1]:,.0f}/s",
             file=sys.stderr,
         )
@@ -230,6 +269,14 @@ async def measure(
             spread(remote, ratio),
             SWARM["remote call through a name"],
             "<= 1.1x raw",
+        ],
+        [
+            "  of which the transport: a call to a mailbox (no actor)",
+            spread([r * b for r, b in zip(transport, baseline, strict=True)], us),
+            "",
+            spread(transport, ratio),
+            "",
+            "",
         ],
         [
             "local call through a name",
@@ -256,12 +303,28 @@ async def measure(
             ">= 10,000/s",
         ],
         [
-            f"registrations/s, {IN_FLIGHT} in flight",
+            f"registrations/s, {IN_FLIGHT} in flight ({IN_FLIGHT} callers)",
             spread(concurrent, per_second),
             "",
             "",
             SWARM["registrations/s, 100 in flight"],
             ">= 50,000/s",
+        ],
+        [
+            f"registrations/s, {IN_FLIGHT} in flight (blocks of {IN_FLIGHT})",
+            spread(blocks, per_second),
+            "",
+            "",
+            SWARM["registrations/s, 100 in flight"],
+            ">= 50,000/s",
+        ],
+        [
+            f"CPU per registration, {IN_FLIGHT} callers: this node; each other node",
+            spread([c[0] for c in costs], us),
+            spread([c for cost in costs for c in cost[1:]], us),
+            "",
+            "",
+            "",
         ],
         [
             f"ring-placed starts/s, {IN_FLIGHT} in flight",
@@ -274,20 +337,41 @@ async def measure(
     ]
 
 
-async def registrations(args: argparse.Namespace, node: Node, run: int) -> tuple[float, ...]:
-    """Registrations/s of one sequential caller, then with ``IN_FLIGHT`` in flight, then
-    through ``register_many``; then ring-placed starts/s."""
+async def registrations(
+    args: argparse.Namespace, node: Node, run: int, pids: Sequence[int]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Registrations/s of one sequential caller, of ``IN_FLIGHT`` callers, of blocks of
+    ``IN_FLIGHT``, and through ``register_many``; then ring-placed starts/s. Then the CPU
+    seconds per registration of the ``IN_FLIGHT`` callers: this process, then ``pids``."""
     registry = node.registry
-    refs = [node.actors.spawn(Echo) for _ in range(args.names)]
+    count = min(args.names, args.sequential)
+    in_blocks = args.names - count
+    refs = [node.actors.spawn(Echo) for _ in range(args.names + in_blocks)]
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
-    count = min(args.names, args.sequential)
     sequential = await rate(count, lambda i: registry.register(f"s{run}-{i}", refs[i]), 1)
+    gc.collect()
+    cpu_before = [time.process_time(), *map(cpu_seconds, pids)]
     concurrent = await rate(
         args.names - count,
         lambda i: registry.register(f"c{run}-{i}", refs[count + i]),
         IN_FLIGHT,
+        collect=False,
+    )
+    # Every node has applied the last change once it answers a call made after it.
+    for pid_node in node.nodes():
+        await node.call(pid_node, "raw_port", 0)
+    cpu_after = [time.process_time(), *map(cpu_seconds, pids)]
+    cost = tuple(
+        (after - before) / (args.names - count)
+        for before, after in zip(cpu_before, cpu_after, strict=True)
+    )
+    blocks = await rate(
+        in_blocks,
+        lambda i: registry.register(f"b{run}-{i}", refs[args.names + i]),
+        IN_FLIGHT,
+        blocks=True,
     )
     many = await many_rate(node, run, args.many)
     ring = await rate(
@@ -302,12 +386,19 @@ async def registrations(args: argparse.Namespace, node: Node, run: int) -> tuple
         stats.sort_stats("tottime").print_stats(25)
     # Entries end with their actors: the next run starts from the same registry.
     await asyncio.gather(*(node.actors.stop(ref) for ref in refs))
-    return sequential, concurrent, many, ring
+    return (sequential, concurrent, blocks, many, ring), cost
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def many_rate(node: Node, run: int, count: int) -> float:
     """Registrations/s of one caller using ``register_many``, ``MANY_BATCH`` at a time."""
     refs = [node.actors.spawn(Echo) for _ in range(count)]
+    gc.collect()
     started = time.perf_counter()
     for first in range(0, count, MANY_BATCH):
         batch = {f"m{run}-{i}": refs[i] for i in range(first, min(count, first + MANY_BATCH))}

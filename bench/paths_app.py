@@ -2,7 +2,8 @@
 
 Each node starts an ``Echo`` actor named ``echo-<node's basename>`` on itself, and a raw
 asyncio length-prefixed echo server on its own address, whose port its ``raw_port``
-mailbox answers (the baseline of a call through a name).
+mailbox answers (the baseline of a call through a name), and an ``echo`` mailbox (a call
+that crosses the transport but no actor).
 """
 
 from __future__ import annotations
@@ -49,5 +50,6 @@ async def serve(node: Node) -> AsyncIterator[None]:
     server = await asyncio.start_server(_echo, host, 0)
     port = server.sockets[0].getsockname()[1]
     node.register_mailbox("raw_port", lambda sender, body: port)
+    node.register_mailbox("echo", lambda sender, body: body)
     async with server:
         yield

@@ -91,6 +91,12 @@ class Plugins:
             except Exception:
                 log.exception("plugin %s raised in %s", call.owner, hook_name)
 
+    def observed(self, hook_name: str) -> bool:
+        """Whether any plugin implements or wraps ``hook_name`` now: if none does,
+        :meth:`notify_each` would not call it, so a busy caller may skip the event."""
+        hook: pluggy.HookCaller = getattr(self.manager.hook, hook_name)
+        return bool(hook.get_hookimpls())
+
     def notify_each(self, events: Sequence[tuple[str, object, dict[str, object]]]) -> None:
         """:meth:`notify` for each ``(hook_name, event, extra)`` in order, looking each
         hook's observers up once for the whole batch. A hook nobody implements or wraps is

@@ -109,6 +109,8 @@ class Endpoint:
         self.hidden = hidden
         self.started = False
         self._connections: dict[str, Channel] = {}
+        self._sorted: tuple[str, ...] = ()
+        """The keys of ``_connections``, sorted: asked on every registry change."""
         self._hidden_connections: set[Channel] = set()
         self._left: dict[str, float] = {}
         self._mailboxes: dict[str, Mailbox] = {}
@@ -165,7 +167,7 @@ class Endpoint:
 
     def nodes(self) -> list[str]:
         """Connected peers (hidden clients excluded), sorted."""
-        return sorted(self._connections)
+        return list(self._sorted)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` synchronously on each node up/down, before any message of the
@@ -432,6 +434,7 @@ class Endpoint:
             self._hidden_connections.add(channel)
         else:
             self._connections[peer] = channel
+            self._sorted = tuple(sorted(self._connections))
             self._left.pop(peer, None)
             self._arrived(peer)
             self.metrics.nodes.set(len(self._connections))
@@ -450,6 +453,7 @@ class Endpoint:
         if self._connections.get(channel.peer) is not channel:
             return
         del self._connections[channel.peer]
+        self._sorted = tuple(sorted(self._connections))
         if reason == "left":
             self._left[channel.peer] = time.monotonic()
         self.metrics.nodes.set(len(self._connections))
