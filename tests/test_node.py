@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -417,6 +418,43 @@ async def test_idle_peers_send_about_one_tick_per_interval_and_stay_up(
     for connection, before in zip((ab, ba), sent, strict=True):
         assert 7 <= connection._link.frames_sent - before <= 12
     assert (a.nodes(), b.nodes()) == ([B], [A])
+
+
+async def test_the_ticks_of_an_idle_node_leave_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One timer ticks all of a node's connections: once they are idle, their ticks go out
+    in one wake-up per interval, not one per connection."""
+    peers = [B, C, "d@127.0.1.5", "e@127.0.1.6"]
+    a = make_node(A)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(a)
+        for peer in peers:
+            await stack.enter_async_context(make_node(peer))
+            assert await a.connect(peer)
+        await eventually(lambda: a.nodes() == sorted(peers))
+        connections = [a.transport._connections[peer] for peer in peers]
+
+        def last_sent() -> list[float]:
+            return [connection._last_sent for connection in connections]
+
+        ticker = a.transport._ticker
+        ticked: list[int] = []  # by each wake-up of the node's ticker: connections ticked
+        wake = ticker._wake
+
+        def counted() -> None:
+            before = last_sent()
+            wake()
+            ticked.append(sum(a != b for a, b in zip(before, last_sent(), strict=True)))
+
+        monkeypatch.setattr(ticker, "_wake", counted)
+        sent = [connection._link.frames_sent for connection in connections]
+        await asyncio.sleep(3.0)  # the duration under test: 9 tick intervals of 1/3 s
+        ticks = [c._link.frames_sent - s for c, s in zip(connections, sent, strict=True)]
+        assert all(7 <= count <= 12 for count in ticks), ticks
+        # The ticks leave from the node's one timer, all together: one wake-up per interval
+        # (a timer per connection would wake 36 times, each ticking one connection).
+        assert 6 <= len(ticked) <= 18, ticked
+        assert sorted(ticked)[len(ticked) // 2] == len(peers), ticked
+        assert a.nodes() == sorted(peers)
 
 
 async def test_an_idle_hidden_client_with_a_longer_tick_timeout_stays_connected(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from pycluster.throttle import Throttle
 from pycluster.transport.frames import Frame, FrameError, FrameLimits, encode_frame
 from pycluster.transport.handshake import PROTOCOL_VERSION
 from pycluster.transport.link import WRITE_HIGH_WATER, ConnectionClosed, Link
+from pycluster.transport.ticker import TIMER_SLACK, Ticker
 from pycluster.transport.wire import (
     LEAVE,
     TICK,
@@ -41,10 +43,6 @@ CLOSE_GRACE = 1.0
 __all__ = ["WRITE_HIGH_WATER", "Connection", "ConnectionClosed"]
 
 
-TIMER_SLACK = 0.005
-"""Seconds an asyncio timer may fire early or late: a tick due within it is sent now."""
-
-
 class Connection:
     """Messages to and from one authenticated peer, over a :class:`Link`.
 
@@ -55,7 +53,9 @@ class Connection:
     too: the connection stays up), in arrival order, decoded under ``limits`` (the peer is
     authenticated), called from the link; ``on_closed`` is called once, with
     the reason. Frames in and out are added to ``metrics`` on each tick round (at least
-    every ``tick_interval``) and at close.
+    every ``tick_interval``) and at close. The connections of a node share one
+    ``ticker`` (see :mod:`pycluster.transport.ticker`); without one, a connection has its
+    own.
     """
 
     def __init__(
@@ -73,6 +73,7 @@ class Connection:
         codec: Codec,
         on_message: Callable[[Connection, Received], None],
         on_closed: Callable[[Connection, str], None],
+        ticker: Ticker | None = None,
     ) -> None:
         self.peer = peer
         self.incarnation = incarnation
@@ -94,13 +95,13 @@ class Connection:
         self._last_sent = time.monotonic()
         self._tick_heard: float | None = None
         """When the peer's last tick arrived."""
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = ticker if ticker is not None else Ticker()
         self._published = (0, 0)
         """Frames in and out already added to the node's metrics."""
 
     def start(self) -> None:
         """Handle the messages read along with the handshake, then every later one; tick."""
-        self._ticker = asyncio.create_task(self._tick(), name=f"pycluster tick {self.peer}")
+        self._ticker.add(self, self._due())
         self._link.attach(self._limits, self._received, self._lost)
 
     @property
@@ -163,8 +164,7 @@ class Connection:
         self.closed = True
         self.close_reason = reason
         self._publish()
-        if self._ticker is not None and self._ticker is not asyncio.current_task():
-            self._ticker.cancel()
+        self._ticker.discard(self)
         self._link.close()
         self._on_closed(self, reason)
 
@@ -228,22 +228,25 @@ class Connection:
         if counted[1] > published[1]:
             self._metrics.frames_out.inc(counted[1] - published[1])
 
-    async def _tick(self) -> None:
-        # Wakes only when something may be due: a tick to send (nothing sent for a tick
-        # interval) or the peer's silence reaching the timeout; no wake-up in between.
-        while not self.closed:
-            now = time.monotonic()
-            due = min(
-                self._last_sent + self._tick_interval,
-                self._link.last_received + self._tick_timeout + TIMER_SLACK,
-            )
-            await asyncio.sleep(max(due - now, TIMER_SLACK))
-            self._publish()
-            now = time.monotonic()
-            silent = now - self._link.last_received
-            if silent > self._tick_timeout:
-                self._finish(f"net tick timeout ({silent:.1f}s silent)")
-                return
-            if now - self._last_sent >= self._tick_interval - TIMER_SLACK:
-                with contextlib.suppress(ConnectionClosed):
-                    self.send_nowait(TICK)
+    def tick(self, now: float, early: float) -> float:
+        """The ticker's call (see :class:`~pycluster.transport.ticker.Ticking`): end the
+        connection if the peer was silent for the tick timeout, else tick if nothing was
+        sent for the tick interval (less ``early``); when to look again."""
+        if self.closed:
+            return math.inf
+        self._publish()
+        silent = now - self._link.last_received
+        if silent > self._tick_timeout:
+            self._finish(f"net tick timeout ({silent:.1f}s silent)")
+            return math.inf
+        if now - self._last_sent >= self._tick_interval - max(early, TIMER_SLACK):
+            with contextlib.suppress(ConnectionClosed):
+                self.send_nowait(TICK)
+        return self._due()
+
+    def _due(self) -> float:
+        """When a tick is next due or the peer's silence may reach the timeout."""
+        return min(
+            self._last_sent + self._tick_interval,
+            self._link.last_received + self._tick_timeout + TIMER_SLACK,
+        )

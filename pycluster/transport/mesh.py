@@ -52,6 +52,7 @@ from pycluster.transport.frames import (
 )
 from pycluster.transport.handshake import Handshake, HandshakeError, reject
 from pycluster.transport.link import Link
+from pycluster.transport.ticker import Ticker
 
 log = logging.getLogger("pycluster.node")
 
@@ -138,6 +139,8 @@ class TcpMesh(Endpoint):
         self.refuses = refuses
         self._keys = tuple(keys)
         self._tick_timeout = config.node.net_tick_timeout
+        self._ticker = Ticker(early=self._tick_timeout / 6)
+        """Ticks every connection: those due within half a tick interval go together."""
         self._limits = FrameLimits.authenticated(config.node.max_frame_size)
         """What an authenticated peer's frames may hold."""
         self._handshake_timeout = handshake_timeout
@@ -480,6 +483,7 @@ class TcpMesh(Endpoint):
                 codec=self.codec,
                 on_message=self._on_message,
                 on_closed=self._on_closed,
+                ticker=self._ticker,
             )
         )
 
