@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,27 @@ async def test_a_silent_peer_is_declared_down_after_the_tick_timeout() -> None:
         writer.close()
 
 
+async def test_a_peer_whose_bytes_wait_to_be_decoded_is_not_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While received bytes wait to be decoded (a backlog this node is working through),
+    the peer counts as heard: the silence is this node's."""
+    a = make_node(A)
+    async with a:
+        events = a.events()
+        _reader, writer, _ = await raw_peer(A, "127.0.1.2")
+        assert await asyncio.wait_for(anext(events), 2) == NodeUp(A, "raw@127.0.1.9")
+        link = a.transport._connections["raw@127.0.1.9"]._link
+        monkeypatch.setattr(type(link), "backlogged", property(lambda link: True))
+        with pytest.raises(TimeoutError):  # the raw peer never ticks; timeout: 1 s
+            await asyncio.wait_for(anext(events), 2.5)  # the duration under test
+        monkeypatch.undo()
+        event = await asyncio.wait_for(anext(events), 3)
+        assert isinstance(event, NodeDown)
+        assert event.reason.startswith("net tick timeout")
+        writer.close()
+
+
 async def test_bad_frames_from_an_authenticated_peer(
     pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -455,6 +477,24 @@ async def test_the_ticks_of_an_idle_node_leave_together(monkeypatch: pytest.Monk
         assert 6 <= len(ticked) <= 18, ticked
         assert sorted(ticked)[len(ticked) // 2] == len(peers), ticked
         assert a.nodes() == sorted(peers)
+
+
+async def test_a_stall_of_this_nodes_own_loop_does_not_make_its_peers_silent(
+    pair: tuple[Node, Node],
+) -> None:
+    """The loop stalls (a long callback, a GC pause, a starved CPU) past the tick timeout
+    just before the ticker is due: the ticker then runs late, before the loop has read
+    what the peers sent meanwhile. Silence is judged only after that read."""
+    a, b = pair
+    downs = a.events()
+    ticker = a.transport._ticker
+    assert ticker._timer is not None
+    loop = asyncio.get_running_loop()
+    # Due just before the ticker: both run in one loop turn, the stall first.
+    loop.call_at(ticker._timer.when() - 0.001, time.sleep, 1.5)  # net_tick_timeout: 1 s
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(downs), 3.5)  # the duration under test: stall + 2 s
+    assert (a.nodes(), b.nodes()) == ([B], [A])
 
 
 async def test_an_idle_hidden_client_with_a_longer_tick_timeout_stays_connected(

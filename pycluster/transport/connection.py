@@ -95,6 +95,8 @@ class Connection:
         self._last_sent = time.monotonic()
         self._tick_heard: float | None = None
         """When the peer's last tick arrived."""
+        self._suspected = False
+        """Whether the last tick round found the peer silent for the timeout."""
         self._ticker = ticker if ticker is not None else Ticker()
         self._published = (0, 0)
         """Frames in and out already added to the node's metrics."""
@@ -235,13 +237,20 @@ class Connection:
         if self.closed:
             return math.inf
         self._publish()
-        silent = now - self._link.last_received
-        if silent > self._tick_timeout:
+        silent = 0.0 if self._link.backlogged else now - self._link.last_received
+        if silent > self._tick_timeout and self._suspected:
             self._finish(f"net tick timeout ({silent:.1f}s silent)")
             return math.inf
         if now - self._last_sent >= self._tick_interval - max(early, TIMER_SLACK):
             with contextlib.suppress(ConnectionClosed):
                 self.send_nowait(TICK)
+        if silent > self._tick_timeout:
+            # This call may come late, after a stall of this node's own loop, before the
+            # loop has read what the peer sent meanwhile: the verdict waits for the next
+            # wake-up, which comes after the loop has polled its sockets once more.
+            self._suspected = True
+            return now
+        self._suspected = False
         return self._due()
 
     def _due(self) -> float:

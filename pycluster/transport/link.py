@@ -182,6 +182,12 @@ class Link(asyncio.Protocol):
             self._receiving = False
             self._flush()
 
+    @property
+    def backlogged(self) -> bool:
+        """Whether received bytes wait to be decoded in a later turn (reading is paused
+        meanwhile): the peer is not silent, this node is behind."""
+        return self._resume is not None
+
     def pause_reading(self) -> None:
         """Stop reading until the link resumes by itself (once it decoded what it holds, or
         once :meth:`start_tls` takes over the stream)."""
