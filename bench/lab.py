@@ -250,6 +250,16 @@ class StatusPoller:
         if self._session is not None:
             await self._session.close()
 
+    async def status(self, node: LabNode) -> dict[str, Any] | None:
+        """``node``'s whole ``/status`` answer; None if it did not answer."""
+        assert self._session is not None
+        try:
+            async with self._session.get(node.url("/status")) as response:
+                status: dict[str, Any] = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        return status
+
     async def peers(self, node: LabNode) -> set[str] | None:
         """The peers ``node`` lists in ``/status``; None if it did not answer."""
         assert self._session is not None
