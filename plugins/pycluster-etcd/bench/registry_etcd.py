@@ -27,7 +27,7 @@ from typing import Any
 
 import pycluster_etcd
 
-from pycluster import Plugins, load_config
+from pycluster import Actor, Plugins, load_config
 from pycluster.node import Node
 from pycluster.registry import ActorRef
 
@@ -43,6 +43,12 @@ from tests.lab.stats import percentile  # noqa: E402
 
 COOKIE = "bench-registry-etcd"
 BATCH = 100
+
+
+class Holder(Actor):
+    """An actor that only holds a name (a registered name ends with its actor)."""
+
+
 ETCD_HOST = "127.0.5.250"
 
 
@@ -107,13 +113,13 @@ async def rate(count: int, make: Callable[[int], Awaitable[Any]]) -> float:
 async def measure(nodes: list[Node], count: int) -> dict[str, Any]:
     """Every measure on one backend's cluster."""
     first = nodes[0]
-    refs = [first.actors.allocate() for _ in range(count)]
+    refs = [first.actors.spawn(Holder) for _ in range(count)]
     results: dict[str, Any] = {
         "rate": await rate(count, lambda i: first.registry.register(f"r{i}", refs[i]))
     }
     claims = []
     for i in range(min(count, 1000)):
-        ref = first.actors.allocate()
+        ref = first.actors.spawn(Holder)
         started = time.perf_counter()
         await first.registry.register(f"c{i}", ref)
         claims.append((time.perf_counter() - started) * 1e3)
@@ -127,7 +133,7 @@ async def measure(nodes: list[Node], count: int) -> dict[str, Any]:
     results["lookup"] = lookups
     spread = []
     for i in range(300):
-        ref = first.actors.allocate()
+        ref = first.actors.spawn(Holder)
         started = time.perf_counter()
         await first.registry.register(f"p{i}", ref)
 
