@@ -72,27 +72,12 @@ async def form_once(count: int, first_index: int, retry_interval_ms: float) -> F
         answers = await asyncio.gather(*(poller.peers(node) for node in nodes))
         if any(peers != expected[node.name] for node, peers in zip(nodes, answers, strict=True)):
             raise RuntimeError("a node lost a peer right after the cluster formed")
-        by_logs = await _formed_by_logs(nodes, expected)
+        by_logs = await lab.formed_by_logs(nodes, expected)
     return Formation(
         startup=last_listening - spawned,
         formed=formed - last_listening,
         formed_by_logs=by_logs - last_listening,
     )
-
-
-async def _formed_by_logs(nodes: Sequence[lab.LabNode], expected: dict[str, set[str]]) -> float:
-    """When the last node's log completed its view (logs may trail /status a little)."""
-    times: list[float | None] = []
-
-    def complete() -> bool:
-        times[:] = [lab.full_since(node, expected[node.name]) for node in nodes]
-        return all(t is not None for t in times)
-
-    try:
-        await lab.until(complete, timeout=5.0, interval=0.05, what="the logs show the mesh")
-    except lab.NotWithin:
-        raise RuntimeError("/status showed a full mesh that the node logs do not") from None
-    return max(t for t in times if t is not None)
 
 
 async def main(sizes: Sequence[int], runs: int, first_index: int, retry_ms: float) -> None:

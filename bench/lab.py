@@ -61,6 +61,7 @@ __all__ = [
     "StatusPoller",
     "add_node",
     "down_at",
+    "formed_by_logs",
     "free_port",
     "full_since",
     "goal",
@@ -75,6 +76,7 @@ __all__ = [
     "percentile",
     "plan_nodes",
     "run",
+    "spread",
     "table",
     "until",
     "wait_listening",
@@ -211,6 +213,24 @@ def full_since(node: LabNode, expected: set[str]) -> float | None:
     return max((e.at for e in node.events() if e.kind == "up"), default=None)
 
 
+async def formed_by_logs(
+    nodes: Sequence[LabNode], expected: dict[str, set[str]], timeout: float = 5.0
+) -> float:
+    """When the last node's log completed its view (logs may trail ``/status`` a little):
+    ``expected`` maps each node's name to the peers it must list."""
+    times: list[float | None] = []
+
+    def complete() -> bool:
+        times[:] = [full_since(node, expected[node.name]) for node in nodes]
+        return all(t is not None for t in times)
+
+    try:
+        await until(complete, timeout=timeout, interval=0.05, what="the logs show the mesh")
+    except NotWithin:
+        raise RuntimeError("/status showed a full mesh that the node logs do not") from None
+    return max(t for t in times if t is not None)
+
+
 def down_at(node: LabNode, peer: str, after: float) -> tuple[float, str] | None:
     """The first node down of ``peer`` ``node`` logged at or after ``after``: (time,
     reason)."""
@@ -322,6 +342,13 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 def median(values: Sequence[float]) -> float:
     """The median of ``values``."""
     return statistics.median(values)
+
+
+def spread(values: Sequence[float], show: Callable[[float], str]) -> str:
+    """``median (min-max)`` of ``values``, each shown by ``show``; ``-`` if none."""
+    if not values:
+        return "-"
+    return f"{show(median(values))} ({show(min(values))}-{show(max(values))})"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -62,11 +62,6 @@ SWARM = {
 }
 
 
-def spread(values: Sequence[float], show: Callable[[float], str]) -> str:
-    """``median (min-max)`` of ``values``."""
-    return f"{show(statistics.median(values))} ({show(min(values))}-{show(max(values))})"
-
-
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} µs"
 
@@ -264,31 +259,31 @@ async def measure(
     return [
         [
             "remote call through a name",
-            spread([r * b for r, b in zip(remote, baseline, strict=True)], us),
-            spread(baseline, us) + " raw echo",
-            spread(remote, ratio),
+            lab.spread([r * b for r, b in zip(remote, baseline, strict=True)], us),
+            lab.spread(baseline, us) + " raw echo",
+            lab.spread(remote, ratio),
             SWARM["remote call through a name"],
             "<= 1.1x raw",
         ],
         [
             "  of which the transport: a call to a mailbox (no actor)",
-            spread([r * b for r, b in zip(transport, baseline, strict=True)], us),
+            lab.spread([r * b for r, b in zip(transport, baseline, strict=True)], us),
             "",
-            spread(transport, ratio),
+            lab.spread(transport, ratio),
             "",
             "",
         ],
         [
             "local call through a name",
-            spread(local, us),
-            spread(queue, us) + " queue ping-pong",
-            spread(local_ratios, ratio),
+            lab.spread(local, us),
+            lab.spread(queue, us) + " queue ping-pong",
+            lab.spread(local_ratios, ratio),
             "",
             "<= 2x queue",
         ],
         [
             "registrations/s, one caller",
-            spread(sequential, per_second),
+            lab.spread(sequential, per_second),
             "",
             "",
             SWARM["registrations/s, one caller"],
@@ -296,7 +291,7 @@ async def measure(
         ],
         [
             f"registrations/s, one caller, register_many of {MANY_BATCH}",
-            spread(many, per_second),
+            lab.spread(many, per_second),
             "",
             "",
             SWARM["registrations/s, one caller"],
@@ -304,7 +299,7 @@ async def measure(
         ],
         [
             f"registrations/s, {IN_FLIGHT} in flight ({IN_FLIGHT} callers)",
-            spread(concurrent, per_second),
+            lab.spread(concurrent, per_second),
             "",
             "",
             SWARM["registrations/s, 100 in flight"],
@@ -312,7 +307,7 @@ async def measure(
         ],
         [
             f"registrations/s, {IN_FLIGHT} in flight (blocks of {IN_FLIGHT})",
-            spread(blocks, per_second),
+            lab.spread(blocks, per_second),
             "",
             "",
             SWARM["registrations/s, 100 in flight"],
@@ -320,15 +315,15 @@ async def measure(
         ],
         [
             f"CPU per registration, {IN_FLIGHT} callers: this node; each other node",
-            spread([c[0] for c in costs], us),
-            spread([c for cost in costs for c in cost[1:]], us),
+            lab.spread([c[0] for c in costs], us),
+            lab.spread([c for cost in costs for c in cost[1:]], us),
             "",
             "",
             "",
         ],
         [
             f"ring-placed starts/s, {IN_FLIGHT} in flight",
-            spread(ring, per_second),
+            lab.spread(ring, per_second),
             "",
             "",
             SWARM["ring-placed starts/s, 100 in flight"],

@@ -46,7 +46,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,7 @@ async def trial(count: int, args: argparse.Namespace) -> Trial:
                 rss = tuple(node.rss_bytes() for node in nodes)
                 return Trial(startup, None, None, rss, None, None, None, None, None, None, None)
             formed = max(seen.values())
-            by_logs = await _formed_by_logs(nodes, {n: everyone - {n} for n in names})
+            by_logs = await lab.formed_by_logs(nodes, {n: everyone - {n} for n in names}, 10.0)
             rss_meshed = tuple(node.rss_bytes() for node in nodes)
             registration = None
             rss_names = None
@@ -204,21 +204,6 @@ async def _why_not_meshed(
                 f"last: {downs[-1].reason if downs else '-'}",
                 file=sys.stderr,
             )
-
-
-async def _formed_by_logs(nodes: Sequence[lab.LabNode], expected: dict[str, set[str]]) -> float:
-    """When the last node's log completed its view."""
-    times: list[float | None] = []
-
-    def complete() -> bool:
-        times[:] = [lab.full_since(node, expected[node.name]) for node in nodes]
-        return all(t is not None for t in times)
-
-    try:
-        await lab.until(complete, timeout=10.0, interval=0.05, what="the logs show the mesh")
-    except lab.NotWithin:
-        raise RuntimeError("/status showed a full mesh that the node logs do not") from None
-    return max(t for t in times if t is not None)
 
 
 async def _kill_all(node_lab: lab.Lab, nodes: Sequence[lab.LabNode]) -> None:
@@ -422,13 +407,6 @@ async def _kill(
 # -- printing -----------------------------------------------------------------------------
 
 
-def spread(values: Sequence[float], show: Callable[[float], str]) -> str:
-    """``median (min-max)`` of ``values``; ``-`` if there are none."""
-    if not values:
-        return "-"
-    return f"{show(lab.median(values))} ({show(min(values))}-{show(max(values))})"
-
-
 def seconds(value: float) -> str:
     return f"{value:.2f} s"
 
@@ -476,28 +454,30 @@ def report(results: dict[int, list[Trial]], args: argparse.Namespace) -> None:
             [
                 count,
                 count - 1,
-                spread([t.startup for t in trials], lab.ms),
-                spread(_present([t.formed for t in trials]), lab.ms)
+                lab.spread([t.startup for t in trials], lab.ms),
+                lab.spread(_present([t.formed for t in trials]), lab.ms)
                 + _failed([t.formed for t in trials]),
-                spread(_present([t.formed_by_logs for t in trials]), lab.ms),
-                spread(meshed_median, mib) + ", max " + mib(max(meshed_max)),
-                spread(cpu_median, percent) + (", max " + percent(max(cpu_max)) if cpu_max else ""),
+                lab.spread(_present([t.formed_by_logs for t in trials]), lab.ms),
+                lab.spread(meshed_median, mib) + ", max " + mib(max(meshed_max)),
+                lab.spread(cpu_median, percent)
+                + (", max " + percent(max(cpu_max)) if cpu_max else ""),
             ]
         )
         regs = [t.registration for t in trials if t.registration is not None]
         names_rows.append(
             [
                 count,
-                spread([r.registered for r in regs], seconds),
-                spread(_present([r.converged for r in regs]), seconds),
+                lab.spread([r.registered for r in regs], seconds),
+                lab.spread(_present([r.converged for r in regs]), seconds),
                 f"{sum(r.converged is not None for r in regs)}/{len(regs)}",
-                spread([r.lost_calls for r in regs], "{:g}".format),
-                spread(_present([r.held for r in regs]), "{:,.0f}".format),
-                spread(_present([t.downs_during_names for t in trials]), "{:g}".format),
-                spread(names_median, mib) + (", max " + mib(max(names_max)) if names_max else ""),
-                spread(_present([t.detected for t in trials]), lab.ms),
-                spread(_present([t.detected_by_logs for t in trials]), lab.ms),
-                spread(_present([t.names_dropped for t in trials]), lab.ms),
+                lab.spread([r.lost_calls for r in regs], "{:g}".format),
+                lab.spread(_present([r.held for r in regs]), "{:,.0f}".format),
+                lab.spread(_present([t.downs_during_names for t in trials]), "{:g}".format),
+                lab.spread(names_median, mib)
+                + (", max " + mib(max(names_max)) if names_max else ""),
+                lab.spread(_present([t.detected for t in trials]), lab.ms),
+                lab.spread(_present([t.detected_by_logs for t in trials]), lab.ms),
+                lab.spread(_present([t.names_dropped for t in trials]), lab.ms),
             ]
         )
     print()
