@@ -54,8 +54,7 @@ class Connection:
     authenticated), called from the link; ``on_closed`` is called once, with
     the reason. Frames in and out are added to ``metrics`` on each tick round (at least
     every ``tick_interval``) and at close. The connections of a node share one
-    ``ticker`` (see :mod:`pycluster.transport.ticker`); without one, a connection has its
-    own.
+    ``ticker`` (see :mod:`pycluster.transport.ticker`).
     """
 
     def __init__(
@@ -73,7 +72,7 @@ class Connection:
         codec: Codec,
         on_message: Callable[[Connection, Received], None],
         on_closed: Callable[[Connection, str], None],
-        ticker: Ticker | None = None,
+        ticker: Ticker,
     ) -> None:
         self.peer = peer
         self.incarnation = incarnation
@@ -97,7 +96,7 @@ class Connection:
         """When the peer's last tick arrived."""
         self._suspected = False
         """Whether the last tick round found the peer silent for the timeout."""
-        self._ticker = ticker if ticker is not None else Ticker()
+        self._ticker = ticker
         self._published = (0, 0)
         """Frames in and out already added to the node's metrics."""
 
