@@ -1,4 +1,4 @@
-"""Actors on one node: ordering, calls, casts, crashes and restarts, stop and wait."""
+"""Actors: ordering, calls, casts, crashes and restarts, stop and wait; calls from another node."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from pycluster import load_config
+from pycluster import RemoteError, load_config
 from pycluster.actors import Actor, ActorCrashed, ActorRestartPolicy, Actors, NoSuchActor
 from pycluster.node import Node
+from pycluster.testing import cluster
 from pycluster.transport.memory import MemoryNetwork
 from tests.conftest import eventually
 
@@ -141,3 +142,126 @@ async def test_init_errors_reach_the_spawner(actors: Actors) -> None:
 
     with pytest.raises(RuntimeError, match="bad config"):
         actors.spawn(Broken)
+
+
+# -- calls from another node: a call to an idle actor runs at once ---------------------------
+
+
+class Waiter(Actor):
+    """Handles calls that answer at once, wait on a gate, time out, or crash; records
+    what it handled, in order, and which task it ran as."""
+
+    def __init__(self) -> None:
+        self.handled: list[Any] = []
+        self.gate = asyncio.Event()
+
+    async def handle_call(self, message: Any) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handled.append(message)
+        if message == "last":
+            self.stop()  # after this message, which goes on waiting
+        if message in ("gate", "last"):
+            await self.gate.wait()
+            return ["opened", task.get_name()]
+        if message == "time out":
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.Event().wait()
+            except TimeoutError:
+                return "timed out"
+        if message == "boom":
+            raise ValueError("boom")
+        if message == "open":
+            self.gate.set()
+        return [message, task.get_name()]
+
+    async def handle_cast(self, message: Any) -> None:
+        self.handled.append(message)
+
+
+async def test_a_call_from_another_node_runs_as_the_actors_own_task() -> None:
+    async with cluster(2) as c:
+        a, b = c.nodes
+        ref = b.actors.spawn(Waiter)
+        own = f"actor {ref}"
+        assert await a.actors.call(ref, "now") == ["now", own]  # answered at once
+        gated = asyncio.ensure_future(a.actors.call(ref, "gate"))  # waits on the gate
+        await eventually(lambda: b.actors.local(ref).handled == ["now", "gate"])  # type: ignore[union-attr]
+        assert not gated.done()
+        # The gate is opened by a local call, queued behind the waiting handler.
+        local = asyncio.ensure_future(b.actors.call(ref, "open"))
+        b.actors.local(ref).gate.set()  # type: ignore[union-attr]
+        assert await gated == ["opened", own]
+        assert await local == ["open", own]
+        # A timeout inside a handler that waits cancels the handler, not the delivery.
+        assert await a.actors.call(ref, "time out") == "timed out"
+        assert await a.actors.call(ref, "after") == ["after", own]
+
+
+async def test_calls_and_casts_from_another_node_keep_their_order() -> None:
+    async with cluster(2) as c:
+        a, b = c.nodes
+        ref = b.actors.spawn(Waiter)
+        waiter = b.actors.local(ref)
+        assert isinstance(waiter, Waiter)
+        queue = b.actors._running[ref.id].queue
+        gated = asyncio.ensure_future(a.actors.call(ref, "gate"))
+        await eventually(lambda: waiter.handled == ["gate"])
+        await a.actors.cast(ref, "cast 1")
+        await eventually(lambda: "cast 1" in [e.message for e in queue._queue])  # type: ignore[attr-defined]
+        second = asyncio.ensure_future(a.actors.call(ref, "call 2"))
+        await eventually(lambda: "call 2" in [e.message for e in queue._queue])  # type: ignore[attr-defined]
+        await a.actors.cast(ref, "cast 3")
+        await eventually(lambda: "cast 3" in [e.message for e in queue._queue])  # type: ignore[attr-defined]
+        assert not second.done()  # queued behind the handler that waits
+        waiter.gate.set()
+        assert (await gated)[0] == "opened"
+        assert (await second)[0] == "call 2"
+        await eventually(lambda: waiter.handled == ["gate", "cast 1", "call 2", "cast 3"])
+
+
+async def test_a_crash_in_a_call_from_another_node_restarts_the_actor() -> None:
+    async with cluster(2) as c:
+        a, b = c.nodes
+        ref = b.actors.spawn(Waiter, policy=ActorRestartPolicy(restart="transient"))
+        first = b.actors.local(ref)
+        await a.actors.call(ref, "before")
+        with pytest.raises(RemoteError) as raised:
+            await a.actors.call(ref, "boom")
+        assert raised.value.type == "ValueError"
+        assert await a.actors.call(ref, "after") == ["after", f"actor {ref}"]
+        fresh = b.actors.local(ref)
+        assert isinstance(fresh, Waiter)
+        assert fresh is not first
+        assert fresh.handled == ["after"]
+
+
+async def test_a_stop_waits_for_the_call_from_another_node_being_handled() -> None:
+    async with cluster(2) as c:
+        a, b = c.nodes
+        ref = b.actors.spawn(Waiter)
+        waiter = b.actors.local(ref)
+        assert isinstance(waiter, Waiter)
+        gated = asyncio.ensure_future(a.actors.call(ref, "gate"))
+        await eventually(lambda: waiter.handled == ["gate"])
+        stopping = asyncio.ensure_future(b.actors.stop(ref, "done here"))
+        await eventually(lambda: b.actors._running[ref.id].stop_reason == "done here")
+        assert not stopping.done()
+        waiter.gate.set()
+        assert (await gated)[0] == "opened"
+        assert await stopping == "done here"
+
+
+async def test_an_actor_that_stops_itself_in_a_call_from_another_node_answers_it_first() -> None:
+    async with cluster(2) as c:
+        a, b = c.nodes
+        ref = b.actors.spawn(Waiter)
+        waiter = b.actors.local(ref)
+        assert isinstance(waiter, Waiter)
+        last = asyncio.ensure_future(a.actors.call(ref, "last"))
+        await eventually(lambda: waiter.handled == ["last"])
+        assert b.actors._running[ref.id].stop_reason == "normal"
+        waiter.gate.set()
+        assert (await last)[0] == "opened"
+        assert await b.actors.wait(ref) == "normal"

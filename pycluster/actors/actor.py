@@ -83,10 +83,13 @@ class Actor:
     """Base class of actors.
 
     An actor's messages are handled one at a time, in order, on its node's event loop, so
-    its state needs no locks. Override :meth:`handle_call` (request/reply) and
-    :meth:`handle_cast` (fire-and-forget); :meth:`started` and :meth:`stopped` run around
-    its life. An exception raised by a handler crashes the actor: the caller gets the
-    exception, and the restart policy decides what happens next.
+    its state needs no locks; a handler runs as the actor's own task (a call from another
+    node to an idle actor starts at once, in the turn it arrives: see "A call to an idle
+    actor is answered in the turn it arrives" in the docs). Override :meth:`handle_call`
+    (request/reply) and :meth:`handle_cast` (fire-and-forget); :meth:`started` and
+    :meth:`stopped` run around its life. An exception raised by a handler crashes the
+    actor: the caller gets the exception, and the restart policy decides what happens
+    next.
 
     Actors placed on the hash ring move between nodes: :meth:`handoff` returns the state
     to carry over (msgpack values), :meth:`resume` takes it on the new node.

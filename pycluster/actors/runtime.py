@@ -7,7 +7,8 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import attrs
@@ -38,12 +39,13 @@ class MailboxFull(RuntimeError):
 
 @attrs.define
 class _Envelope:
-    kind: str  # "call" | "cast" | "stop"
+    kind: str  # "call" | "cast" | "stop"; "begun" | "crashed" | "wake" (an eager call)
     message: Any
     reply: asyncio.Future[Any] | None = None
 
 
 _STOP = _Envelope("stop", None)
+_WAKE = _Envelope("wake", None)
 
 
 @attrs.define(eq=False)
@@ -61,6 +63,12 @@ class _Running:
     stopped_itself: bool = False
     restarts: collections.deque[float] = attrs.Factory(collections.deque)
     handoff_state: Any = None
+    idle: bool = False
+    """Waiting for a message with an empty mailbox (a call may then run eagerly)."""
+    begun: _Envelope | None = None
+    """What an eager call left for the actor's task: its handler, begun, or its crash.
+    Taken before anything in the mailbox, and before a stop: it is the message being
+    handled."""
 
 
 class Actors:
@@ -295,6 +303,8 @@ class Actors:
                 log.warning("mailbox of %s is full: dropped a cast from %s", running.ref, sender)
             return None
         if op == "call":
+            if running.idle and not running.queue.qsize() and asyncio.current_task() is None:
+                return self._eager_call(running, message)
             reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             try:
                 running.queue.put_nowait(_Envelope("call", message, reply))
@@ -302,6 +312,39 @@ class Actors:
                 raise MailboxFull(f"mailbox of {running.ref} is full") from None
             return reply
         raise ValueError(f"unknown actor operation {str(op)[:40]!r}")
+
+    def _eager_call(self, running: _Running, message: Any) -> Any:
+        """Run the handler of a call to an idle actor at once, as the actor's task (the
+        reply leaves without waking the actor); if the handler has to wait, the actor's
+        task carries it on from there."""
+        assert running.instance is not None
+        assert running.task is not None
+        loop, task = asyncio.get_running_loop(), running.task
+        handler = running.instance.handle_call(message)
+        running.idle = False
+        _enter_task(loop, task)
+        try:
+            waiting_on = handler.send(None)
+        except StopIteration as done:
+            running.idle = True
+            return done.value
+        except BaseException as exc:
+            log.warning("%s crashed: %s: %s", running.ref, type(exc).__name__, exc)
+            self._leave_for_task(running, _Envelope("crashed", None))
+            raise
+        finally:
+            _leave_task(loop, task)
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._leave_for_task(running, _Envelope("begun", _Begun(handler, waiting_on), reply))
+        return reply
+
+    @staticmethod
+    def _leave_for_task(running: _Running, envelope: _Envelope) -> None:
+        """Hand what an eager call left to the actor's task, first of all its messages
+        (those the handler queued meanwhile, e.g. its own stop, included)."""
+        running.begun = envelope
+        if not running.queue.qsize():  # else the task is awake already
+            running.queue.put_nowait(_WAKE)
 
     # -- an actor's life --------------------------------------------------------------------
 
@@ -360,21 +403,50 @@ class Actors:
             log.exception("%s crashed in started()", running.ref)
             return "crashed"
         queue = running.queue
-        while running.stop_reason is None:
-            envelope = await queue.get()
+        taken: _Envelope | None = None  # taken from the mailbox as an eager call began
+        while True:
+            envelope: _Envelope
+            if running.begun is not None:
+                envelope, running.begun = running.begun, None
+            elif running.stop_reason is not None:
+                running.begun = taken  # failed with the rest of the mailbox
+                break
+            elif taken is not None:
+                envelope, taken = taken, None
+            else:
+                if queue.qsize():
+                    envelope = queue.get_nowait()
+                else:
+                    running.idle = True
+                    try:
+                        envelope = await queue.get()
+                    finally:
+                        running.idle = False
+                if running.begun is not None:
+                    taken = envelope
+                    continue
             if envelope.kind == "stop":
                 break
+            if envelope.kind == "wake":
+                continue
+            if envelope.kind == "crashed":
+                running.begun = taken  # for the restarted actor, if it is restarted
+                return "crashed"
             try:
+                if envelope.kind == "cast":
+                    await instance.handle_cast(envelope.message)
+                    continue
                 if envelope.kind == "call":
                     result = await instance.handle_call(envelope.message)
-                    if envelope.reply is not None and not envelope.reply.done():
-                        envelope.reply.set_result(result)
-                else:
-                    await instance.handle_cast(envelope.message)
+                else:  # "begun": a call's handler that _eager_call started
+                    result = await envelope.message
+                if envelope.reply is not None and not envelope.reply.done():
+                    envelope.reply.set_result(result)
             except Exception as exc:
                 log.warning("%s crashed: %s: %s", running.ref, type(exc).__name__, exc)
                 if envelope.reply is not None and not envelope.reply.done():
                     envelope.reply.set_exception(exc)
+                running.begun = taken
                 return "crashed"
         return running.stop_reason or "normal"
 
@@ -402,7 +474,48 @@ class Actors:
         return True
 
     def _fail_pending(self, running: _Running, reason: str) -> None:
+        if running.begun is not None:
+            _fail(running, running.begun, reason)
+            running.begun = None
         while not running.queue.empty():
-            envelope = running.queue.get_nowait()
-            if envelope.reply is not None and not envelope.reply.done():
-                envelope.reply.set_exception(ActorCrashed(f"{running.ref} ended ({reason})"))
+            _fail(running, running.queue.get_nowait(), reason)
+
+
+def _fail(running: _Running, envelope: _Envelope, reason: str) -> None:
+    """A message its actor will not handle: its caller gets ActorCrashed."""
+    if isinstance(envelope.message, _Begun):
+        envelope.message.close()
+    if envelope.reply is not None and not envelope.reply.done():
+        envelope.reply.set_exception(ActorCrashed(f"{running.ref} ended ({reason})"))
+
+
+class _Begun:
+    """A handler coroutine begun outside its actor's task (an eager call), awaited by that
+    task from where it stopped: it waits on what the handler was waiting on, then drives
+    the handler on (a cancellation is passed in)."""
+
+    def __init__(self, handler: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self._handler, self._waiting_on = handler, waiting_on
+
+    def close(self) -> None:
+        """Abandon the handler (its actor ended before it could go on)."""
+        self._handler.close()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        handler, waiting_on = self._handler, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                handler.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waiting_on = handler.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting_on = handler.send(sent)
+                except StopIteration as done:
+                    return done.value
