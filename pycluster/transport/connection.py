@@ -47,8 +47,7 @@ class Connection:
     """Messages to and from one authenticated peer, over a :class:`Link`.
 
     Idle connections send a tick every ``tick_interval`` (and answer a peer's tick with a
-    tock, unless they sent something in the later half of the time since its previous
-    one); a peer silent for
+    tock, unless they sent something since its previous one); a peer silent for
     ``tick_timeout`` is declared down. ``on_message`` gets every
     message but ticks, tocks and ``leave`` (an :class:`~pycluster.transport.wire.Undecodable`
     too: the connection stays up), in arrival order, decoded under ``limits`` (the peer is
@@ -195,13 +194,11 @@ class Connection:
                 elif kind is Tick:
                     # Answered, so a peer with a shorter tick timeout than ours (a hidden
                     # client with the default, a node configured apart) hears from us
-                    # often enough: unless we sent something in the later half of the
-                    # time since its previous tick, which it has heard (the peer then
-                    # never waits more than one and a half of its tick intervals for us,
-                    # within its timeout of two).
-                    now = time.monotonic()
-                    previous, self._tick_heard = self._tick_heard, now
-                    if previous is None or self._last_sent <= (previous + now) / 2:
+                    # often enough: unless we sent something since its previous tick,
+                    # which it has heard (the peer then never waits two of its tick
+                    # intervals for us, within its timeout of three).
+                    previous, self._tick_heard = self._tick_heard, time.monotonic()
+                    if previous is None or self._last_sent <= previous:
                         with contextlib.suppress(ConnectionClosed):
                             self.send_nowait(TOCK)
                 elif kind is Leave:

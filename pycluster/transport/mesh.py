@@ -139,7 +139,7 @@ class TcpMesh(Endpoint):
         self.refuses = refuses
         self._keys = tuple(keys)
         self._tick_timeout = config.node.net_tick_timeout
-        self._ticker = Ticker(early=self._tick_timeout / 4)
+        self._ticker = Ticker(early=self._tick_timeout / 6)
         """Ticks every connection: those due within half a tick interval go together."""
         self._limits = FrameLimits.authenticated(config.node.max_frame_size)
         """What an authenticated peer's frames may hold."""
@@ -477,7 +477,7 @@ class TcpMesh(Endpoint):
                 link=link,
                 version=handshake.version,
                 limits=self._limits,
-                tick_interval=self._tick_timeout / 2,
+                tick_interval=self._tick_timeout / 3,
                 tick_timeout=self._tick_timeout,
                 metrics=self.metrics,
                 codec=self.codec,
