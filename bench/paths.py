@@ -46,13 +46,15 @@ from typing import Any
 import lab
 from paths_app import HEADER, Echo
 
-from pycluster import load_config
+from pycluster import ActorRef, load_config
 from pycluster.node import Node
 
 HERE = Path(__file__).resolve().parent
 IN_FLIGHT = 100
 CALL_BLOCK = 200
 MANY_BATCH = 1000
+SLICE = 1000
+"""Actors spawned or stopped per loop turn in the set-up."""
 SWARM = {
     "remote call through a name": "175 µs (1.07x its raw call)",
     "local call through a name": "",
@@ -341,7 +343,7 @@ async def registrations(
     registry = node.registry
     count = min(args.names, args.sequential)
     in_blocks = args.names - count
-    refs = [node.actors.spawn(Echo) for _ in range(args.names + in_blocks)]
+    refs = await spawn_echoes(node, args.names + in_blocks)
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
@@ -380,7 +382,7 @@ async def registrations(
         stats = pstats.Stats(args.profile, stream=sys.stderr)
         stats.sort_stats("tottime").print_stats(25)
     # Entries end with their actors: the next run starts from the same registry.
-    await asyncio.gather(*(node.actors.stop(ref) for ref in refs))
+    await stop_all(node, refs)
     return (sequential, concurrent, blocks, many, ring), cost
 
 
@@ -392,7 +394,7 @@ def cpu_seconds(pid: int) -> float:
 
 async def many_rate(node: Node, run: int, count: int) -> float:
     """Registrations/s of one caller using ``register_many``, ``MANY_BATCH`` at a time."""
-    refs = [node.actors.spawn(Echo) for _ in range(count)]
+    refs = await spawn_echoes(node, count)
     gc.collect()
     started = time.perf_counter()
     for first in range(0, count, MANY_BATCH):
@@ -400,8 +402,25 @@ async def many_rate(node: Node, run: int, count: int) -> float:
         taken = await node.registry.register_many(batch)
         assert not taken, taken
     result = count / (time.perf_counter() - started)
-    await asyncio.gather(*(node.actors.stop(ref) for ref in refs))
+    await stop_all(node, refs)
     return result
+
+
+async def spawn_echoes(node: Node, count: int) -> list[ActorRef]:
+    """``count`` Echo actors on ``node``, a slice per loop turn: spawning tens of
+    thousands in one turn holds the loop for seconds, and the node's peers would declare
+    it down (it does not tick meanwhile)."""
+    refs: list[ActorRef] = []
+    while len(refs) < count:
+        refs += [node.actors.spawn(Echo) for _ in range(min(SLICE, count - len(refs)))]
+        await asyncio.sleep(0)
+    return refs
+
+
+async def stop_all(node: Node, refs: Sequence[ActorRef]) -> None:
+    """Stop the actors of ``refs``, a slice at a time (see :func:`spawn_echoes`)."""
+    for first in range(0, len(refs), SLICE):
+        await asyncio.gather(*(node.actors.stop(ref) for ref in refs[first : first + SLICE]))
 
 
 def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
