@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -147,6 +148,9 @@ async def test_init_errors_reach_the_spawner(actors: Actors) -> None:
 # -- calls from another node: a call to an idle actor runs at once ---------------------------
 
 
+LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("label", default="unset")
+
+
 class Waiter(Actor):
     """Handles calls that answer at once, wait on a gate, time out, or crash; records
     what it handled, in order, and which task it ran as."""
@@ -172,6 +176,10 @@ class Waiter(Actor):
                 return "timed out"
         if message == "boom":
             raise ValueError("boom")
+        if message == "label":
+            return LABEL.get()
+        if message == "relabel":
+            LABEL.set("relabelled")
         if message == "open":
             self.gate.set()
         return [message, task.get_name()]
@@ -197,6 +205,21 @@ async def test_a_call_from_another_node_runs_as_the_actors_own_task() -> None:
         # A timeout inside a handler that waits cancels the handler, not the delivery.
         assert await a.actors.call(ref, "time out") == "timed out"
         assert await a.actors.call(ref, "after") == ["after", own]
+
+
+async def test_a_call_from_another_node_runs_in_the_actors_context() -> None:
+    async with cluster(2) as c:
+        a, b = c.nodes
+        token = LABEL.set("the spawner's")
+        try:
+            ref = b.actors.spawn(Waiter)  # its task's context: a copy of this one
+        finally:
+            LABEL.reset(token)
+        assert await a.actors.call(ref, "label") == "the spawner's"
+        await a.actors.call(ref, "relabel")  # set in the actor's context, kept
+        assert await a.actors.call(ref, "label") == "relabelled"
+        assert await b.actors.call(ref, "label") == "relabelled"  # through the mailbox
+        assert LABEL.get() == "unset"
 
 
 async def test_calls_and_casts_from_another_node_keep_their_order() -> None:

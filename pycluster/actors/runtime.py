@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import itertools
 import logging
 import time
@@ -56,6 +57,8 @@ class _Running:
     name: str | None
     queue: asyncio.Queue[_Envelope]
     ended: asyncio.Future[str]
+    context: contextvars.Context
+    """The context the actor's task runs in (copied from its spawner's, as for any task)."""
     instance: Actor | None = None
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
@@ -126,12 +129,15 @@ class Actors:
             name=name,
             queue=asyncio.Queue(self._mailbox_size),
             ended=asyncio.get_running_loop().create_future(),
+            context=contextvars.copy_context(),
         )
         running.instance = self._prepare(running, running.factory())
         if state is not _NO_STATE:
             running.instance.resume(state)
         self._running[ref.id] = running
-        running.task = asyncio.create_task(self._live(running), name=f"actor {ref}")
+        running.task = asyncio.create_task(
+            self._live(running), name=f"actor {ref}", context=running.context
+        )
         return ref
 
     def on_end(self, ref: ActorRef, callback: Callable[[str], None]) -> None:
@@ -314,9 +320,9 @@ class Actors:
         raise ValueError(f"unknown actor operation {str(op)[:40]!r}")
 
     def _eager_call(self, running: _Running, message: Any) -> Any:
-        """Run the handler of a call to an idle actor at once, as the actor's task (the
-        reply leaves without waking the actor); if the handler has to wait, the actor's
-        task carries it on from there."""
+        """Run the handler of a call to an idle actor at once, as the actor's task and in
+        its context (the reply leaves without waking the actor); if the handler has to
+        wait, the actor's task carries it on from there."""
         assert running.instance is not None
         assert running.task is not None
         loop, task = asyncio.get_running_loop(), running.task
@@ -324,7 +330,7 @@ class Actors:
         running.idle = False
         _enter_task(loop, task)
         try:
-            waiting_on = handler.send(None)
+            waiting_on = running.context.run(handler.send, None)
         except StopIteration as done:
             running.idle = True
             return done.value
