@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import pytest
 
@@ -254,3 +255,35 @@ async def test_a_backend_that_reports_no_changes_is_polled() -> None:
         await node.registry.spawn("polled", Counter, placement="ring")
         checks = node.registry.ring.checks
         await eventually(lambda: node.registry.ring.checks >= checks + 5)
+
+
+async def test_a_leaving_node_hands_its_ring_actors_to_slow_owners_with_their_state(
+    three: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owners take longer to adopt than the leaving node's drain budget and than the
+    grace after which a name with no holder is restarted afresh: every actor still
+    arrives with its state, as a move in flight from a peer still connected."""
+    for name in NAMES:
+        await three[0].registry.spawn(name, Counter, placement="ring")
+    await eventually(lambda: settled(three))
+    for count, name in enumerate(NAMES):
+        for _ in range(count):
+            await three[1].registry.call(name, "increment")
+    leaver = three[2]
+    held = [name for name in NAMES if where(three, name) == {leaver.name}]
+    assert held, "the leaving node holds some"
+    delay = ABSENT_GRACE + 0.5  # past the grace, and past the drain budget of stop(5.0)
+    for owner in three[:2]:
+        placement = owner.registry.ring
+        adopt = placement._adopt
+
+        async def slow_adopt(*args: Any, adopt: Any = adopt, **kwargs: Any) -> Any:
+            await asyncio.sleep(delay)  # the duration under test: a loaded owner
+            return await adopt(*args, **kwargs)
+
+        monkeypatch.setattr(placement, "_adopt", slow_adopt)
+    await leaver.stop(5.0)
+    survivors = three[:2]
+    await eventually(lambda: settled(survivors), timeout=15)
+    values = [await survivors[0].registry.call(name, "value") for name in NAMES]
+    assert values == list(range(len(NAMES)))

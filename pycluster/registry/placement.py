@@ -78,6 +78,9 @@ SWEEP_INTERVAL = 0.1
 """Seconds after which a move or restart this node made is looked at again (one that did
 not go through is then retried); the polling period for a backend that reports no
 changes."""
+HANDOFF_MIN = 1.0
+"""Seconds a move offers an actor's state to its owner at least, even when the move's
+budget was spent stopping the actor."""
 FORGOTTEN_MEMORY = 60.0
 """Seconds a forgotten spec is remembered, so a late copy from a peer does not revive it."""
 
@@ -428,7 +431,9 @@ class RingPlacement:
         self._dirty.clear()
         now = time.monotonic()
         synced = self._registry.backend.synced()
-        connected = set(self._node.nodes()) - self._leaving
+        # A leaving peer still connected is still moving its actors away: a name it held
+        # and released is a move in flight (STALE_HOST), not one to restart after the grace.
+        connected = set(self._node.nodes())
         members = self.members()
         moves = []
         for name in names:
@@ -487,6 +492,7 @@ class RingPlacement:
 
     async def _move(self, spec: Spec, ref: ActorRef, owner: str, timeout: float = 5.0) -> None:
         name = spec.name
+        deadline = time.monotonic() + timeout
         self._busy.add(name)
         try:
             try:
@@ -494,15 +500,33 @@ class RingPlacement:
             except (LookupError, TimeoutError):
                 return  # it ended meanwhile; its end decides what happens next
             await self._registry.backend.release(name, ref, "moved")
-            if await self._hand_to(owner, spec, state, timeout):
+            # The actor has stopped: its state is only here now. Offer it for what is left
+            # of the budget, but for at least HANDOFF_MIN seconds.
+            remaining = max(deadline - time.monotonic(), HANDOFF_MIN)
+            if await self._hand_to(owner, spec, state, remaining):
                 return
         finally:
             self._busy.discard(name)
             self._check_later(name, SWEEP_INTERVAL)
+        if self._stopping:
+            # Restarting it here would only claim the name against the owner (which may
+            # have adopted it after all, its answer late) for an actor that stops with this
+            # node in a moment.
+            log.warning(
+                "%s: %s did not confirm adopting ring actor %r before this node left",
+                self._node.name,
+                owner,
+                name,
+            )
+            return
         # The owner could not take it: keep it here, with its state, and try again later.
         try:
             await self.start(spec, timeout, state, resumed=True)
         except Exception as exc:
+            if isinstance(exc, AlreadyStarted) and exc.ref.node == owner:
+                # Its answer came too late: the owner holds it (adopted, or restarted).
+                log.info("%s: %s holds ring actor %r after all", self._node.name, owner, name)
+                return
             log.error(
                 "%s: ring actor %r lost its state in a failed move: %s", self._node.name, name, exc
             )
@@ -545,4 +569,7 @@ class RingPlacement:
             if holder is not None and holder.node == self._node.name and owner is not None:
                 moves.append(self._move(spec, holder, owner, timeout))
         if moves:
-            await asyncio.wait_for(asyncio.gather(*moves, return_exceptions=True), timeout)
+            # Not cancelled at ``timeout``: a move cancelled after its actor stopped would
+            # drop the actor's state, and its owner would start it afresh. Each move ends by
+            # itself: within ``timeout`` plus HANDOFF_MIN and one call's grace at most.
+            await asyncio.gather(*moves, return_exceptions=True)
