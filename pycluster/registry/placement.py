@@ -571,5 +571,8 @@ class RingPlacement:
         if moves:
             # Not cancelled at ``timeout``: a move cancelled after its actor stopped would
             # drop the actor's state, and its owner would start it afresh. Each move ends by
-            # itself: within ``timeout`` plus HANDOFF_MIN and one call's grace at most.
-            await asyncio.gather(*moves, return_exceptions=True)
+            # itself, within ``timeout`` plus HANDOFF_MIN and a call's grace of 1 s; the
+            # bound here only stops a backend that never answers from holding the leave.
+            await asyncio.wait_for(
+                asyncio.gather(*moves, return_exceptions=True), timeout + HANDOFF_MIN + 2.0
+            )
