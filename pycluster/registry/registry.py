@@ -126,7 +126,8 @@ class Registry:
         self.ring.start_sweeping()
 
     async def drain(self, timeout: float) -> None:
-        """Tell peers this node leaves and move its ring actors away, within ``timeout``."""
+        """Tell peers this node leaves and move its ring actors away, within ``timeout`` (a
+        move whose actor has stopped gets at least a second more to hand its state over)."""
         with contextlib.suppress(TimeoutError):
             await self.ring.drain(timeout)
 
