@@ -15,7 +15,7 @@ from pycluster.actors import ActorRestartPolicy
 from pycluster.demo import Counter
 from pycluster.node import Node
 from pycluster.registry import ActorRef, AlreadyStarted, LocalRegistry, RegistryBackend
-from pycluster.registry.messages import Spec
+from pycluster.registry.messages import AlreadyRunning, Spec
 from pycluster.registry.placement import ABSENT_GRACE
 from tests.conftest import Memory, eventually, mesh, meshed
 
@@ -287,3 +287,50 @@ async def test_a_leaving_node_hands_its_ring_actors_to_slow_owners_with_their_st
     await eventually(lambda: settled(survivors), timeout=15)
     values = [await survivors[0].registry.call(name, "value") for name in NAMES]
     assert values == list(range(len(NAMES)))
+
+
+class SlowCounter(Counter):
+    """A Counter with a message that takes a while ("slow")."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "slow":
+            await asyncio.sleep(0.4)  # the duration under test: a message being handled
+            return self.value
+        return await super().handle_call(message)
+
+
+async def test_a_move_whose_actor_stopped_late_is_not_cut_short_by_the_leave(
+    three: list[Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leaving node's actor ends only as its drain time runs out (it was handling a
+    message), and its owner at first answers that the name is still held: the move goes
+    on past the drain time, and the actor arrives with its state."""
+    leaver, survivors = three[2], three[:2]
+    name = next(
+        f"slow-{i}"
+        for i in range(1000)
+        if ring.owner(f"slow-{i}", [n.name for n in three]) == leaver.name
+    )
+    await three[0].registry.spawn(name, SlowCounter, placement="ring")
+    await eventually(lambda: where(three, name) == {leaver.name})
+    for _ in range(5):
+        await three[0].registry.call(name, "increment")
+    held = leaver.registry.whereis(name)
+    assert held is not None
+    began = time.monotonic()
+    for owner in survivors:
+        placement = owner.registry.ring
+        adopt = placement._adopt
+
+        async def still_held(*args: Any, adopt: Any = adopt, **kwargs: Any) -> Any:
+            if time.monotonic() < began + 0.7:  # past the drain time of stop(1.0): 0.5 s
+                return AlreadyRunning(held).to_wire()
+            return await adopt(*args, **kwargs)
+
+        monkeypatch.setattr(placement, "_adopt", still_held)
+    slow = asyncio.ensure_future(three[0].registry.call(name, "slow"))
+    await eventually(lambda: not slow.done() and leaver.actors.local(held) is not None)
+    await leaver.stop(1.0)
+    assert await slow == 5  # the message being handled was finished
+    await eventually(lambda: None not in where(survivors, name), timeout=10)
+    assert await survivors[0].registry.call(name, "value") == 5
