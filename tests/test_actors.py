@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pycluster import RemoteError, load_config
+from pycluster import ActorRef, RemoteError, load_config
 from pycluster.actors import Actor, ActorCrashed, ActorRestartPolicy, Actors, NoSuchActor
 from pycluster.node import Node
 from pycluster.testing import cluster
@@ -188,18 +188,26 @@ class Waiter(Actor):
         self.handled.append(message)
 
 
+def spawn_waiter(node: Node) -> tuple[ActorRef, Waiter]:
+    """A Waiter on ``node``: its ref and its instance."""
+    ref = node.actors.spawn(Waiter)
+    waiter = node.actors.local(ref)
+    assert isinstance(waiter, Waiter)
+    return ref, waiter
+
+
 async def test_a_call_from_another_node_runs_as_the_actors_own_task() -> None:
     async with cluster(2) as c:
         a, b = c.nodes
-        ref = b.actors.spawn(Waiter)
+        ref, waiter = spawn_waiter(b)
         own = f"actor {ref}"
         assert await a.actors.call(ref, "now") == ["now", own]  # answered at once
         gated = asyncio.ensure_future(a.actors.call(ref, "gate"))  # waits on the gate
-        await eventually(lambda: b.actors.local(ref).handled == ["now", "gate"])  # type: ignore[union-attr]
+        await eventually(lambda: waiter.handled == ["now", "gate"])
         assert not gated.done()
-        # The gate is opened by a local call, queued behind the waiting handler.
+        # A local call queues behind the waiting handler.
         local = asyncio.ensure_future(b.actors.call(ref, "open"))
-        b.actors.local(ref).gate.set()  # type: ignore[union-attr]
+        waiter.gate.set()
         assert await gated == ["opened", own]
         assert await local == ["open", own]
         # A timeout inside a handler that waits cancels the handler, not the delivery.
@@ -225,18 +233,20 @@ async def test_a_call_from_another_node_runs_in_the_actors_context() -> None:
 async def test_calls_and_casts_from_another_node_keep_their_order() -> None:
     async with cluster(2) as c:
         a, b = c.nodes
-        ref = b.actors.spawn(Waiter)
-        waiter = b.actors.local(ref)
-        assert isinstance(waiter, Waiter)
+        ref, waiter = spawn_waiter(b)
         queue = b.actors._running[ref.id].queue
         gated = asyncio.ensure_future(a.actors.call(ref, "gate"))
         await eventually(lambda: waiter.handled == ["gate"])
         await a.actors.cast(ref, "cast 1")
-        await eventually(lambda: "cast 1" in [e.message for e in queue._queue])  # type: ignore[attr-defined]
+
+        def queued() -> list[Any]:
+            return [envelope.message for envelope in queue._queue]  # type: ignore[attr-defined]
+
+        await eventually(lambda: "cast 1" in queued())
         second = asyncio.ensure_future(a.actors.call(ref, "call 2"))
-        await eventually(lambda: "call 2" in [e.message for e in queue._queue])  # type: ignore[attr-defined]
+        await eventually(lambda: "call 2" in queued())
         await a.actors.cast(ref, "cast 3")
-        await eventually(lambda: "cast 3" in [e.message for e in queue._queue])  # type: ignore[attr-defined]
+        await eventually(lambda: "cast 3" in queued())
         assert not second.done()  # queued behind the handler that waits
         waiter.gate.set()
         assert (await gated)[0] == "opened"
@@ -263,9 +273,7 @@ async def test_a_crash_in_a_call_from_another_node_restarts_the_actor() -> None:
 async def test_a_stop_waits_for_the_call_from_another_node_being_handled() -> None:
     async with cluster(2) as c:
         a, b = c.nodes
-        ref = b.actors.spawn(Waiter)
-        waiter = b.actors.local(ref)
-        assert isinstance(waiter, Waiter)
+        ref, waiter = spawn_waiter(b)
         gated = asyncio.ensure_future(a.actors.call(ref, "gate"))
         await eventually(lambda: waiter.handled == ["gate"])
         stopping = asyncio.ensure_future(b.actors.stop(ref, "done here"))
@@ -279,9 +287,7 @@ async def test_a_stop_waits_for_the_call_from_another_node_being_handled() -> No
 async def test_an_actor_that_stops_itself_in_a_call_from_another_node_answers_it_first() -> None:
     async with cluster(2) as c:
         a, b = c.nodes
-        ref = b.actors.spawn(Waiter)
-        waiter = b.actors.local(ref)
-        assert isinstance(waiter, Waiter)
+        ref, waiter = spawn_waiter(b)
         last = asyncio.ensure_future(a.actors.call(ref, "last"))
         await eventually(lambda: waiter.handled == ["last"])
         assert b.actors._running[ref.id].stop_reason == "normal"

@@ -44,6 +44,16 @@ def settled(nodes: list[Node]) -> bool:
     return all(where(nodes, name) == {ring.owner(name, members)} for name in NAMES)
 
 
+async def spawn_counted(nodes: list[Node]) -> None:
+    """Spawn the ring counters of NAMES, each counted up to its index, once settled."""
+    for name in NAMES:
+        await nodes[0].registry.spawn(name, Counter, placement="ring")
+    await eventually(lambda: settled(nodes))
+    for count, name in enumerate(NAMES):
+        for _ in range(count):
+            await nodes[1].registry.call(name, "increment")
+
+
 @pytest.fixture
 async def three() -> AsyncIterator[list[Node]]:
     async with meshed([make_node(i) for i in range(3)]) as nodes:
@@ -66,12 +76,7 @@ async def test_a_ring_actor_runs_on_its_owner_whoever_spawns_it(three: list[Node
 async def test_ring_actors_move_with_their_state_when_a_node_joins_and_leaves(
     three: list[Node],
 ) -> None:
-    for name in NAMES:
-        await three[0].registry.spawn(name, Counter, placement="ring")
-    await eventually(lambda: settled(three))
-    for count, name in enumerate(NAMES):
-        for _ in range(count):
-            await three[1].registry.call(name, "increment")
+    await spawn_counted(three)
 
     async def values(via: Node) -> list[int]:
         return [await via.registry.call(name, "value") for name in NAMES]
@@ -263,12 +268,7 @@ async def test_a_leaving_node_hands_its_ring_actors_to_slow_owners_with_their_st
     """The owners take longer to adopt than the leaving node's drain budget and than the
     grace after which a name with no holder is restarted afresh: every actor still
     arrives with its state, as a move in flight from a peer still connected."""
-    for name in NAMES:
-        await three[0].registry.spawn(name, Counter, placement="ring")
-    await eventually(lambda: settled(three))
-    for count, name in enumerate(NAMES):
-        for _ in range(count):
-            await three[1].registry.call(name, "increment")
+    await spawn_counted(three)
     leaver = three[2]
     held = [name for name in NAMES if where(three, name) == {leaver.name}]
     assert held, "the leaving node holds some"
