@@ -235,13 +235,13 @@ async def test_calls_and_casts_from_another_node_keep_their_order() -> None:
         a, b = c.nodes
         ref, waiter = spawn_waiter(b)
         queue = b.actors._running[ref.id].queue
-        gated = asyncio.ensure_future(a.actors.call(ref, "gate"))
-        await eventually(lambda: waiter.handled == ["gate"])
-        await a.actors.cast(ref, "cast 1")
 
         def queued() -> list[Any]:
             return [envelope.message for envelope in queue._queue]  # type: ignore[attr-defined]
 
+        gated = asyncio.ensure_future(a.actors.call(ref, "gate"))
+        await eventually(lambda: waiter.handled == ["gate"])
+        await a.actors.cast(ref, "cast 1")
         await eventually(lambda: "cast 1" in queued())
         second = asyncio.ensure_future(a.actors.call(ref, "call 2"))
         await eventually(lambda: "call 2" in queued())
