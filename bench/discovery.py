@@ -335,7 +335,9 @@ async def main(nodes: int, changes: int, interval_ms: float, first_index: int, s
 
 def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nodes", type=int, default=4, help="node processes (default 4)")
+    parser.add_argument(
+        "--nodes", type=int, default=4, help="node processes (default 4, at least 3)"
+    )
     parser.add_argument("--changes", type=int, default=12, help="changes per variant")
     parser.add_argument(
         "--polling-interval",
@@ -351,7 +353,12 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="nodes use 127.0.0.X, 127.0.0.X+1, ... (default 201, away from the test lab)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the random pauses")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.nodes < 3:
+        # Taking one of 2 nodes out leaves an answer that names only the other node, which
+        # by design disconnects nothing (docs/dns.md, docs/kubernetes.md): no removal to time.
+        parser.error("--nodes must be at least 3")
+    return args
 
 
 if __name__ == "__main__":
