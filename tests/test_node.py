@@ -479,6 +479,43 @@ async def test_the_ticks_of_an_idle_node_leave_together(monkeypatch: pytest.Monk
         assert a.nodes() == sorted(peers)
 
 
+async def test_idle_nodes_tick_on_one_wall_clock_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every node's ticker wakes on the same grid of half a tick interval of the wall
+    clock, so the ticks of idle nodes leave, and arrive, together."""
+    nodes = [make_node(name) for name in (A, B, C)]
+    grid = 1.0 / 6  # half a tick interval (net_tick_timeout 1 s)
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes:
+            await stack.enter_async_context(node)
+        # Connected half-way between two grid points: a ticker that kept the phase of its
+        # connections would wake there, a grid's half away from where it should.
+        await asyncio.sleep((grid / 2 - time.time() % grid) % grid)
+        for i, node in enumerate(nodes):
+            for peer in nodes[i + 1 :]:
+                assert await node.connect(peer.name)
+        await eventually(lambda: all(len(node.nodes()) == 2 for node in nodes))
+        wakes: list[list[float]] = []
+        for node in nodes:
+            ticker = node.transport._ticker
+            woke: list[float] = []
+            wakes.append(woke)
+
+            def counted(wake: Any = ticker._wake, woke: list[float] = woke) -> None:
+                woke.append(time.time())
+                wake()
+
+            monkeypatch.setattr(ticker, "_wake", counted)
+        await asyncio.sleep(2.0)  # the duration under test: 6 tick intervals of 1/3 s
+        assert all(node.transport._ticker.early == pytest.approx(grid) for node in nodes)
+        for woke in wakes:
+            assert len(woke) >= 4, wakes
+            # How far past a grid point each wake-up came (timers run a little late); a
+            # ticker on a phase of its own would sit anywhere in the 167 ms between two.
+            past = sorted(moment % grid for moment in woke)
+            assert past[len(past) // 2] < 0.04, past
+        assert all(len(node.nodes()) == 2 for node in nodes)
+
+
 async def test_a_stall_of_this_nodes_own_loop_does_not_make_its_peers_silent(
     pair: tuple[Node, Node],
 ) -> None:

@@ -57,13 +57,20 @@ class Ticker:
             self._timer = None
 
     def _schedule(self, due: float) -> None:
+        now = time.monotonic()
+        # The wake-up moves to the grid point just before ``due`` (all nodes on the same
+        # wall-clock grid; asyncio's clock is time.monotonic(), the connections' clock),
+        # unless that has passed: then it stays at ``due``, a silence check's moment.
+        offset = time.time() - now
+        aligned = math.floor((due + offset) / self.early) * self.early - offset
+        if aligned > now + TIMER_SLACK:
+            due = aligned
         if self._timer is not None:
             if self._timer.when() <= due:
                 return
             self._timer.cancel()
-        # asyncio's clock is time.monotonic(), the clock of the connections' moments.
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(max(due, time.monotonic() + TIMER_SLACK), self._wake)
+        self._timer = loop.call_at(max(due, now + TIMER_SLACK), self._wake)
 
     def _wake(self) -> None:
         self._timer = None
