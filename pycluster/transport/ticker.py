@@ -6,6 +6,11 @@ timer, set to the earliest such moment over all connections. When it fires, ever
 connection whose tick is due within ``early`` seconds sends it then, so the ticks of an
 idle node leave together: one wake-up per interval for the whole node, instead of one
 per connection (24 a second at 25 nodes, each a task, a timer and a loop turn).
+
+The timer is set on a grid of ``early`` seconds of the wall clock, at the grid point just
+before the moment it is set for (never later). Nodes with the same ``early`` share the
+grid, so idle nodes tick at the same moments: a node's peers' ticks arrive together and
+are read in a few wake-ups, not one per peer. A wall clock that jumps only moves the grid.
 """
 
 from __future__ import annotations
