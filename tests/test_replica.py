@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pycluster.registry.events import Registered, Unregistered
 from pycluster.registry.messages import Change, Claim, Snapshot, decode_registry_message
 from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
 from pycluster.registry.replica import CLOCK_JUMP, CLOCK_LIMIT, ClockRejected, Replica
@@ -110,6 +111,15 @@ def test_replicas_converge_whatever_the_interleaving(
     lost = {(e.name, e.ref) for r in cluster.replicas.values() for e in r.lost()}
     owned = {(e.name, e.ref) for r in cluster.replicas.values() for e in r.own().values()}
     assert lost == owned - set(views[0].items())
+    # Each replica's events, replayed in order, tell where every name ended up.
+    for replica in cluster.replicas.values():
+        told: dict[str, ActorRef] = {}
+        for event in replica.take_events():
+            if isinstance(event, Registered):
+                told[event.name] = event.ref
+            elif isinstance(event, Unregistered):
+                assert told.pop(event.name) == event.ref
+        assert told == replica.names()
 
 
 def test_a_node_that_goes_down_takes_its_names_with_it() -> None:

@@ -82,7 +82,11 @@ class Replica:
         self._peers: dict[str, dict[str, Entry]] = {}
         self._own_groups: dict[str, dict[ActorRef, Any]] = {}
         self._peer_groups: dict[str, dict[str, dict[ActorRef, Any]]] = {}
-        self._candidates: dict[str, list[Entry]] = {}
+        self._winners: dict[str, Entry] = {}
+        """The winning entry of each registered name."""
+        self._rivals: dict[str, list[Entry]] = {}
+        """Every entry of each name held by more than one slice, the winner first (most
+        names have one holder: they cost the collector no list here)."""
         self._departed: dict[str, Entry] = {}
         """The last entry of each name whose node went down with it (see supersedes)."""
         self._events: list[events.RegistryEvent] = []
@@ -92,21 +96,20 @@ class Replica:
 
     def whereis(self, name: str) -> ActorRef | None:
         """The actor registered as ``name`` (the winner, if several claim it)."""
-        candidates = self._candidates.get(name)
-        return candidates[0].ref if candidates else None
+        entry = self._winners.get(name)
+        return entry.ref if entry is not None else None
 
     def lookup(self, name: str) -> Entry | None:
         """The winning entry of ``name``."""
-        candidates = self._candidates.get(name)
-        return candidates[0] if candidates else None
+        return self._winners.get(name)
 
     def names(self) -> dict[str, ActorRef]:
         """Every registered name and its actor."""
-        return {name: entries[0].ref for name, entries in self._candidates.items()}
+        return {name: entry.ref for name, entry in self._winners.items()}
 
     def count(self) -> int:
         """How many names are registered."""
-        return len(self._candidates)
+        return len(self._winners)
 
     def owns(self, name: str) -> bool:
         """Whether this node registered ``name`` itself."""
@@ -147,7 +150,7 @@ class Replica:
         """This node's own entries (among ``names``, if given) that lose to another node's
         claim of the same name."""
         own = self._own if names is None else {n: self._own[n] for n in names if n in self._own}
-        return [entry for name, entry in own.items() if self._candidates[name][0] != entry]
+        return [entry for name, entry in own.items() if self._winners[name] != entry]
 
     def take_events(self) -> Sequence[events.RegistryEvent]:
         """The events of the changes since the last call, in order."""
@@ -302,7 +305,7 @@ class Replica:
         gone = []
         for entry in self._peers.pop(peer, {}).values():
             self._remove(entry, "nodedown")
-            if entry.name not in self._candidates:
+            if entry.name not in self._winners:
                 gone.append(entry.name)
                 self._depart(entry)
         self._group_events(self._peer_groups.pop(peer, {}), {}, "nodedown")
@@ -330,48 +333,61 @@ class Replica:
         return -1 if self._resolve(a, b) == a else 1
 
     def _add(self, entry: Entry) -> None:
-        candidates = self._candidates.setdefault(entry.name, [])
-        before = candidates[0] if candidates else None
-        candidates.append(entry)
-        if len(candidates) > 1:
-            candidates.sort(key=self._key)
-        after = candidates[0]
+        name = entry.name
+        before = self._winners.get(name)
         if before is None:
-            self._events.append(events.Registered(entry.name, entry.ref, entry.meta))
+            self._winners[name] = entry
+            self._events.append(events.Registered(name, entry.ref, entry.meta))
             return
+        rivals = self._rivals.setdefault(name, [before])
+        rivals.append(entry)
+        rivals.sort(key=self._key)
+        after = self._winners[name] = rivals[0]
         winner, loser = (after, entry) if after is before else (after, before)
-        self._events.append(events.NameConflict(entry.name, winner.ref, loser.ref))
+        self._events.append(events.NameConflict(name, winner.ref, loser.ref))
         if after is not before:
-            self._events.append(events.Registered(entry.name, after.ref, after.meta))
+            self._events.append(events.Registered(name, after.ref, after.meta))
 
     def _replace(self, old: Entry, new: Entry) -> None:
         """``new`` takes ``old``'s place (the same holder re-registered, or new meta)."""
-        candidates = self._candidates.get(old.name)
-        if not candidates or old not in candidates:
-            self._add(new)
-            return
-        before = candidates[0]
-        candidates[candidates.index(old)] = new
-        if len(candidates) > 1:
-            candidates.sort(key=self._key)
-        after = candidates[0]
+        name = old.name
+        before = self._winners.get(name)
+        rivals = self._rivals.get(name)
+        if rivals is None:
+            if before is None or not (before is old or before == old):
+                self._add(new)
+                return
+            after = self._winners[name] = new
+        else:
+            if old not in rivals:
+                self._add(new)
+                return
+            rivals[rivals.index(old)] = new
+            rivals.sort(key=self._key)
+            after = self._winners[name] = rivals[0]
         if after is new or before is not after:
-            self._events.append(events.Registered(new.name, after.ref, after.meta))
+            self._events.append(events.Registered(name, after.ref, after.meta))
 
     def _remove(self, entry: Entry, reason: str) -> None:
-        candidates = self._candidates.get(entry.name)
-        if candidates is None or entry not in candidates:
+        name = entry.name
+        before = self._winners.get(name)
+        rivals = self._rivals.get(name)
+        if rivals is None:
+            if before is None or not (before is entry or before == entry):
+                return
+            del self._winners[name]
+            self._events.append(events.Unregistered(name, entry.ref, reason))
             return
-        before = candidates[0]
-        candidates.remove(entry)
+        if entry not in rivals:
+            return
+        rivals.remove(entry)
+        after = self._winners[name] = rivals[0]
+        if len(rivals) == 1:
+            del self._rivals[name]
         if before is not entry:
             return
-        self._events.append(events.Unregistered(entry.name, entry.ref, reason))
-        if candidates:
-            after = candidates[0]
-            self._events.append(events.Registered(after.name, after.ref, after.meta))
-        else:
-            del self._candidates[entry.name]
+        self._events.append(events.Unregistered(name, entry.ref, reason))
+        self._events.append(events.Registered(name, after.ref, after.meta))
 
     def _group_events(
         self,
