@@ -354,7 +354,7 @@ class Replica:
         before = self._winners.get(name)
         rivals = self._rivals.get(name)
         if rivals is None:
-            if before is None or not (before is old or before == old):
+            if before is None or before != old:
                 self._add(new)
                 return
             after = self._winners[name] = new
@@ -373,7 +373,7 @@ class Replica:
         before = self._winners.get(name)
         rivals = self._rivals.get(name)
         if rivals is None:
-            if before is None or not (before is entry or before == entry):
+            if before is None or before != entry:
                 return
             del self._winners[name]
             self._events.append(events.Unregistered(name, entry.ref, reason))
