@@ -231,7 +231,7 @@ class ClusterView:
                 loser=event.loser.node,
             )
             return
-        if not isinstance(event, Registered | Unregistered):
+        if not isinstance(event, (Registered, Unregistered)):
             return
         key = f"{scope}{SEPARATOR}{event.name}" if scope else event.name
         if key not in self._registry.ring.specs:

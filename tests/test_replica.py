@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from pycluster.registry.events import Registered, Unregistered
 from pycluster.registry.messages import Change, Claim, Snapshot, decode_registry_message
 from pycluster.registry.refs import ActorRef, Entry, first_claim_wins
-from pycluster.registry.replica import CLOCK_JUMP, CLOCK_LIMIT, ClockRejected, Replica
+from pycluster.registry.replica import (
+    CLOCK_JUMP,
+    CLOCK_LIMIT,
+    DEPARTED_KEPT,
+    MAX_DEPARTED,
+    ClockRejected,
+    Replica,
+)
 from tests.hyp import wire_integers
 
 NODES = ["a@127.0.0.2", "b@127.0.0.3", "c@127.0.0.4"]
@@ -130,6 +137,46 @@ def test_a_node_that_goes_down_takes_its_names_with_it() -> None:
     assert cluster.replicas[NODES[0]].whereis("counter") == ActorRef(NODES[1], "x1")
     assert cluster.replicas[NODES[0]].drop(NODES[1]) == ["counter"]
     assert cluster.replicas[NODES[0]].whereis("counter") is None
+
+
+def test_a_node_down_hands_a_contested_name_to_its_rival() -> None:
+    observer, b, c = (Replica(node) for node in NODES)
+    b.register("solo", ActorRef(NODES[1], "solo"))
+    b.register("shared", ActorRef(NODES[1], "shared"))
+    c.lamport = 10  # c had not heard of b (a partition): b's claim of "shared" is earlier
+    c.register("shared", ActorRef(NODES[2], "shared"))
+    c.register("mine", ActorRef(NODES[2], "mine"))
+    observer.load(NODES[1], b.snapshot())
+    observer.load(NODES[2], c.snapshot())
+    observer.take_events()
+    assert observer.drop(NODES[1]) == ["solo"]
+    assert [(type(e).__name__, e.name, e.ref.node) for e in observer.take_events()] == [
+        ("Unregistered", "solo", NODES[1]),
+        ("Unregistered", "shared", NODES[1]),
+        ("Registered", "shared", NODES[2]),
+    ]
+    assert observer.names() == {
+        "shared": ActorRef(NODES[2], "shared"),
+        "mine": ActorRef(NODES[2], "mine"),
+    }
+    assert observer.departed("solo") is not None
+    assert observer.departed("shared") is None  # c still holds it
+    assert observer.drop(NODES[2]) == ["shared", "mine"]
+    assert observer.names() == {}
+    assert observer.departed("shared") == c.own()["shared"]
+
+
+def test_departed_entries_are_bounded_and_the_oldest_forgotten_first() -> None:
+    count = MAX_DEPARTED + 1000
+    peer = Replica(NODES[1])
+    for i in range(count):
+        peer.register(f"n{i}", ActorRef(NODES[1], f"x{i}"))
+    replica = Replica(NODES[0])
+    replica.load(NODES[1], peer.snapshot())
+    assert len(replica.drop(NODES[1])) == count
+    remembered = [i for i in range(count) if replica.departed(f"n{i}") is not None]
+    assert DEPARTED_KEPT <= len(remembered) <= MAX_DEPARTED
+    assert remembered == list(range(count - len(remembered), count))  # the newest ones
 
 
 def test_a_snapshot_replaces_the_senders_slice() -> None:

@@ -443,18 +443,20 @@ class Registry:
             stream.close()
 
     def _on_event(self, event: RegistryEvent) -> None:
-        key = event.group if isinstance(event, Joined | Left) else event.name
+        key = event.group if isinstance(event, (Joined, Left)) else event.name
         scope = ""
         if SEPARATOR in key:
             scope, _, name = key.partition(SEPARATOR)
             if not scope:
                 return  # no scope makes such a key
-            if isinstance(event, Joined | Left):
+            if isinstance(event, (Joined, Left)):
                 event = attrs.evolve(event, group=name)
             else:
                 event = attrs.evolve(event, name=name)
-        for stream in self._streams.get(scope, ()):
-            stream.put(event)
+        streams = self._streams.get(scope)
+        if streams:
+            for stream in streams:
+                stream.put(event)
         for listener in self.listeners:
             try:
                 listener(scope, event)

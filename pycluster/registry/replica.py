@@ -34,6 +34,7 @@ peer). The bounds keep this node's own clock sendable: msgpack carries integers 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -67,6 +68,11 @@ class ClockRejected(ValueError):
 
 MAX_DEPARTED = 100_000
 """Departed entries remembered at most (the oldest are forgotten first)."""
+
+DEPARTED_KEPT = MAX_DEPARTED - MAX_DEPARTED // 16
+"""Departed entries kept when there are more than MAX_DEPARTED: the oldest are forgotten
+a batch at a time, as forgetting them one at a time from the front of a dict scans the
+holes the ones before left (about 10 µs a departure at the bound, against 1)."""
 
 
 class Replica:
@@ -303,11 +309,24 @@ class Replica:
         """Forget ``peer``'s slice (it went down); return the names that disappeared.
         Its entries are remembered as departed (see the module's doc)."""
         gone = []
+        winners, rivals, departed = self._winners, self._rivals, self._departed
+        emit = self._events.append
         for entry in self._peers.pop(peer, {}).values():
+            name = entry.name
+            if winners.get(name) is entry and name not in rivals:
+                # The common case, inlined (a node down drops thousands of names at once):
+                # what _remove and _depart do for a name only ``entry`` held.
+                del winners[name]
+                emit(events.Unregistered(name, entry.ref, "nodedown"))
+                departed.pop(name, None)
+                departed[name] = entry
+                gone.append(name)
+                continue
             self._remove(entry, "nodedown")
-            if entry.name not in self._winners:
-                gone.append(entry.name)
+            if name not in winners:
+                gone.append(name)
                 self._depart(entry)
+        self._forget_departed()
         self._group_events(self._peer_groups.pop(peer, {}), {}, "nodedown")
         return gone
 
@@ -320,8 +339,13 @@ class Replica:
     def _depart(self, entry: Entry) -> None:
         self._departed.pop(entry.name, None)
         self._departed[entry.name] = entry
-        if len(self._departed) > MAX_DEPARTED:
-            del self._departed[next(iter(self._departed))]
+        self._forget_departed()
+
+    def _forget_departed(self) -> None:
+        departed = self._departed
+        if len(departed) > MAX_DEPARTED:
+            first = len(departed) - DEPARTED_KEPT
+            self._departed = dict(itertools.islice(departed.items(), first, None))
 
     def _compare(self, a: Entry, b: Entry) -> int:
         if a == b:
@@ -354,7 +378,7 @@ class Replica:
         before = self._winners.get(name)
         rivals = self._rivals.get(name)
         if rivals is None:
-            if before is None or before != old:
+            if before is not old and (before is None or before != old):
                 self._add(new)
                 return
             after = self._winners[name] = new
@@ -373,7 +397,7 @@ class Replica:
         before = self._winners.get(name)
         rivals = self._rivals.get(name)
         if rivals is None:
-            if before is None or before != entry:
+            if before is not entry and (before is None or before != entry):
                 return
             del self._winners[name]
             self._events.append(events.Unregistered(name, entry.ref, reason))
