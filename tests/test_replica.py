@@ -166,6 +166,25 @@ def test_a_node_down_hands_a_contested_name_to_its_rival() -> None:
     assert observer.departed("shared") == c.own()["shared"]
 
 
+def test_a_node_back_forgets_its_departed_entries_and_only_its_own() -> None:
+    observer, b, c = (Replica(node) for node in NODES)
+    b.register("b-name", ActorRef(NODES[1], "1"))
+    c.register("c-name", ActorRef(NODES[2], "1"))
+    observer.load(NODES[1], b.snapshot())
+    observer.load(NODES[2], c.snapshot())
+    observer.drop(NODES[1])
+    observer.drop(NODES[2])
+    observer.load(NODES[1], Replica(NODES[1]).snapshot())  # b is back, without its name
+    assert observer.departed("b-name") is None
+    assert observer.departed("c-name") == c.own()["c-name"]
+    # A claim of a departed name supersedes the departed holder, and forgets it.
+    entry = observer.register("c-name", ActorRef(NODES[0], "1")).entry
+    assert entry.supersedes == (ActorRef(NODES[2], "1"),)
+    assert observer.departed("c-name") is None
+    observer.load(NODES[2], Replica(NODES[2]).snapshot())
+    assert observer.whereis("c-name") == ActorRef(NODES[0], "1")
+
+
 def test_departed_entries_are_bounded_and_the_oldest_forgotten_first() -> None:
     count = MAX_DEPARTED + 1000
     peer = Replica(NODES[1])

@@ -62,6 +62,57 @@ billion of them between two messages. A node that has heard no peer yet (just st
 adopts any time below CLOCK_LIMIT: a long-lived cluster's clock may be far ahead of 0."""
 
 
+class Departed:
+    """The last entry of each name whose node went down with it (see supersedes), at most
+    MAX_DEPARTED of them, the oldest forgotten first; and which of them each node held,
+    so that a node coming back forgets its own without a look at every other's."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._of: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str) -> Entry | None:
+        return self._entries.get(name)
+
+    def pop(self, name: str) -> Entry | None:
+        """Forget ``name``'s departed entry, and return it."""
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            node = entry.ref.node
+            names = self._of[node]
+            names.discard(name)
+            if not names:
+                del self._of[node]
+        return entry
+
+    def add(self, entries: Iterable[Entry]) -> None:
+        """Remember ``entries`` as departed, the newest (after any older one of a name)."""
+        known = self._entries
+        for entry in entries:
+            name = entry.name
+            if name in known:
+                self.pop(name)
+            known[name] = entry
+            names = self._of.get(entry.ref.node)
+            if names is None:
+                names = self._of[entry.ref.node] = set()
+            names.add(name)
+        if len(known) > MAX_DEPARTED:
+            kept = itertools.islice(known.items(), len(known) - DEPARTED_KEPT, None)
+            self._entries = dict(kept)
+            self._of = {}
+            for name, entry in self._entries.items():
+                self._of.setdefault(entry.ref.node, set()).add(name)
+
+    def forget(self, node: str) -> None:
+        """Forget the departed entries of ``node`` (it is back)."""
+        for name in self._of.pop(node, ()):
+            del self._entries[name]
+
+
 class ClockRejected(ValueError):
     """A peer sent a Lamport time this node refuses to adopt (see CLOCK_LIMIT, CLOCK_JUMP)."""
 
@@ -93,8 +144,7 @@ class Replica:
         self._rivals: dict[str, list[Entry]] = {}
         """Every entry of each name held by more than one slice, the winner first (most
         names have one holder: they cost the collector no list here)."""
-        self._departed: dict[str, Entry] = {}
-        """The last entry of each name whose node went down with it (see supersedes)."""
+        self._departed = Departed()
         self._events: list[events.RegistryEvent] = []
         self._key = functools.cmp_to_key(self._compare)
 
@@ -175,7 +225,7 @@ class Replica:
         if name in self._own:
             raise ValueError(f"this node already registered {name!r}")
         self.lamport += 1
-        departed = self._departed.pop(name, None)
+        departed = self._departed.pop(name)
         supersedes: tuple[ActorRef, ...] = ()
         if departed is not None and departed.ref != ref:
             supersedes = (departed.ref, *departed.supersedes)[:MAX_SUPERSEDES]
@@ -260,10 +310,8 @@ class Replica:
                 self._replace(previous, entry)
         for entry in old.values():
             self._remove(entry, "resync")
-        if self._departed:
-            # The peer is back (or a new life of it): its entries are its snapshot's now.
-            for name in [n for n, e in self._departed.items() if e.ref.node == peer]:
-                del self._departed[name]
+        # The peer is back (or a new life of it): its entries are its snapshot's now.
+        self._departed.forget(peer)
         groups = {group: dict(refs) for group, refs in snapshot.groups.items()}
         self._peer_groups[peer] = groups
         self._group_events(old_groups, groups, "resync")
@@ -308,25 +356,24 @@ class Replica:
     def drop(self, peer: str) -> list[str]:
         """Forget ``peer``'s slice (it went down); return the names that disappeared.
         Its entries are remembered as departed (see the module's doc)."""
-        gone = []
-        winners, rivals, departed = self._winners, self._rivals, self._departed
+        gone: list[str] = []
+        departed: list[Entry] = []
+        winners, rivals = self._winners, self._rivals
         emit = self._events.append
         for entry in self._peers.pop(peer, {}).values():
             name = entry.name
             if winners.get(name) is entry and name not in rivals:
                 # The common case, inlined (a node down drops thousands of names at once):
-                # what _remove and _depart do for a name only ``entry`` held.
+                # what _remove does for a name only ``entry`` held.
                 del winners[name]
                 emit(events.Unregistered(name, entry.ref, "nodedown"))
-                departed.pop(name, None)
-                departed[name] = entry
-                gone.append(name)
-                continue
-            self._remove(entry, "nodedown")
-            if name not in winners:
-                gone.append(name)
-                self._depart(entry)
-        self._forget_departed()
+            else:
+                self._remove(entry, "nodedown")
+                if name in winners:
+                    continue
+            gone.append(name)
+            departed.append(entry)
+        self._departed.add(departed)
         self._group_events(self._peer_groups.pop(peer, {}), {}, "nodedown")
         return gone
 
@@ -335,17 +382,6 @@ class Replica:
         return sorted(self._peers)
 
     # -- internals --------------------------------------------------------------------------
-
-    def _depart(self, entry: Entry) -> None:
-        self._departed.pop(entry.name, None)
-        self._departed[entry.name] = entry
-        self._forget_departed()
-
-    def _forget_departed(self) -> None:
-        departed = self._departed
-        if len(departed) > MAX_DEPARTED:
-            first = len(departed) - DEPARTED_KEPT
-            self._departed = dict(itertools.islice(departed.items(), first, None))
 
     def _compare(self, a: Entry, b: Entry) -> int:
         if a == b:
