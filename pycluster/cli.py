@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.metadata
 import json
 import logging
@@ -45,6 +46,9 @@ LOG_LEVELS = {
 """``--log-level``: the least severe level logged, by every library alike."""
 FD_LIMIT_CEILING = 1 << 20
 """Open files asked for when the hard limit is unlimited."""
+GC_FIRST_THRESHOLD = 50_000
+"""Allocations between two collections of the youngest generation in ``pycluster run``
+(Python's default: 700); see :func:`tune_garbage_collector`."""
 
 log = logging.getLogger("pycluster.cli")
 
@@ -295,6 +299,7 @@ def summary(config: Config) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    tune_garbage_collector()  # before the app is imported: an app that sets its own wins
     overrides: dict[str, object] = {}
     if args.name is not None:
         overrides["node.name"] = args.name
@@ -306,6 +311,18 @@ def _run(args: argparse.Namespace) -> int:
     cookie = cookie_from(args, config.node.cookie)
     service = None if config.app is None else app.resolve(config.app, args.app_dir)
     return asyncio.run(_run_node(config, cookie, args.log_format, service))
+
+
+def tune_garbage_collector() -> None:
+    """Collect the youngest generation every GC_FIRST_THRESHOLD allocations, not every 700.
+
+    A node that holds many names (two long-lived objects each) pays for each full
+    collection in proportion: about 100 ms of CPU at 100,000 names. Objects that live a
+    little while (a snapshot's entries, a batch's events) survive 700 allocations and are
+    promoted, and promotions are what bring the next full collection. With the young
+    generation this large they die in it. (An embedded Node leaves the collector alone.)
+    """
+    gc.set_threshold(GC_FIRST_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def raise_fd_limit() -> None:

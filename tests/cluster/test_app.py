@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pycluster.cli import GC_FIRST_THRESHOLD
 from tests.lab import Lab, LabNode
 from tests.lab.hosts import declare_listed
 
@@ -127,6 +128,44 @@ async def test_an_app_that_fails_at_start_exits_1_and_the_node_leaves(
     node = declare(lab, names, 0, app_dir, "counter_service:broken")
     node.spawn()
     assert await lab.wait_exit(node, timeout=WITHIN) == 1
+
+
+GC_SERVICE = """
+import contextlib
+import gc
+import pathlib
+
+if {own}:
+    gc.set_threshold(1234, 5, 6)  # the app's own, at import
+
+
+@contextlib.asynccontextmanager
+async def service(node):
+    pathlib.Path({mark!r}).write_text(repr(gc.get_threshold()))
+    yield
+"""
+
+
+async def test_pycluster_run_enlarges_the_young_generation_unless_the_app_sets_its_own(
+    lab: Lab, tmp_path: Path
+) -> None:
+    app_dir = tmp_path / "gc"
+    app_dir.mkdir()
+    seen: dict[str, str] = {}
+    for module, own in [("gc_default", False), ("gc_own", True)]:
+        mark = tmp_path / module
+        (app_dir / f"{module}.py").write_text(GC_SERVICE.format(own=own, mark=str(mark)))
+        node = declare(lab, [f"{module}@{lab.address()}"], 0, app_dir, f"{module}:service")
+        node.spawn()
+
+        async def ran(mark: Path = mark) -> bool:
+            return await asyncio.to_thread(mark.exists)
+
+        await lab.until(ran, timeout=WITHIN, what=f"{module} ran")
+        seen[module] = mark.read_text()
+        lab.send_signal(node, signal.SIGTERM)
+        assert await lab.wait_exit(node, timeout=WITHIN) == 0
+    assert seen == {"gc_default": repr((GC_FIRST_THRESHOLD, 10, 10)), "gc_own": "(1234, 5, 6)"}
 
 
 def check(config: Path, app_dir: Path) -> subprocess.CompletedProcess[str]:
