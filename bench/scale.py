@@ -29,12 +29,21 @@ changes it) and ``bench/scale_app.py`` as its app. Per run, on one wall clock:
   and by the survivors' own "node down" records; then (if the names had converged) until
   every survivor reports the names of the dead gone.
 
+- storm (``--storm N``; none by default): after the kill, ``N`` of the remaining nodes
+  (the first ones) get ``SIGSTOP`` for ``--storm-hold`` seconds (5), past the tick
+  timeout, then ``SIGCONT``: their peers dropped them, they dropped their peers, and all
+  reconnect at once, each connection with its snapshots. Healed: from ``SIGCONT`` until
+  every remaining node's ``/status`` lists all the others (polled every 0.5 s, lightly,
+  as the machine is busy then), within ``--heal-wait`` seconds (240); and the "node down"
+  records logged meanwhile.
+
 At the end of each run the remaining nodes are killed (``SIGKILL``): a graceful leave of
 all of them at once is not measured here. Progress goes to stderr; the tables (each cell:
 median and range over the runs) and the goals to stdout. Run:
 
     .venv/bin/python bench/scale.py [--sizes 50] [--runs 5] [--names 100000]   # ~8 min
     .venv/bin/python bench/scale.py --sizes 10 25 50 75 100 --runs 2 --names 0
+    .venv/bin/python bench/scale.py --paced --idle 0 --victims 0 --storm 15   # ~4 min a run
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from pycluster.node import Node
 HERE = Path(__file__).resolve().parent
 POLL_INTERVAL = 0.02
 NAMES_POLL_INTERVAL = 0.1
+HEAL_POLL_INTERVAL = 0.5
 FORM_TIMEOUT = 60.0
 NAMES_TIMEOUT = 300.0
 DETECT_TIMEOUT = 30.0
@@ -102,6 +112,10 @@ class Trial:
     detected: float | None
     detected_by_logs: float | None
     names_dropped: float | None
+    healed: float | None = None
+    """Seconds from SIGCONT until the mesh was whole again (None: not within the wait)."""
+    storm_downs: int | None = None
+    """"node down" records logged from the SIGSTOP on (None: no storm in this run)."""
 
 
 async def trial(count: int, args: argparse.Namespace) -> Trial:
@@ -167,9 +181,14 @@ async def trial(count: int, args: argparse.Namespace) -> Trial:
                 healed = True
             idle_cpu = await _idle_cpu(nodes, args.idle) if args.idle > 0 and healed else None
             detected = detected_by_logs = dropped = None
+            alive = list(nodes)
             if args.victims and healed:
                 converged = registration is not None and registration.converged is not None
                 detected, detected_by_logs, dropped = await _kill(poller, nodes, args, converged)
+                alive = [node for node in nodes if node.running]
+            storm: tuple[float | None, int] | None = None
+            if args.storm and healed:
+                storm = await _storm(poller, alive, args)
             return Trial(
                 startup=startup,
                 formed=formed - last_listening,
@@ -182,9 +201,40 @@ async def trial(count: int, args: argparse.Namespace) -> Trial:
                 detected=detected,
                 detected_by_logs=detected_by_logs,
                 names_dropped=dropped,
+                healed=None if storm is None else storm[0],
+                storm_downs=None if storm is None else storm[1],
             )
         finally:
             await _kill_all(node_lab, nodes)
+
+
+async def _storm(
+    poller: lab.StatusPoller, nodes: Sequence[lab.LabNode], args: argparse.Namespace
+) -> tuple[float | None, int]:
+    """SIGSTOP of ``args.storm`` nodes for ``args.storm_hold`` s, then SIGCONT: seconds until
+    the mesh is whole again (None: not within ``args.heal_wait``), and the node downs."""
+    everyone = {node.name for node in nodes}
+    mark = time.time()
+    stopped = nodes[: args.storm]
+    for node in stopped:
+        os.kill(node.pid, signal.SIGSTOP)
+    await asyncio.sleep(args.storm_hold)
+    for node in stopped:
+        os.kill(node.pid, signal.SIGCONT)
+    resumed = time.time()
+    try:
+        await poller.until(
+            nodes,
+            lambda node, peers: peers == everyone - {node.name},
+            interval=HEAL_POLL_INTERVAL,
+            timeout=args.heal_wait,
+        )
+        healed: float | None = time.time() - resumed
+    except lab.NotWithin as exc:
+        print(f"  the mesh did not heal after the storm: {exc}", file=sys.stderr)
+        await _why_not_meshed(poller, nodes, everyone)
+        healed = None
+    return healed, _downs_since(nodes, mark, "after the SIGSTOP")
 
 
 async def _why_not_meshed(
@@ -216,7 +266,7 @@ async def _kill_all(node_lab: lab.Lab, nodes: Sequence[lab.LabNode]) -> None:
             await node_lab.wait_exit(node)
 
 
-def _downs_since(nodes: Sequence[lab.LabNode], mark: float) -> int:
+def _downs_since(nodes: Sequence[lab.LabNode], mark: float, when: str = "while registering") -> int:
     """The "node down" records all ``nodes`` logged since ``mark``, printing their reasons."""
     downs = [
         (node.name, event)
@@ -226,7 +276,7 @@ def _downs_since(nodes: Sequence[lab.LabNode], mark: float) -> int:
     ]
     reasons = collections.Counter((event.reason or "").split(" (")[0] for _, event in downs)
     if downs:
-        print(f"  {len(downs)} node downs while registering: {dict(reasons)}", file=sys.stderr)
+        print(f"  {len(downs)} node downs {when}: {dict(reasons)}", file=sys.stderr)
     return len(downs)
 
 
@@ -526,6 +576,18 @@ def report(results: dict[int, list[Trial]], args: argparse.Namespace) -> None:
     print(f"kill -9: SIGKILL of {args.victims} nodes -> no survivor lists any in /status")
     print("  (20 ms polls); by node logs: the survivors' 'node down' records;")
     print("  names dropped: every survivor reports the names of the dead gone")
+    if args.storm:
+        for count, trials in results.items():
+            storms = [t for t in trials if t.storm_downs is not None]
+            if storms:
+                healed = _present([t.healed for t in storms])
+                print(
+                    f"storm at {count} nodes ({args.storm} stopped for {args.storm_hold:g} s): "
+                    f"healed in {len(healed)} of {len(storms)} runs"
+                    + (f", {lab.spread(healed, seconds)} after SIGCONT" if healed else "")
+                    + f" (wait {args.heal_wait:g} s); node downs "
+                    + lab.spread([float(t.storm_downs or 0) for t in storms], "{:,.0f}".format)
+                )
     at_goal = results.get(GOAL_NODES)
     if at_goal:
         formed = _present([t.formed for t in at_goal])
@@ -614,6 +676,9 @@ def _progress(count: int, run: int, result: Trial) -> str:
             f"kill -9 detected {lab.ms(result.detected)} "
             f"({lab.ms(result.detected_by_logs)} by logs), names dropped {dropped}"
         )
+    if result.storm_downs is not None:
+        healed = "not healed" if result.healed is None else f"healed {seconds(result.healed)}"
+        parts.append(f"storm: {healed}, {result.storm_downs} node downs")
     return "; ".join(parts)
 
 
@@ -638,6 +703,15 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--retry-interval", type=float, default=500, help="epmd retry_interval, in ms"
+    )
+    parser.add_argument(
+        "--storm", type=int, default=0, metavar="N", help="nodes stopped at once (0: no storm)"
+    )
+    parser.add_argument(
+        "--storm-hold", type=float, default=5.0, help="seconds the storm's nodes stay stopped"
+    )
+    parser.add_argument(
+        "--heal-wait", type=float, default=240.0, help="seconds the mesh has to heal"
     )
     parser.add_argument(
         "--paced",
