@@ -730,6 +730,8 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         lab.loopback(args.first_address + count - 1)  # every address exists
         if args.victims and count < 2 * args.victims:
             parser.error(f"{count} nodes are too few to kill {args.victims}")
+        if args.storm and args.storm >= count - args.victims:
+            parser.error(f"{count} nodes are too few to stop {args.storm} after the kill")
     return args
 
 

@@ -35,7 +35,7 @@ BENCHMARKS = {
     "scale": [
         "bench/scale.py",
         *("--sizes", "4", "--runs", "1", "--names", "400", "--batch", "100"),
-        *("--victims", "1", "--idle", "1"),
+        *("--victims", "1", "--idle", "1", "--storm", "1", "--storm-hold", "4"),
     ],
     "join_soak": ["bench/join_soak.py", "--sizes", "2", "--trials", "1"],
     "discovery": ["bench/discovery.py", "--nodes", "3", "--changes", "1"],
