@@ -62,6 +62,19 @@ billion of them between two messages. A node that has heard no peer yet (just st
 adopts any time below CLOCK_LIMIT: a long-lived cluster's clock may be far ahead of 0."""
 
 
+class ClockRejected(ValueError):
+    """A peer sent a Lamport time this node refuses to adopt (see CLOCK_LIMIT, CLOCK_JUMP)."""
+
+
+MAX_DEPARTED = 100_000
+"""Departed entries remembered at most (the oldest are forgotten first)."""
+
+DEPARTED_KEPT = MAX_DEPARTED - MAX_DEPARTED // 16
+"""Departed entries kept when there are more than MAX_DEPARTED: the oldest are forgotten
+a batch at a time, as forgetting them one at a time from the front of a dict scans the
+holes the ones before left (about 10 µs a departure at the bound, against 1)."""
+
+
 class Departed:
     """The last entry of each name whose node went down with it (see supersedes), at most
     MAX_DEPARTED of them, the oldest forgotten first; and which of them each node held,
@@ -70,9 +83,6 @@ class Departed:
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
         self._of: dict[str, set[str]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def get(self, name: str) -> Entry | None:
         return self._entries.get(name)
@@ -89,7 +99,8 @@ class Departed:
         return entry
 
     def add(self, entries: Iterable[Entry]) -> None:
-        """Remember ``entries`` as departed, the newest (after any older one of a name)."""
+        """Remember ``entries`` as departed, as the newest ones (an older departed entry of
+        the same name is forgotten)."""
         known = self._entries
         for entry in entries:
             name = entry.name
@@ -111,19 +122,6 @@ class Departed:
         """Forget the departed entries of ``node`` (it is back)."""
         for name in self._of.pop(node, ()):
             del self._entries[name]
-
-
-class ClockRejected(ValueError):
-    """A peer sent a Lamport time this node refuses to adopt (see CLOCK_LIMIT, CLOCK_JUMP)."""
-
-
-MAX_DEPARTED = 100_000
-"""Departed entries remembered at most (the oldest are forgotten first)."""
-
-DEPARTED_KEPT = MAX_DEPARTED - MAX_DEPARTED // 16
-"""Departed entries kept when there are more than MAX_DEPARTED: the oldest are forgotten
-a batch at a time, as forgetting them one at a time from the front of a dict scans the
-holes the ones before left (about 10 µs a departure at the bound, against 1)."""
 
 
 class Replica:
