@@ -137,11 +137,11 @@ def _message(record: logging.LogRecord) -> str:
 def _plain(value: object, depth: int) -> object:
     """``value`` as JSON data: scalars as they are, containers (bounded) item by item,
     anything else as its text."""
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if depth > 0 and isinstance(value, list | tuple | set | frozenset):
+    if depth > 0 and isinstance(value, (list, tuple, set, frozenset)):
         return [_plain(item, depth - 1) for item in itertools.islice(value, _MAX_ITEMS)]
     if depth > 0 and isinstance(value, Mapping):
         items = itertools.islice(value.items(), _MAX_ITEMS)

@@ -32,8 +32,10 @@ class ActorRef:
     @classmethod
     def from_wire(cls, data: object) -> ActorRef:
         """A ref from its wire form; ValueError when ``data`` is not one."""
+        # A tuple of types, not ``list | tuple``: that union is built anew on each call,
+        # and this runs for every ref a peer sends.
         if not (
-            isinstance(data, list | tuple)
+            isinstance(data, (list, tuple))
             and len(data) == 2
             and isinstance(data[0], str)
             and isinstance(data[1], str)

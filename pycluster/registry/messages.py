@@ -405,7 +405,7 @@ class Changes:
             raise ValueError("changes are ['ops', [{op, ...}, ...]]")
         if not 0 < len(data[1]) <= MAX_BATCH:
             raise ValueError(f"changes come 1 to {MAX_BATCH} at a time")
-        return cls(tuple(decode_change(["op", op]) for op in data[1]))
+        return cls(tuple(_decode_op(op) for op in data[1]))
 
 
 RegistryMessage = Claim | Claims | Snapshot | Change | Changes
@@ -419,7 +419,10 @@ def decode_change(data: object) -> Change:
     """A change; ValueError when ``data`` is not one."""
     if not (isinstance(data, list) and len(data) == 2 and data[0] == "op"):
         raise ValueError("a change is ['op', {op, ...}]")
-    op = data[1]
+    return _decode_op(data[1])
+
+
+def _decode_op(op: object) -> Change:
     if not isinstance(op, dict):
         raise ValueError("a change is a map")
     kind = op.get("op")
@@ -911,7 +914,7 @@ def _lamport(value: object) -> int:
 
 
 def _seconds(value: object, what: str = "a timeout") -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
         raise ValueError(f"{what} is a non-negative number of seconds, not {_shown(value)}")
     return float(value)
 

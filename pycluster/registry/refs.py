@@ -68,7 +68,9 @@ class Entry:
         name, node, actor, lamport = data[:4]
         if not isinstance(name, str):
             raise ValueError("entry name must be a string")
-        ref = ActorRef.from_wire([node, actor])
+        if not (isinstance(node, str) and isinstance(actor, str)):
+            raise ValueError("an actor ref is [node, id]")
+        ref = ActorRef(node, actor)
         if not isinstance(lamport, int) or isinstance(lamport, bool) or lamport < 0:
             raise ValueError("entry lamport time must be a non-negative integer")
         if len(data) == 4:

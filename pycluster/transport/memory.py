@@ -370,7 +370,7 @@ class MemoryChannel:
             log.debug("ignored a message from %s: %s", self.peer, exc)
             self.owner.metrics.messages_ignored.inc()
             return
-        if isinstance(message, Tick | Tock):
+        if isinstance(message, (Tick, Tock)):
             return
         if isinstance(message, Leave):
             self.finish("left")
