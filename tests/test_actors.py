@@ -121,6 +121,9 @@ async def test_timeouts_and_a_bounded_mailbox(actors: Actors) -> None:
         await actors.cast(ref, "increment")
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(actors.cast(ref, "increment"), 0.05)
+    # A call's timeout counts its wait for room in the mailbox too.
+    with pytest.raises(TimeoutError):
+        await actors.call(ref, "increment", timeout=0.05)
     assert await actors.stop(ref, timeout=5) == "normal"
 
 
