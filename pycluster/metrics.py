@@ -8,7 +8,9 @@ sizes, actors, mailbox depth) is read when ``/metrics`` is scraped, by a collect
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+import bisect
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 from prometheus_client import (
@@ -18,11 +20,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     Info,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 LAG_PROBE_INTERVAL = 2.0
@@ -65,6 +66,60 @@ class StateCounts:
     """Messages waiting in the mailboxes of this node's actors, in all."""
     deepest: int
     """Messages waiting in the fullest mailbox."""
+
+
+class ScrapedHistogram(Collector):
+    """A histogram with one label, counted in plain Python numbers and turned into
+    Prometheus samples when scraped.
+
+    prometheus_client's Histogram takes a lock and walks its buckets in Python on every
+    observation: 4 % of the instructions of a remote call, which observes one. A node
+    observes from its event loop only, so no lock is needed, and a bisection finds the
+    bucket. ``labels(value).observe(seconds)`` as with prometheus_client.
+    """
+
+    def __init__(self, name: str, documentation: str, label: str, bounds: Sequence[float]):
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self._bounds = tuple(bounds)
+        self._series: dict[str, _Series] = {}
+
+    def labels(self, value: str) -> _Series:
+        """The series of label ``value`` (exported from now on, zeros included)."""
+        series = self._series.get(value)
+        if series is None:
+            series = self._series[value] = _Series(self._bounds)
+        return series
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=[self._label])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, series in self._series.items():
+            cumulative = list(itertools.accumulate(series.counts))
+            bounds = [repr(float(bound)) for bound in self._bounds] + ["+Inf"]
+            buckets = [
+                (bound, float(count)) for bound, count in zip(bounds, cumulative, strict=True)
+            ]
+            family.add_metric([value], buckets, series.sum)
+        return [family]
+
+
+class _Series:
+    """One label value's observations: a count per bucket (the last one above every
+    bound) and their sum."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one observation (in the first bucket whose bound is at least it)."""
+        self.counts[bisect.bisect_left(self._bounds, seconds)] += 1
+        self.sum += seconds
 
 
 class _StateCollector(Collector):
@@ -146,14 +201,14 @@ class NodeMetrics:
             ["topology", "reason"],
             registry=self.registry,
         )
-        self.call_duration = Histogram(
+        self.call_duration = ScrapedHistogram(
             "pycluster_call_duration_seconds",
             "Calls this node made to actors, from the call to the reply (or failure), by "
             "where the actor runs (local, remote).",
-            ["where"],
-            buckets=CALL_BUCKETS,
-            registry=self.registry,
+            "where",
+            CALL_BUCKETS,
         )
+        self.registry.register(self.call_duration)
         self.topology_state = Gauge(
             "pycluster_topology_state",
             "1 for the state a topology is in (starting, running, restarting, failed, "

@@ -156,6 +156,38 @@ async def test_calls_to_actors_are_timed_where_they_are_made() -> None:
         assert within == calls(a, "local")
 
 
+def test_the_call_histogram_counts_each_call_in_its_bucket_as_prometheus_reads_it() -> None:
+    metrics = NodeMetrics()
+    local = metrics.call_duration.labels("local")
+    metrics.call_duration.labels("remote")
+    for seconds in (0.00005, 0.0005, 0.0007, 3.0, 60.0):  # 0.0005: on a bound, counted there
+        local.observe(seconds)
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(metrics.render().decode())
+        if f.name == "pycluster_call_duration_seconds"
+    ]
+    assert family.type == "histogram"
+    samples = {
+        (sample.name, sample.labels["where"], sample.labels.get("le")): sample.value
+        for sample in family.samples
+    }
+    bucket = "pycluster_call_duration_seconds_bucket"
+    assert samples[(bucket, "local", "0.0001")] == 1
+    assert samples[(bucket, "local", "0.00025")] == 1
+    assert samples[(bucket, "local", "0.0005")] == 2
+    assert samples[(bucket, "local", "0.001")] == 3
+    assert samples[(bucket, "local", "2.5")] == 3
+    assert samples[(bucket, "local", "5.0")] == 4
+    assert samples[(bucket, "local", "10.0")] == 4
+    assert samples[(bucket, "local", "+Inf")] == 5
+    assert samples[("pycluster_call_duration_seconds_count", "local", None)] == 5
+    assert samples[("pycluster_call_duration_seconds_sum", "local", None)] == pytest.approx(63.0012)
+    # A series is exported from its first use, before any call.
+    assert samples[(bucket, "remote", "+Inf")] == 0
+    assert samples[("pycluster_call_duration_seconds_count", "remote", None)] == 0
+
+
 def test_build_info_and_process_metrics_are_in_every_nodes_registry() -> None:
     nodes = [Node(load_config({"node": {"name": name}}, env={}), cookie=COOKIE) for name in (A, B)]
     for node in nodes:
