@@ -162,11 +162,10 @@ def test_the_call_histogram_counts_each_call_in_its_bucket_as_prometheus_reads_i
     metrics.call_duration.labels("remote")
     for seconds in (0.00005, 0.0005, 0.0007, 3.0, 60.0):  # 0.0005: on a bound, counted there
         local.observe(seconds)
-    (family,) = [
-        f
-        for f in text_string_to_metric_families(metrics.render().decode())
-        if f.name == "pycluster_call_duration_seconds"
-    ]
+    families = list(text_string_to_metric_families(metrics.render().decode()))
+    (family,) = [f for f in families if f.name == "pycluster_call_duration_seconds"]
+    # No "_created" timestamps beside it (prometheus_client's own histogram had them).
+    assert not [f for f in families if f.name.startswith("pycluster_call_duration_seconds_")]
     assert family.type == "histogram"
     samples = {
         (sample.name, sample.labels["where"], sample.labels.get("le")): sample.value
@@ -186,6 +185,11 @@ def test_the_call_histogram_counts_each_call_in_its_bucket_as_prometheus_reads_i
     # A series is exported from its first use, before any call.
     assert samples[(bucket, "remote", "+Inf")] == 0
     assert samples[("pycluster_call_duration_seconds_count", "remote", None)] == 0
+    assert {name for name, _, _ in samples} == {
+        bucket,
+        "pycluster_call_duration_seconds_count",
+        "pycluster_call_duration_seconds_sum",
+    }
 
 
 def test_build_info_and_process_metrics_are_in_every_nodes_registry() -> None:
