@@ -369,8 +369,12 @@ def _hashable(key: Any) -> Any:
 def may_hold_timestamp(data: bytes) -> bool:
     """Whether ``data`` holds a byte sequence that starts a msgpack timestamp."""
     # Per frame: one search for 0xff (rare outside binary data) before the three markers.
-    return b"\xff" in data and (
-        b"\xd6\xff" in data or b"\xd7\xff" in data or b"\xc7\x0c\xff" in data
+    # An int, and find() for the markers: ``bytes in bytes`` first tries the operand as an
+    # integer, raising and clearing a TypeError each time (six times the cost).
+    return 0xFF in data and (
+        data.find(b"\xd6\xff") >= 0
+        or data.find(b"\xd7\xff") >= 0
+        or data.find(b"\xc7\x0c\xff") >= 0
     )
 
 

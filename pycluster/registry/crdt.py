@@ -153,11 +153,12 @@ class CrdtRegistry(RegistryBackend):
     async def leave(self, group: str, ref: ActorRef, reason: str = "left") -> None:
         self._broadcast(self.replica.leave(group, ref, reason))
 
-    async def _claim_via(
+    def _claim_via(
         self, arbiter: str, name: str, ref: ActorRef, timeout: float
-    ) -> ActorRef | None:
-        """The arbiter's answer to a claim. The claims of one loop turn to one arbiter
-        with one timeout travel in one message (see ``docs/registry.md``)."""
+    ) -> asyncio.Future[ActorRef | None]:
+        """The arbiter's answer to a claim, to come. The claims of one loop turn to one
+        arbiter with one timeout travel in one message (see ``docs/registry.md``). A
+        future, not a coroutine: one frame less to resume for every remote claim."""
         future: asyncio.Future[ActorRef | None] = asyncio.get_running_loop().create_future()
         key = (arbiter, timeout)
         batch = self._claims.get(key)
@@ -165,7 +166,7 @@ class CrdtRegistry(RegistryBackend):
             batch = self._claims[key] = []
             asyncio.get_running_loop().call_soon(self._send_claims, key)
         batch.append((Claim(name, ref), future))
-        return await future
+        return future
 
     def _send_claims(self, key: tuple[str, float]) -> None:
         batch = self._claims.pop(key)
