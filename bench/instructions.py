@@ -68,10 +68,7 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 async def _cluster(size: int) -> list[Node]:
     nodes = [_node(i) for i in range(size)]
-    for node in nodes:
-        await node.start()
-    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
-    await _until(lambda: all(len(n.nodes()) == size - 1 and n.ready() for n in nodes))
+    await lab.meshed(nodes, timeout=600, interval=0.001)
     return nodes
 
 

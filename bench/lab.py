@@ -323,6 +323,22 @@ class StatusPoller:
 # -- running and printing -----------------------------------------------------------------
 
 
+async def meshed(
+    nodes: Sequence[pycluster.Node], *, timeout: float = 30.0, interval: float = 0.0
+) -> None:
+    """Start ``nodes`` (embedded in this process), connect each to every other, and wait
+    until every one lists all the others and is ready (polled every ``interval`` s)."""
+    for node in nodes:
+        await node.start()
+    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
+    await until(
+        lambda: all(len(n.nodes()) == len(nodes) - 1 and n.ready() for n in nodes),
+        timeout=timeout,
+        interval=interval,
+        what="the embedded nodes meshed",
+    )
+
+
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a benchmark's ``main``; SIGTERM and Ctrl-C cancel it (so its cleanup runs)."""
 

@@ -61,10 +61,7 @@ def node(index: int, backend: str = "crdt") -> Node:
 
 async def cluster(size: int) -> list[Node]:
     nodes = [node(i) for i in range(size)]
-    for n in nodes:
-        await n.start()
-    await asyncio.gather(*(a.connect(b.name) for a in nodes for b in nodes if a is not b))
-    await settled(lambda: all(len(n.nodes()) == size - 1 and n.ready() for n in nodes))
+    await lab.meshed(nodes)
     return nodes
 
 

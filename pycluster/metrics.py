@@ -73,12 +73,12 @@ class ScrapedHistogram(Collector):
     Prometheus samples when scraped.
 
     prometheus_client's Histogram takes a lock and walks its buckets in Python on every
-    observation: 4 % of the instructions of a remote call, which observes one. A node
+    observation: 3 % of the instructions of a remote call, which observes one. A node
     observes from its event loop only, so no lock is needed, and a bisection finds the
     bucket. ``labels(value).observe(seconds)`` as with prometheus_client.
     """
 
-    def __init__(self, name: str, documentation: str, label: str, bounds: Sequence[float]):
+    def __init__(self, name: str, documentation: str, label: str, bounds: Sequence[float]) -> None:
         self._name = name
         self._documentation = documentation
         self._label = label

@@ -251,7 +251,7 @@ class Actors:
                     return await reply
             running.queue.put_nowait(envelope)
             # One timer for every local call's timeout, as for remote calls: cheaper than
-            # asyncio.timeout() per call, which costs a fifth of a local call.
+            # asyncio.timeout() per call, which cost a quarter of a local call.
             deadlines = self._deadlines
             if deadlines is None or deadlines.loop is not loop:
                 deadlines = self._deadlines = Deadlines(loop, _expire, _pending)
