@@ -83,6 +83,8 @@ class ScrapedHistogram(Collector):
         self._documentation = documentation
         self._label = label
         self._bounds = tuple(bounds)
+        self._les = [repr(float(bound)) for bound in self._bounds] + ["+Inf"]
+        """The ``le`` label of each bucket."""
         self._series: dict[str, _Series] = {}
 
     def labels(self, value: str) -> _Series:
@@ -98,11 +100,8 @@ class ScrapedHistogram(Collector):
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
         for value, series in self._series.items():
-            cumulative = list(itertools.accumulate(series.counts))
-            bounds = [repr(float(bound)) for bound in self._bounds] + ["+Inf"]
-            buckets = [
-                (bound, float(count)) for bound, count in zip(bounds, cumulative, strict=True)
-            ]
+            cumulative = itertools.accumulate(series.counts)
+            buckets = [(le, float(count)) for le, count in zip(self._les, cumulative, strict=True)]
             family.add_metric([value], buckets, series.sum)
         return [family]
 
