@@ -396,9 +396,9 @@ class Endpoint:
     def _on_message(self, channel: Channel, message: Received) -> None:
         if type(message) is Msg:
             self._deliver(channel.peer, message.to, message.body, None, channel)
-        elif isinstance(message, Call):
+        elif type(message) is Call:
             self._deliver(channel.peer, message.to, message.body, message.id, channel)
-        elif isinstance(message, Reply):
+        elif type(message) is Reply:
             self._on_reply(channel.peer, message)
         elif isinstance(message, Undecodable):
             self._undecodable(channel, message)

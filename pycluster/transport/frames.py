@@ -43,6 +43,8 @@ from pycluster.codec import (
 )
 
 HEADER = struct.Struct(">I")
+_HEADER_AT = HEADER.unpack_from
+_HEADER_SIZE = HEADER.size
 PLAIN = Codec()
 """Plain msgpack values only: what the handshake and a node without registered types use."""
 SLICE = 32 * 1024
@@ -138,6 +140,8 @@ class FrameDecoder:
         # A frame no longer than every limit cannot break one: msgpack bounds each length
         # by the bytes it is given.
         self._within_limits = min(limits.values.max_bytes, limits.values.max_items)
+        self._small = min(SLICE, limits.max_frame_size)
+        """Frames up to this many bytes are decoded whole by :meth:`_whole_frames`."""
         self._reader = self._codec.reader() if limits.authenticated_peer else None
 
     @property
@@ -149,6 +153,12 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes received and not yet decoded."""
         return len(self._data) - self._offset + len(self._tail)
+
+    def light(self, most: int) -> bool:
+        """Whether at most ``most`` bytes wait to be decoded, none of them part of a large
+        frame: one :meth:`decode` with a budget of ``most`` or more decodes every whole
+        frame among them, so :attr:`ready` is False after it."""
+        return self._large is None and len(self._data) - self._offset + len(self._tail) <= most
 
     def feed(self, data: bytes) -> None:
         """Add received bytes (decoded by later :meth:`decode` calls)."""
@@ -164,6 +174,10 @@ class FrameDecoder:
         :attr:`ready` is True."""
         messages: list[Frame] = []
         spent = 0
+        if limit is None and self._large is None and not self._tail:
+            spent = self._whole_frames(messages, budget)
+            if spent < 0:
+                return messages
         reader = self._reader
         while spent < budget and (limit is None or len(messages) < limit):
             if self._tail and len(self._data) - self._offset < SLICE + HEADER.size:
@@ -232,6 +246,46 @@ class FrameDecoder:
             self._offset = end
             spent += HEADER.size + size
         return messages
+
+    def _whole_frames(self, messages: list[Frame], budget: int) -> int:
+        """:meth:`decode`'s loop for what most reads bring: whole frames of at most
+        :data:`SLICE` bytes, no tail, no large frame. Returns the bytes spent, or -1 if it
+        stopped for want of bytes (nothing to decode before the next :meth:`feed`); it
+        leaves the rest (a large frame, one over the cap) to the general loop."""
+        data, offset = self._data, self._offset
+        stop = len(data)
+        small, within, values = self._small, self._within_limits, self._limits.values
+        reader = self._reader
+        unpack = self._codec.unpack if reader is None else reader.unpack
+        spent = 0
+        while spent < budget:
+            if stop - offset < _HEADER_SIZE:
+                self._offset = offset
+                return -1
+            (size,) = _HEADER_AT(data, offset)
+            if size > small:
+                break
+            start = offset + _HEADER_SIZE
+            end = start + size
+            if end > stop:
+                self._offset = offset
+                return -1
+            try:
+                message = unpack(data[start:end], None if size <= within else values)
+            except CodecError as exc:
+                self._offset = offset
+                raise FrameError(str(exc)) from None
+            if type(message) is not dict or type(message.get("t")) is not str:
+                _checked(message)  # raises FrameError
+            if reader is not None and reader.problem is not None:
+                messages.append(UndecodableFrame(message, reader.problem))
+                reader.problem = None
+            else:
+                messages.append(message)
+            spent += end - offset
+            offset = end
+        self._offset = offset
+        return spent
 
     @property
     def ready(self) -> bool:

@@ -65,11 +65,13 @@ def decode_turn(decoder: FrameDecoder) -> tuple[list[Frame], bool]:
     """What one event-loop turn decodes: slices of DECODE_BUDGET bytes until TURN_TIME is
     spent (cheap frames, most traffic, are all decoded in one turn; costly ones spread
     out); and whether more is ready to decode. Raises FrameError."""
+    if decoder.light(GC_PAUSE_FROM):
+        # A few small frames, most reads: one decode takes them all, well within a turn.
+        return decoder.decode(DECODE_BUDGET), False
     # A frame of many small containers would trigger collections that walk every object
     # decoded so far; they run after the decoding instead. (Not worth two calls for the
     # few bytes of a lone request or reply.)
-    costly = decoder.pending > GC_PAUSE_FROM or decoder.in_large_frame
-    collecting = costly and gc.isenabled()
+    collecting = gc.isenabled()
     if collecting:
         gc.disable()
     try:

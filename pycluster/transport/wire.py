@@ -136,10 +136,17 @@ def decode(frame: Frame) -> Received:
     if not isinstance(frame, dict):
         return _undecodable(frame)
     kind = frame.get("t")
-    if kind == "msg":  # the busiest kind first, without a further call
+    # The busy kinds first, without a further call.
+    if kind == "msg":
         to = frame.get("to")
         if type(to) is str:
             return Msg(to, frame.get("body"))
+    elif kind == "call":
+        to, call_id = frame.get("to"), frame.get("id")
+        if type(to) is str and type(call_id) is int:
+            return Call(call_id, to, frame.get("body"))
+    elif kind == "reply" and frame.get("ok") is True and type(call_id := frame.get("id")) is int:
+        return Reply(call_id, frame.get("body"))
     else:
         decoder = _DECODERS.get(kind)  # type: ignore[arg-type]
         message = None if decoder is None else decoder(frame)
