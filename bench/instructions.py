@@ -11,6 +11,9 @@ operation, without the start-up. Scenarios:
 - ``register``: three nodes; the first registers ``count`` names with 100 callers in
   flight (two thirds of them arbitrated by another node) until every node holds them:
   the instructions of all three nodes per registration;
+- ``claimant``: the same registrations, the instructions of the first node alone (the
+  one that limits the rate): its two peers are child processes, which valgrind does not
+  follow;
 - ``call``: two nodes; sequential calls through a name to an actor on the other node;
 - ``mailbox``: the same calls to a plain mailbox (the transport's part);
 - ``echo``: their baseline: a length-prefixed asyncio echo of the same size between two
@@ -43,7 +46,7 @@ from pycluster.node import Node
 HERE = Path(__file__).resolve()
 COOKIE = "bench-instructions-cookie"
 IN_FLIGHT = 100
-SCENARIOS = ("register", "call", "mailbox", "echo", "local", "queue")
+SCENARIOS = ("register", "claimant", "call", "mailbox", "echo", "local", "queue")
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -52,12 +55,13 @@ class Echo(Actor):
         return message
 
 
+def _name(index: int) -> str:
+    return f"i{index}@127.0.0.{181 + index}"
+
+
 def _node(index: int) -> Node:
     # Valgrind runs the process about 30 times slower: no tick may time out meanwhile.
-    config = load_config(
-        {"node": {"name": f"i{index}@127.0.0.{181 + index}", "net_tick_timeout": 600}},
-        env={},
-    )
+    config = load_config({"node": {"name": _name(index), "net_tick_timeout": 600}}, env={})
     return Node(config, cookie=COOKIE)
 
 
@@ -83,6 +87,40 @@ async def _register(count: int, spawned: int) -> None:
 
     await asyncio.gather(*(caller(start) for start in range(IN_FLIGHT)))
     await _until(lambda: all(n.registry.backend.status()["names"] == count for n in nodes))
+
+
+async def _claimant(count: int, spawned: int) -> None:
+    peers = [
+        await asyncio.create_subprocess_exec(sys.executable, str(HERE), "--peer", str(i))
+        for i in (1, 2)
+    ]
+    try:
+        first = _node(0)
+        await first.start()
+        for index in (1, 2):
+            # The peers start at their own pace: dial until they answer.
+            for _ in range(6000):
+                if await first.connect(_name(index)):
+                    break
+                await asyncio.sleep(0.1)
+        await _until(lambda: len(first.nodes()) == 2 and first.ready())
+        refs = [first.actors.spawn(Echo) for _ in range(spawned)]
+
+        async def caller(start: int) -> None:
+            for i in range(start, count, IN_FLIGHT):
+                await first.registry.register(f"r{i}", refs[i])
+
+        await asyncio.gather(*(caller(start) for start in range(IN_FLIGHT)))
+    finally:
+        for peer in peers:
+            peer.kill()
+            await peer.wait()
+
+
+async def _peer(index: int) -> None:
+    node = _node(index)
+    await node.start()
+    await asyncio.Event().wait()
 
 
 async def _calls(count: int, mailbox: bool) -> None:
@@ -150,6 +188,8 @@ async def _echo(count: int) -> None:
 async def _scenario(name: str, count: int, spawned: int) -> None:
     if name == "register":
         await _register(count, spawned)
+    elif name == "claimant":
+        await _claimant(count, spawned)
     elif name == "echo":
         await _echo(count)
     elif name == "local":
@@ -222,12 +262,15 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
     parser.add_argument("--spawned", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--peer", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = _arguments()
-    if arguments.scenario is not None:
+    if arguments.peer is not None:
+        asyncio.run(_peer(arguments.peer))
+    elif arguments.scenario is not None:
         asyncio.run(_scenario(arguments.scenario, arguments.count, arguments.spawned))
     else:
         main(arguments)

@@ -49,7 +49,15 @@ BENCHMARKS = {
         *("--names", "100", "--groups", "5", "--viewers", "1", "--window", "2"),
     ],
     "takeover": ["bench/takeover.py", "--trials", "1"],
-    "instructions": ["bench/instructions.py", "--count", "50", "--only", "local", "queue"],
+    "instructions": [
+        "bench/instructions.py",
+        "--count",
+        "50",
+        "--only",
+        "local",
+        "queue",
+        "claimant",
+    ],
     "registry_etcd": ["plugins/pycluster-etcd/bench/registry_etcd.py", "--names", "50"],
 }
 
