@@ -177,7 +177,7 @@ class Spec:
 # -- $registry: the crdt backend ----------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class Claim:
     """A call to the arbiter of ``name``: may ``ref`` take it? (:class:`ClaimAnswer`)"""
 
@@ -202,7 +202,7 @@ MAX_BATCH = 1024
 """Claims in one ``claims`` message, and changes in one ``ops`` message, at most."""
 
 
-@attrs.frozen
+@attrs.define
 class Claims:
     """Several :class:`Claim` calls to one arbiter, answered a list of :class:`ClaimAnswer`
     in the same order. A claimant sends the claims of one loop turn together."""
@@ -228,7 +228,7 @@ class Claims:
         return cls(tuple(claims))
 
 
-@attrs.frozen
+@attrs.define
 class ClaimAnswer:
     """The arbiter's answer to a :class:`Claim`: ``holder`` None if granted, else the actor
     that holds the name (or was granted it first)."""
@@ -244,7 +244,7 @@ class ClaimAnswer:
         return cls(None if data is None else ActorRef.from_wire(data))
 
 
-@attrs.frozen
+@attrs.define
 class Snapshot:
     """A node's whole slice, sent first on each new connection; it replaces what the
     receiver held of the sender. ``entries`` name each name at most once; ``groups`` map
@@ -305,7 +305,7 @@ def _member_from_wire(data: object) -> tuple[ActorRef, Any]:
     return ActorRef.from_wire(data), None
 
 
-@attrs.frozen
+@attrs.define
 class RegOp:
     """The sender registered ``entry.name`` (replacing its own earlier entry for it: a
     metadata update is a new entry with the same identity)."""
@@ -321,7 +321,7 @@ class RegOp:
         return cls(Entry.from_wire(op.get("e")))
 
 
-@attrs.frozen
+@attrs.define
 class UnregOp:
     """The sender dropped its registration of ``name``, for ``reason``."""
 
@@ -339,7 +339,7 @@ class UnregOp:
         )
 
 
-@attrs.frozen
+@attrs.define
 class JoinOp:
     """The sender added ``ref`` to process group ``group`` (or changed its metadata)."""
 
@@ -363,7 +363,7 @@ class JoinOp:
         )
 
 
-@attrs.frozen
+@attrs.define
 class LeaveOp:
     """The sender removed ``ref`` from process group ``group``, for ``reason``."""
 
@@ -388,7 +388,7 @@ Change = RegOp | UnregOp | JoinOp | LeaveOp
 """One change a node made to its own slice, sent to every peer in order."""
 
 
-@attrs.frozen
+@attrs.define
 class Changes:
     """Several changes, made in one turn of the sender's loop, to apply in order."""
 

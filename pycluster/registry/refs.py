@@ -38,7 +38,7 @@ def meta_from_wire(meta: object) -> Any:
     return checked_meta(meta)
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class Entry:
     """A registered name: the actor it names, the Lamport time of the claim, its metadata,
     and the holders it took over from (``supersedes``, most recent first).
@@ -51,6 +51,21 @@ class Entry:
     lamport: int
     meta: Any = attrs.field(default=None, eq=False)
     supersedes: tuple[ActorRef, ...] = ()
+
+    def __init__(
+        self,
+        name: str,
+        ref: ActorRef,
+        lamport: int,
+        meta: Any = None,
+        supersedes: tuple[ActorRef, ...] = (),
+    ) -> None:
+        # The slots' own setters, not attrs' frozen __init__: see ActorRef's.
+        _set_name(self, name)
+        _set_ref(self, ref)
+        _set_lamport(self, lamport)
+        _set_meta(self, meta)
+        _set_supersedes(self, supersedes)
 
     def to_wire(self) -> list[object]:
         """The entry as plain msgpack values: ``[name, node, id, lamport]``, then
@@ -92,6 +107,11 @@ class Entry:
         """Whether this entry took the name over from ``other``'s actor (directly, or
         through holders in between), while ``other``'s node was seen down."""
         return other.ref in self.supersedes
+
+
+_set_name, _set_ref, _set_lamport, _set_meta, _set_supersedes = (
+    Entry.__dict__[field.name].__set__ for field in attrs.fields(Entry)
+)
 
 
 def first_claim_wins(a: Entry, b: Entry) -> Entry:
