@@ -233,8 +233,11 @@ class ClusterView:
             return
         if not isinstance(event, (Registered, Unregistered)):
             return
+        specs = self._registry.ring.specs
+        if not specs and not self._holders:
+            return  # no ring actor at all (every registration comes through here)
         key = f"{scope}{SEPARATOR}{event.name}" if scope else event.name
-        if key not in self._registry.ring.specs:
+        if key not in specs:
             self._holders.pop(key, None)
             return
         if isinstance(event, Unregistered):

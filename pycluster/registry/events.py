@@ -17,13 +17,25 @@ import attrs
 from pycluster.actors.ref import ActorRef
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class Registered:
     """``name`` now names ``ref`` as this node sees it (also after a metadata update)."""
 
     name: str
     ref: ActorRef
     meta: Any = attrs.field(default=None, eq=False)
+
+    def __init__(self, name: str, ref: ActorRef, meta: Any = None) -> None:
+        # The slots' own setters, not attrs' frozen __init__ (see ActorRef's): one of
+        # these per registration on every node.
+        _set_name(self, name)
+        _set_ref(self, ref)
+        _set_meta(self, meta)
+
+
+_set_name, _set_ref, _set_meta = (
+    Registered.__dict__[field.name].__set__ for field in attrs.fields(Registered)
+)
 
 
 @attrs.frozen
