@@ -21,6 +21,10 @@ operation, without the start-up. Scenarios:
 - ``local``: sequential calls through a name to an actor of the same node;
 - ``queue``: its baseline: a ping-pong between two tasks over two asyncio queues.
 
+Every node's process sets its garbage collector as ``pycluster run`` sets a node's (the
+first threshold 50,000, as docs/nodes.md advises for an embedded node); ``--python-gc``
+leaves Python's default (700).
+
 Needs valgrind (``.ci/setup`` installs it). Run:
 
     .venv/bin/python bench/instructions.py [--count 2000] [--only register call]
@@ -89,9 +93,11 @@ async def _register(count: int, spawned: int) -> None:
     await _until(lambda: all(n.registry.backend.status()["names"] == count for n in nodes))
 
 
-async def _claimant(count: int, spawned: int) -> None:
+async def _claimant(count: int, spawned: int, python_gc: bool) -> None:
     peers = [
-        await asyncio.create_subprocess_exec(sys.executable, str(HERE), "--peer", str(i))
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE), "--peer", str(i), *(["--python-gc"] if python_gc else [])
+        )
         for i in (1, 2)
     ]
     try:
@@ -185,11 +191,11 @@ async def _echo(count: int) -> None:
         await reader.readexactly(int.from_bytes(head, "big"))
 
 
-async def _scenario(name: str, count: int, spawned: int) -> None:
+async def _scenario(name: str, count: int, spawned: int, python_gc: bool) -> None:
     if name == "register":
         await _register(count, spawned)
     elif name == "claimant":
-        await _claimant(count, spawned)
+        await _claimant(count, spawned, python_gc)
     elif name == "echo":
         await _echo(count)
     elif name == "local":
@@ -202,7 +208,7 @@ async def _scenario(name: str, count: int, spawned: int) -> None:
     os._exit(0)  # the instructions of shutting nodes down are not the operation's
 
 
-def instructions(scenario: str, count: int, spawned: int) -> int:
+def instructions(scenario: str, count: int, spawned: int, python_gc: bool) -> int:
     """Instructions valgrind counts for one run of ``scenario`` with ``count`` operations."""
     done = subprocess.run(
         [
@@ -218,6 +224,7 @@ def instructions(scenario: str, count: int, spawned: int) -> int:
             str(count),
             "--spawned",
             str(spawned),
+            *(["--python-gc"] if python_gc else []),
         ],
         capture_output=True,
         text=True,
@@ -229,16 +236,16 @@ def instructions(scenario: str, count: int, spawned: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def per_operation(scenario: str, count: int) -> float:
+def per_operation(scenario: str, count: int, python_gc: bool) -> float:
     """Instructions of one operation: the runs of ``count`` and ``3 * count`` compared."""
     spawned = 3 * count
-    small = instructions(scenario, count, spawned)
-    large = instructions(scenario, 3 * count, spawned)
+    small = instructions(scenario, count, spawned, python_gc)
+    large = instructions(scenario, 3 * count, spawned, python_gc)
     return (large - small) / (2 * count)
 
 
 def main(args: argparse.Namespace) -> None:
-    measured = {name: per_operation(name, args.count) for name in args.only}
+    measured = {name: per_operation(name, args.count, args.python_gc) for name in args.only}
     baselines = {"call": "echo", "mailbox": "echo", "local": "queue"}
     rows = []
     for name, value in measured.items():
@@ -250,6 +257,7 @@ def main(args: argparse.Namespace) -> None:
         f"# valgrind cachegrind, user-space instructions; runs of {args.count} and "
         f"{3 * args.count} operations compared"
     )
+    print(f"# every node's process: {lab.collect_as_pycluster_run(args.python_gc)}")
     print(lab.table(["operation", "instructions each", "ratio to its baseline"], rows))
     print("goal: none (a count for before/after comparisons; the timings are in paths.py)")
 
@@ -263,14 +271,24 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
     parser.add_argument("--spawned", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--peer", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="leave the garbage collector at Python's default (by default it is set as "
+        "`pycluster run` sets a node's)",
+    )
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = _arguments()
+    if arguments.peer is not None or arguments.scenario is not None:
+        lab.collect_as_pycluster_run(arguments.python_gc)
     if arguments.peer is not None:
         asyncio.run(_peer(arguments.peer))
     elif arguments.scenario is not None:
-        asyncio.run(_scenario(arguments.scenario, arguments.count, arguments.spawned))
+        asyncio.run(
+            _scenario(arguments.scenario, arguments.count, arguments.spawned, arguments.python_gc)
+        )
     else:
         main(arguments)

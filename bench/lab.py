@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import gc
 import os
 import platform
 import resource
@@ -39,6 +40,7 @@ import aiohttp
 import attrs
 
 import pycluster
+from pycluster.cli import tune_garbage_collector
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -336,6 +338,18 @@ async def meshed(
         timeout=timeout,
         interval=interval,
         what="the embedded nodes meshed",
+    )
+
+
+def collect_as_pycluster_run(python_default: bool = False) -> str:
+    """Set this process's garbage collector as ``pycluster run`` sets a node's (unless
+    ``python_default``), as docs/nodes.md advises for an embedded node; says which."""
+    if python_default:
+        return "garbage collector at Python's default (first threshold 700)"
+    tune_garbage_collector()
+    return (
+        "garbage collector set as `pycluster run` sets a node's "
+        f"(first threshold {gc.get_threshold()[0]:,}, docs/nodes.md)"
     )
 
 

@@ -22,6 +22,10 @@ with its baseline in the same run:
   from ``/proc``);
 - ring-placed starts/s (``spawn(..., placement="ring")``, 100 in flight).
 
+The benchmark's node sets its process's garbage collector as ``pycluster run`` sets the
+served nodes' (first threshold 50,000), as docs/nodes.md advises for an embedded node;
+``--python-gc`` leaves Python's default (700).
+
 swarm's figures (libcluster 3.5 + swarm 3.4 on the BEAM, same machine, measured for issue
 16 and quoted, not re-run) are printed beside them. Run:
 
@@ -161,6 +165,7 @@ async def queue_ping_pong(count: int) -> list[float]:
 
 
 async def main(args: argparse.Namespace) -> None:
+    collecting = lab.collect_as_pycluster_run(args.python_gc)
     others = lab.OtherLoad()
     planned = lab.plan_nodes(3, args.first_address, "p")
     names = [p.name for p in planned]
@@ -198,6 +203,7 @@ async def main(args: argparse.Namespace) -> None:
             )
     print(f"# bench/paths.py: {lab.machine()}")
     print(f"# {args.runs} runs; each cell: median (min-max) over the runs")
+    print(f"# the benchmark's node: {collecting}")
     print(lab.table(["path", "pycluster", "baseline", "ratio", "swarm / BEAM", "goal"], rows))
     print(others.note())
 
@@ -443,6 +449,12 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--first-address", type=int, default=191, help="first loopback address: 127.0.0.N"
+    )
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="leave this process's garbage collector at Python's default (by default it is "
+        "set as `pycluster run` sets the served nodes')",
     )
     return parser.parse_args(argv)
 
