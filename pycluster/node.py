@@ -179,7 +179,7 @@ class Node:
         self.registry = Registry(self.transport, self.actors, backend)
         """Cluster-unique names and process groups (``spawn``, ``whereis``, ...)."""
         self._registry_hooks: list[tuple[str, object, str]] = []
-        self.registry.listeners.append(self._registry_event)
+        self.registry.listeners.append(self._registry_events)
         self.metrics.observe_state(self._state_counts)
         self._subscriptions: set[Subscription] = set()
         self.transport.subscribe(self._publish)
@@ -227,16 +227,21 @@ class Node:
         chosen = self.plugins.manager.hook.pycluster_resolve_name_conflict(name=a.name, a=a, b=b)
         return chosen if chosen in (a, b) else first_claim_wins(a, b)
 
-    def _registry_event(self, scope: str, event: RegistryEvent) -> None:
+    def _registry_events(self, events: Sequence[tuple[str, RegistryEvent]]) -> None:
         # Plugins hear registry events at the end of the loop turn, a batch at a time:
         # off the registry's path, and their hooks looked up once per batch. An event no
         # plugin observes costs no more than that look-up (a snapshot of 100,000 names
         # makes 100,000 events).
-        hook = REGISTRY_HOOKS[type(event)]
-        if not self.plugins.observed(hook):
-            return
-        self._registry_hooks.append((hook, event, scope))
-        if len(self._registry_hooks) == 1:
+        pending = self._registry_hooks
+        was_empty = not pending
+        last, seen = "", False  # a batch is mostly of one kind: looked up once per run
+        for scope, event in events:
+            hook = REGISTRY_HOOKS[type(event)]
+            if hook is not last:
+                last, seen = hook, self.plugins.observed(hook)
+            if seen:
+                pending.append((hook, event, scope))
+        if was_empty and pending:
             asyncio.get_running_loop().call_soon(self._tell_plugins)
 
     def _tell_plugins(self) -> None:

@@ -69,7 +69,7 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pycluster import ring
@@ -187,14 +187,14 @@ class ClusterView:
         self._started = time.monotonic()
         if self._unsubscribe is None:
             self._unsubscribe = self._transport.subscribe(self._on_node_event)
-            self._registry.listeners.append(self._on_registry_event)
+            self._registry.listeners.append(self._on_registry_events)
 
     def close(self) -> None:
         """Stop recording events."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-            self._registry.listeners.remove(self._on_registry_event)
+            self._registry.listeners.remove(self._on_registry_events)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -220,6 +220,17 @@ class ClusterView:
             )
         self._stale = True
 
+    def _on_registry_events(self, events: Sequence[tuple[str, RegistryEvent]]) -> None:
+        if not self._registry.ring.specs and not self._holders:
+            # No ring actor at all: only conflicts are recorded (a peer's batch of
+            # registrations is looked at once, not per change).
+            for _, event in events:
+                if type(event) is NameConflict:
+                    self._on_registry_event("", event)
+            return
+        for scope, event in events:
+            self._on_registry_event(scope, event)
+
     def _on_registry_event(self, scope: str, event: RegistryEvent) -> None:
         if isinstance(event, NameConflict):
             self._record(
@@ -234,8 +245,6 @@ class ClusterView:
         if not isinstance(event, (Registered, Unregistered)):
             return
         specs = self._registry.ring.specs
-        if not specs and not self._holders:
-            return  # no ring actor at all (every registration comes through here)
         key = f"{scope}{SEPARATOR}{event.name}" if scope else event.name
         if key not in specs:
             self._holders.pop(key, None)

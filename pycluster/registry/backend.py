@@ -6,7 +6,8 @@ sets of refs, for the whole cluster. What crosses this line: names, refs and gro
 claims, which must be arbitrated (a claim that cannot complete raises, it never succeeds
 silently); losses, reported through ``on_lost`` when the backend takes a name away from
 one of this node's actors (a name conflict after a partition, an expired lease); every
-change it learns of, whichever node made it, as a registry event through ``on_event``;
+change it learns of, whichever node made it, as a registry event through ``on_event``
+(or several at once, in order, through ``on_events``);
 and, from a backend that declares ``reports_changes``, the names whose holder changed,
 through ``on_changed`` (ring placement then works only on those, instead of polling).
 
@@ -21,7 +22,7 @@ Lookups are local reads: they never wait on the network.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -42,6 +43,8 @@ LostCallback = Callable[[str, ActorRef, str], None]
 ChangedCallback = Callable[[list[str]], None]
 # Called with each change of the registry this node learns of, in order.
 EventCallback = Callable[[RegistryEvent], None]
+# The same for several changes at once, in order.
+EventsCallback = Callable[[Sequence[RegistryEvent]], None]
 # Picks the winner of two registrations of one name; must be a pure function.
 Resolve = Callable[[Entry, Entry], Entry]
 
@@ -84,6 +87,9 @@ class RegistryBackend(abc.ABC):
         self.on_lost: LostCallback = lambda name, ref, reason: None
         self.on_changed: ChangedCallback = lambda names: None
         self.on_event: EventCallback = lambda event: None
+        self.on_events: EventsCallback = lambda events: None
+        """Like ``on_event``, for several events at once (in order): cheaper for a backend
+        that learns of many changes together."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Start replicating (the node is started)."""

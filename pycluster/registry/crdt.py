@@ -210,8 +210,9 @@ class CrdtRegistry(RegistryBackend):
             future.set_exception(ClaimFailed(failure))
 
     def _emit(self) -> None:
-        for event in self.replica.take_events():
-            self.on_event(event)
+        events = self.replica.take_events()
+        if events:
+            self.on_events(events)
 
     def _broadcast(self, change: Change | None) -> None:
         """Send ``change`` to every peer, with the others of this loop turn (in order)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -88,8 +88,9 @@ class EventsLost:
 
 RegistryEvent = Registered | Unregistered | Joined | Left | NameConflict
 """One change of the registry."""
-Listener = Callable[[str, RegistryEvent], None]
-"""Called with the scope (``""``: the default) and each event, synchronously."""
+Listener = Callable[[Sequence[tuple[str, RegistryEvent]]], None]
+"""Called synchronously with the events of one change, or of one peer's batch of changes,
+in order, each with its scope (``""``: the default)."""
 
 DEFAULT_BACKLOG = 10_000
 """Events a consumer may fall behind by before the oldest are dropped."""

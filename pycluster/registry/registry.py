@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -106,9 +106,11 @@ class Registry:
             actors.end_listeners.append(self._ended)
             self._streams: dict[str, set[EventStream]] = {}
             self.listeners: list[Listener] = []
-            """Called with ``(scope, event)`` for every registry event (the node's plugins)."""
+            """Called with the ``(scope, event)`` pairs of every registry change, a change or
+            a peer's batch of them at a time (the node's plugins, the cluster view)."""
             backend.on_lost = self._lost
             backend.on_event = self._on_event
+            backend.on_events = self._on_events
             self._refusals = Refusals(node)
             self.ring = RingPlacement(node, actors, self, self._refusals)
             """Ring-placed actors (``spawn(..., placement="ring")``)."""
@@ -443,23 +445,31 @@ class Registry:
             stream.close()
 
     def _on_event(self, event: RegistryEvent) -> None:
-        key = event.group if isinstance(event, (Joined, Left)) else event.name
-        scope = ""
-        if SEPARATOR in key:
-            scope, _, name = key.partition(SEPARATOR)
-            if not scope:
-                return  # no scope makes such a key
-            if isinstance(event, (Joined, Left)):
-                event = attrs.evolve(event, group=name)
-            else:
-                event = attrs.evolve(event, name=name)
-        streams = self._streams.get(scope)
-        if streams:
-            for stream in streams:
-                stream.put(event)
+        self._on_events((event,))
+
+    def _on_events(self, events: Sequence[RegistryEvent]) -> None:
+        scoped: list[tuple[str, RegistryEvent]] = []
+        for event in events:
+            key = event.group if isinstance(event, (Joined, Left)) else event.name
+            scope = ""
+            if SEPARATOR in key:
+                scope, _, name = key.partition(SEPARATOR)
+                if not scope:
+                    continue  # no scope makes such a key
+                if isinstance(event, (Joined, Left)):
+                    event = attrs.evolve(event, group=name)
+                else:
+                    event = attrs.evolve(event, name=name)
+            streams = self._streams.get(scope)
+            if streams:
+                for stream in streams:
+                    stream.put(event)
+            scoped.append((scope, event))
+        # The listeners hear a peer's batch of changes at once: the node's plugins look
+        # their hooks up, and the view its ring actors, once per batch, not per change.
         for listener in self.listeners:
             try:
-                listener(scope, event)
+                listener(scoped)
             except Exception:
                 log.exception("%s: a registry event listener failed", self._node.name)
 
