@@ -175,8 +175,8 @@ class FrameDecoder:
         messages: list[Frame] = []
         spent = 0
         if limit is None and self._large is None and not self._tail:
-            spent = self._whole_frames(messages, budget)
-            if spent < 0:
+            spent, starved = self._whole_frames(messages, budget)
+            if starved:
                 return messages
         reader = self._reader
         while spent < budget and (limit is None or len(messages) < limit):
@@ -229,29 +229,18 @@ class FrameDecoder:
                     break
                 self._join()
                 continue
-            try:
-                message = (self._codec if reader is None else reader).unpack(
-                    data[offset + HEADER.size : end],
-                    None if size <= self._within_limits else self.limits.values,
-                )
-            except CodecError as exc:
-                raise FrameError(str(exc)) from None
-            if type(message) is not dict or type(message.get("t")) is not str:
-                _checked(message)  # raises FrameError
-            if reader is not None and reader.problem is not None:
-                messages.append(UndecodableFrame(message, reader.problem))
-                reader.problem = None
-            else:
-                messages.append(message)
-            self._offset = end
-            spent += HEADER.size + size
+            # A whole small frame: it, and under no limit the whole ones after it.
+            got, starved = self._whole_frames(messages, budget - spent if limit is None else 1)
+            spent += got
+            if starved and not self._tail:
+                break
         return messages
 
-    def _whole_frames(self, messages: list[Frame], budget: int) -> int:
-        """:meth:`decode`'s loop for what most reads bring: whole frames of at most
-        :data:`SLICE` bytes, no tail, no large frame. Returns the bytes spent, or -1 if it
-        stopped for want of bytes (nothing to decode before the next :meth:`feed`); it
-        leaves the rest (a large frame, one over the cap) to the general loop."""
+    def _whole_frames(self, messages: list[Frame], budget: int) -> tuple[int, bool]:
+        """Decode the whole frames of at most :data:`SLICE` bytes at the start of ``_data``
+        (all of a read, most of the time), about ``budget`` bytes of them: the bytes
+        spent, and whether it stopped for want of bytes in ``_data`` (a partial frame or
+        none). A frame over that size is left to :meth:`decode`'s general loop."""
         data, offset = self._data, self._offset
         stop = len(data)
         small, within, values = self._small, self._within_limits, self._limits.values
@@ -261,7 +250,7 @@ class FrameDecoder:
         while spent < budget:
             if stop - offset < _HEADER_SIZE:
                 self._offset = offset
-                return -1
+                return spent, True
             (size,) = _HEADER_AT(data, offset)
             if size > small:
                 break
@@ -269,7 +258,7 @@ class FrameDecoder:
             end = start + size
             if end > stop:
                 self._offset = offset
-                return -1
+                return spent, True
             try:
                 message = unpack(data[start:end], None if size <= within else values)
             except CodecError as exc:
@@ -285,7 +274,7 @@ class FrameDecoder:
             spent += end - offset
             offset = end
         self._offset = offset
-        return spent
+        return spent, False
 
     @property
     def ready(self) -> bool:
