@@ -237,7 +237,7 @@ class Node:
         last, seen = "", False  # a batch is mostly of one kind: looked up once per run
         for scope, event in events:
             hook = REGISTRY_HOOKS[type(event)]
-            if hook is not last:
+            if hook != last:
                 last, seen = hook, self.plugins.observed(hook)
             if seen:
                 pending.append((hook, event, scope))

@@ -465,6 +465,8 @@ class Registry:
                 for stream in streams:
                     stream.put(event)
             scoped.append((scope, event))
+        if not scoped:
+            return
         # The listeners hear a peer's batch of changes at once: the node's plugins look
         # their hooks up, and the view its ring actors, once per batch, not per change.
         for listener in self.listeners:
