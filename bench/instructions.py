@@ -271,12 +271,7 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
     parser.add_argument("--spawned", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--peer", type=int, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--python-gc",
-        action="store_true",
-        help="leave the garbage collector at Python's default (by default it is set as "
-        "`pycluster run` sets a node's)",
-    )
+    lab.add_collector_option(parser)
     return parser.parse_args(argv)
 
 

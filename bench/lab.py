@@ -19,6 +19,7 @@ lab's launcher, so it dies even if the benchmark itself is killed with ``-9``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime
@@ -338,6 +339,16 @@ async def meshed(
         timeout=timeout,
         interval=interval,
         what="the embedded nodes meshed",
+    )
+
+
+def add_collector_option(parser: argparse.ArgumentParser) -> None:
+    """``--python-gc``: for :func:`collect_as_pycluster_run`."""
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="leave the benchmark's nodes' garbage collector at Python's default (by "
+        "default it is set as `pycluster run` sets a node's)",
     )
 
 

@@ -450,12 +450,7 @@ def _arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--first-address", type=int, default=191, help="first loopback address: 127.0.0.N"
     )
-    parser.add_argument(
-        "--python-gc",
-        action="store_true",
-        help="leave this process's garbage collector at Python's default (by default it is "
-        "set as `pycluster run` sets the served nodes')",
-    )
+    lab.add_collector_option(parser)
     return parser.parse_args(argv)
 
 
