@@ -224,9 +224,9 @@ class ClusterView:
         if not self._registry.ring.specs and not self._holders:
             # No ring actor at all: only conflicts are recorded (a peer's batch of
             # registrations is looked at once, not per change).
-            for _, event in events:
+            for scope, event in events:
                 if type(event) is NameConflict:
-                    self._on_registry_event("", event)
+                    self._on_registry_event(scope, event)
             return
         for scope, event in events:
             self._on_registry_event(scope, event)
@@ -244,9 +244,8 @@ class ClusterView:
             return
         if not isinstance(event, (Registered, Unregistered)):
             return
-        specs = self._registry.ring.specs
         key = f"{scope}{SEPARATOR}{event.name}" if scope else event.name
-        if key not in specs:
+        if key not in self._registry.ring.specs:
             self._holders.pop(key, None)
             return
         if isinstance(event, Unregistered):

@@ -145,11 +145,6 @@ class FrameDecoder:
         self._reader = self._codec.reader() if limits.authenticated_peer else None
 
     @property
-    def in_large_frame(self) -> bool:
-        """Whether a frame above :data:`SLICE` bytes is partly decoded."""
-        return self._large is not None
-
-    @property
     def pending(self) -> int:
         """Bytes received and not yet decoded."""
         return len(self._data) - self._offset + len(self._tail)

@@ -68,9 +68,8 @@ def decode_turn(decoder: FrameDecoder) -> tuple[list[Frame], bool]:
     if decoder.light(GC_PAUSE_FROM):
         # A few small frames, most reads: one decode takes them all, well within a turn.
         return decoder.decode(DECODE_BUDGET), False
-    # A frame of many small containers would trigger collections that walk every object
-    # decoded so far; they run after the decoding instead. (Not worth two calls for the
-    # few bytes of a lone request or reply.)
+    # More, or a large frame: a frame of many small containers would trigger collections
+    # that walk every object decoded so far; they run after the decoding instead.
     collecting = gc.isenabled()
     if collecting:
         gc.disable()
