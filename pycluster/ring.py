@@ -21,15 +21,27 @@ def weight(node: str, name: str) -> bytes:
 def owner(name: str, members: Iterable[str]) -> str:
     """The member that owns ``name`` (the highest :func:`weight`, then the greatest node
     name). ValueError when there are no members."""
-    # weight() inline, and no tuple per member: on every claim, this was a tenth of the
-    # claiming node's work (bench/instructions.py).
-    suffix = "\x00" + name
-    best_score = b""
-    best: str | None = None
-    for node in members:
-        score = _blake2b((node + suffix).encode(), digest_size=8).digest()
-        if best is None or score > best_score or (score == best_score and node > best):
-            best_score, best = score, node
-    if best is None:
-        raise ValueError("no members to own the name")
-    return best
+    return Members(members).owner(name)
+
+
+class Members:
+    """The members names are placed among, ready for many :meth:`owner` calls: each
+    member's part of the hashed bytes is encoded once."""
+
+    def __init__(self, members: Iterable[str]) -> None:
+        self._keyed = [(node, (node + "\x00").encode()) for node in members]
+
+    def owner(self, name: str) -> str:
+        """:func:`owner` of ``name`` among these members."""
+        # weight() inline, and no tuple per member: on every claim, this was a tenth of
+        # the claiming node's work (bench/instructions.py).
+        suffix = name.encode()
+        best_score = b""  # below every digest, so the first member is taken
+        best = ""
+        for node, prefix in self._keyed:
+            score = _blake2b(prefix + suffix, digest_size=8).digest()
+            if score > best_score or (score == best_score and node > best):
+                best_score, best = score, node
+        if not best_score:
+            raise ValueError("no members to own the name")
+        return best

@@ -458,9 +458,10 @@ class ClusterView:
         known = self._ring_owner
         if len(known) > 2 * len(specs) + 100:
             known = self._ring_owner = {name: known[name] for name in specs if name in known}
+        placed = ring.Members(members)
         for name in specs:
             if name not in known:
-                known[name] = ring.owner(name, members) if members else ""
+                known[name] = placed.owner(name) if members else ""
         return known
 
     # -- names and groups, a page at a time -------------------------------------------------

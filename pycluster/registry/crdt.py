@@ -86,6 +86,9 @@ class CrdtRegistry(RegistryBackend):
         self._asking: set[asyncio.Task[None]] = set()
         self._outbox: list[dict[str, Any]] = []
         """Changes of this loop turn not sent yet (their wire form)."""
+        self._peers: list[str] | None = None
+        self._members = ring.Members([node.name])
+        """This node and ``_peers``: the arbiters of claims."""
         node.register_mailbox(REGISTRY_MAILBOX, self._on_message)
         node.subscribe(self._on_event)
 
@@ -121,7 +124,10 @@ class CrdtRegistry(RegistryBackend):
         holder = self.replica.whereis(name)
         if holder is not None:
             return holder
-        arbiter = ring.owner(name, [self.node.name, *self.node.nodes()])
+        peers = self.node.nodes()
+        if peers != self._peers:
+            self._peers, self._members = peers, ring.Members([self.node.name, *peers])
+        arbiter = self._members.owner(name)
         if arbiter == self.node.name:
             holder = self._arbitrate(name, ref)
         else:

@@ -435,12 +435,13 @@ class RingPlacement:
         # and released is a move in flight (STALE_HOST), not one to restart after the grace.
         connected = set(self._node.nodes())
         members = self.members()
+        placed = ring.Members(members)
         moves = []
         for name in names:
             if name in self._busy:
                 continue  # whatever is being done to it ends with a check
             self.checks += 1
-            owner = ring.owner(name, members) if members else None
+            owner = placed.owner(name) if members else None
             move = self._check(self.specs[name], owner, now, synced, connected)
             if move is not None:
                 moves.append(move)
