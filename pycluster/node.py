@@ -178,7 +178,6 @@ class Node:
         backend = backend_class(self.transport, config.registry.options, self._resolve_conflict)
         self.registry = Registry(self.transport, self.actors, backend)
         """Cluster-unique names and process groups (``spawn``, ``whereis``, ...)."""
-        self._registry_hooks: list[tuple[str, object, str]] = []
         self.registry.listeners.append(self._registry_events)
         self.metrics.observe_state(self._state_counts)
         self._subscriptions: set[Subscription] = set()
@@ -228,27 +227,20 @@ class Node:
         return chosen if chosen in (a, b) else first_claim_wins(a, b)
 
     def _registry_events(self, events: Sequence[tuple[str, RegistryEvent]]) -> None:
-        # Plugins hear registry events at the end of the loop turn, a batch at a time:
-        # off the registry's path, and their hooks looked up once per batch. An event no
-        # plugin observes costs no more than that look-up (a snapshot of 100,000 names
-        # makes 100,000 events).
-        pending = self._registry_hooks
-        was_empty = not pending
-        last, seen = "", False  # a batch is mostly of one kind: looked up once per run
+        # The registry calls this at the end of the loop turn, with the turn's changes:
+        # plugins hear them off the registry's path, their hooks looked up once per run of
+        # one kind. An event no plugin observes costs no more than that look-up (a
+        # snapshot of 100,000 names makes 100,000 events).
+        heard: list[tuple[str, object, dict[str, Any]]] = []
+        last, seen = "", False
         for scope, event in events:
             hook = REGISTRY_HOOKS[type(event)]
             if hook != last:
                 last, seen = hook, self.plugins.observed(hook)
             if seen:
-                pending.append((hook, event, scope))
-        if was_empty and pending:
-            asyncio.get_running_loop().call_soon(self._tell_plugins)
-
-    def _tell_plugins(self) -> None:
-        pending, self._registry_hooks = self._registry_hooks, []
-        self.plugins.notify_each(
-            [(hook, event, {"scope": scope}) for hook, event, scope in pending]
-        )
+                heard.append((hook, event, {"scope": scope}))
+        if heard:
+            self.plugins.notify_each(heard)
 
     def _publish(self, event: NodeEvent) -> None:
         for subscription in list(self._subscriptions):

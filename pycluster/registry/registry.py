@@ -72,6 +72,10 @@ def _checked(name: object, what: str = "name") -> str:
     return name
 
 
+_MEMBERSHIP_EVENTS = (Joined, Left)
+"""The events of a group (the others are of a name)."""
+
+
 class Registry:
     """Cluster-unique names for actors, and process groups, in one scope (``node.registry``
     is the default scope; :meth:`scope` gives others).
@@ -106,8 +110,11 @@ class Registry:
             actors.end_listeners.append(self._ended)
             self._streams: dict[str, set[EventStream]] = {}
             self.listeners: list[Listener] = []
-            """Called with the ``(scope, event)`` pairs of every registry change, a change or
-            a peer's batch of them at a time (the node's plugins, the cluster view)."""
+            """Called with the ``(scope, event)`` pairs of every registry change, at the end
+            of the loop turn that made them: the changes of one turn at once, in order
+            (the node's plugins, the cluster view)."""
+            self._unheard: list[tuple[str, RegistryEvent]] = []
+            """Changes of this loop turn the listeners have not heard yet."""
             backend.on_lost = self._lost
             backend.on_event = self._on_event
             backend.on_events = self._on_events
@@ -448,30 +455,40 @@ class Registry:
         self._on_events((event,))
 
     def _on_events(self, events: Sequence[RegistryEvent]) -> None:
-        scoped: list[tuple[str, RegistryEvent]] = []
+        # The listeners hear the changes of a loop turn at once (a peer's batch, or this
+        # node's 100 registrations in flight): the node's plugins look their hooks up,
+        # and the view its ring actors, once per turn, not per change.
+        unheard = self._unheard
+        was_empty = not unheard
+        streams_of = self._streams
         for event in events:
-            key = event.group if isinstance(event, (Joined, Left)) else event.name
+            key = event.group if isinstance(event, _MEMBERSHIP_EVENTS) else event.name
             scope = ""
             if SEPARATOR in key:
                 scope, _, name = key.partition(SEPARATOR)
                 if not scope:
                     continue  # no scope makes such a key
-                if isinstance(event, (Joined, Left)):
+                if isinstance(event, _MEMBERSHIP_EVENTS):
                     event = attrs.evolve(event, group=name)
                 else:
                     event = attrs.evolve(event, name=name)
-            streams = self._streams.get(scope)
-            if streams:
-                for stream in streams:
-                    stream.put(event)
-            scoped.append((scope, event))
-        if not scoped:
-            return
-        # The listeners hear a peer's batch of changes at once: the node's plugins look
-        # their hooks up, and the view its ring actors, once per batch, not per change.
-        for listener in self.listeners:
+            if streams_of:
+                streams = streams_of.get(scope)
+                if streams:
+                    for stream in streams:
+                        stream.put(event)
+            unheard.append((scope, event))
+        if was_empty and unheard:
+            if self.listeners:
+                asyncio.get_running_loop().call_soon(self._tell_listeners)
+            else:
+                unheard.clear()
+
+    def _tell_listeners(self) -> None:
+        heard, self._unheard = self._unheard, []
+        for listener in list(self.listeners):
             try:
-                listener(scoped)
+                listener(heard)
             except Exception:
                 log.exception("%s: a registry event listener failed", self._node.name)
 
