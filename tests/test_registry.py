@@ -181,3 +181,26 @@ async def test_a_change_that_cannot_be_sent_closes_the_connection_not_the_claim(
     # Reconnected, the peers get the claim with the rest of a's slice.
     await mesh(cluster)
     assert all(node.registry.whereis("unsendable") == ref for node in cluster)
+
+
+async def test_listeners_hear_a_turns_changes_at_once_and_streams_each_as_it_comes() -> None:
+    node = make_node(0)
+    async with node:
+        heard: list[list[str]] = []
+        node.registry.listeners.append(
+            lambda events: heard.append([getattr(event, "name", "") for _, event in events])
+        )
+        refs = [node.actors.spawn(Counter) for _ in range(20)]
+        names = [f"turn-{i}" for i in range(20)]
+        async with node.registry.events() as stream:
+            # gather starts the 20 registrations in one loop turn; this node arbitrates
+            # them all, so each completes within it.
+            await asyncio.gather(
+                *(node.registry.register(name, ref) for name, ref in zip(names, refs, strict=True))
+            )
+            assert stream.pending() == 20
+            assert heard == [names]
+            await node.registry.register("alone", refs[0])
+            assert stream.pending() == 21  # the stream has it at once
+            assert heard == [names]  # the listeners at the end of this turn
+            await eventually(lambda: heard == [names, ["alone"]], what="the next batch")
