@@ -343,3 +343,27 @@ def test_a_node_that_has_heard_no_peer_adopts_a_clock_far_ahead_then_bounds_jump
         fresh.load(NODES[2], Snapshot(7 * CLOCK_JUMP, (), {}))
     with pytest.raises(ClockRejected):
         Replica(NODES[0]).load(NODES[1], Snapshot(CLOCK_LIMIT, (), {}))
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        ["n", "a", "b", True],
+        ["n", "a", "b", -1],
+        ["n", "a", "b", 1.0],
+        [1, "a", "b", 1],
+        ["n", ["a"], "b", 1],
+        ["n", "a", None, 1],
+        ("n", "a", "b", 1),
+        ["n", "a", "b"],
+    ],
+)
+def test_an_entry_that_is_not_one_is_refused(wire: object) -> None:
+    with pytest.raises(ValueError, match=r"(?i)entry|ref|lamport|name"):
+        Entry.from_wire(wire)
+
+
+def test_an_entry_comes_back_from_its_wire_form() -> None:
+    ref, was = ActorRef("a", "1"), ActorRef("b", "2")
+    for entry in (Entry("n", ref, 3), Entry("n", ref, 0, {"k": 1}, (was,))):
+        assert Entry.from_wire(msgpack.unpackb(msgpack.packb(entry.to_wire()))) == entry

@@ -423,6 +423,8 @@ def decode_change(data: object) -> Change:
 
 
 def _decode_op(op: object) -> Change:
+    if type(op) is dict and op.get("op") == "reg":  # most changes, without a look-up
+        return RegOp(Entry.from_wire(op.get("e")))
     if not isinstance(op, dict):
         raise ValueError("a change is a map")
     kind = op.get("op")

@@ -78,6 +78,18 @@ class Entry:
     @classmethod
     def from_wire(cls, data: object) -> Entry:
         """An entry from a peer; ValueError when ``data`` is not one."""
+        if type(data) is list and len(data) == 4:
+            # Most entries (no meta, no supersedes), checked by exact types: a decoded
+            # message holds no subclasses, and a bool is not an int here.
+            name, node, actor, lamport = data
+            if (
+                type(name) is str
+                and type(node) is str
+                and type(actor) is str
+                and type(lamport) is int
+                and lamport >= 0
+            ):
+                return cls(name, ActorRef(node, actor), lamport)
         if not isinstance(data, list) or len(data) not in (4, 6):
             raise ValueError("an entry is [name, node, id, lamport(, meta, supersedes)]")
         name, node, actor, lamport = data[:4]

@@ -322,17 +322,18 @@ class Replica:
         slice_ = self._peers.get(peer)
         if slice_ is None:
             raise ValueError(f"a change from {peer} before its snapshot")
+        if isinstance(change, RegOp):  # most changes: first, and without matching
+            entry = change.entry
+            self.lamport = max(self.lamport, self._clock(entry.lamport))
+            self._heard = True
+            old = slice_.get(entry.name)
+            slice_[entry.name] = entry
+            if old is None:
+                self._add(entry)
+            else:
+                self._replace(old, entry)
+            return entry.name
         match change:
-            case RegOp(entry):
-                self.lamport = max(self.lamport, self._clock(entry.lamport))
-                self._heard = True
-                old = slice_.get(entry.name)
-                slice_[entry.name] = entry
-                if old is None:
-                    self._add(entry)
-                else:
-                    self._replace(old, entry)
-                return entry.name
             case UnregOp(name, reason):
                 old = slice_.pop(name, None)
                 if old is not None:
