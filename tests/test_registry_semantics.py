@@ -309,14 +309,16 @@ async def test_claims_of_one_turn_travel_together_and_each_name_has_one_winner(
         names = [f"n{i}" for i in range(400) if owner(f"n{i}", members) == b.name][:100]
         transport = a.registry.backend.node
         sent: list[Any] = []
-        call = transport.call
+        request = transport.request
 
-        async def counted(node: str, mailbox: str, message: Any, timeout: float = 5.0) -> Any:
+        def counted(
+            node: str, mailbox: str, message: Any, timeout: float = 5.0
+        ) -> asyncio.Future[Any]:
             if mailbox == "$registry":
                 sent.append(message)
-            return await call(node, mailbox, message, timeout)
+            return request(node, mailbox, message, timeout)
 
-        monkeypatch.setattr(transport, "call", counted)
+        monkeypatch.setattr(transport, "request", counted)
         refs_a = [a.actors.spawn(ContractCounter) for _ in names]
         refs_c = [c3.actors.spawn(ContractCounter) for _ in names]
         outcomes = await asyncio.gather(
