@@ -51,7 +51,6 @@ nitpick_ignore = [
     ("py:class", "logging.LogRecord"),
     ("py:class", "random.Random"),
     ("py:class", "pycluster.codec.T"),
-    ("py:class", "_asyncio.Future"),
 ]
 
 html_theme = "furo"

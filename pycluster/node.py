@@ -381,14 +381,6 @@ class Node:
         TimeoutError after ``timeout`` seconds, NotConnected if the connection is lost."""
         return self.transport.call(node, mailbox, message, timeout)
 
-    def request(
-        self, node: str, mailbox: str, message: Any, timeout: float = 5.0
-    ) -> asyncio.Future[Any]:
-        """:meth:`call`'s request, sent now (NotConnected at once without a connection);
-        the future gets the reply, or the error :meth:`call` would raise. For many calls in
-        flight whose replies a callback handles, without a task for each."""
-        return self.transport.request(node, mailbox, message, timeout)
-
     # -- status -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

@@ -105,38 +105,6 @@ async def test_simultaneous_dials_end_with_one_connection() -> None:
             assert ups_b._queue.empty()
 
 
-async def test_a_request_leaves_at_once_and_its_future_ends_as_a_call_would(
-    pair: tuple[Node, Node],
-) -> None:
-    a, b = pair
-    gate = asyncio.Event()
-
-    async def held(sender: str, body: Any) -> Any:
-        await gate.wait()
-        return body
-
-    b.register_mailbox("echo", lambda sender, body: body)
-    b.register_mailbox("held", held)
-    replies = [a.request(B, "echo", i) for i in range(10)]
-    assert await asyncio.gather(*replies) == list(range(10))
-    assert a.transport._calls == {}  # an answered request is forgotten
-    with pytest.raises(TimeoutError):
-        await a.request(B, "held", 1, timeout=0.05)
-    assert a.transport._calls == {}
-    cancelled = a.request(B, "held", 2, timeout=0.2)
-    cancelled.cancel()
-    assert len(a.transport._calls) == 1  # until its timeout
-    await eventually(lambda: a.transport._calls == {})
-    with pytest.raises(NotConnected):
-        a.request(C, "echo", None)  # at once, without a connection
-    assert a.transport._calls == {}
-    cut = a.request(B, "held", 3, timeout=30)
-    a.transport.drop(B, "test")
-    with pytest.raises(NotConnected):
-        await cut
-    assert a.transport._calls == {}
-
-
 async def test_call_send_and_remote_errors(pair: tuple[Node, Node]) -> None:
     a, b = pair
     received: list[Any] = []

@@ -309,16 +309,14 @@ async def test_claims_of_one_turn_travel_together_and_each_name_has_one_winner(
         names = [f"n{i}" for i in range(400) if owner(f"n{i}", members) == b.name][:100]
         transport = a.registry.backend.node
         sent: list[Any] = []
-        request = transport.request
+        call = transport.call
 
-        def counted(
-            node: str, mailbox: str, message: Any, timeout: float = 5.0
-        ) -> asyncio.Future[Any]:
+        async def counted(node: str, mailbox: str, message: Any, timeout: float = 5.0) -> Any:
             if mailbox == "$registry":
                 sent.append(message)
-            return request(node, mailbox, message, timeout)
+            return await call(node, mailbox, message, timeout)
 
-        monkeypatch.setattr(transport, "request", counted)
+        monkeypatch.setattr(transport, "call", counted)
         refs_a = [a.actors.spawn(ContractCounter) for _ in names]
         refs_c = [c3.actors.spawn(ContractCounter) for _ in names]
         outcomes = await asyncio.gather(

@@ -16,7 +16,6 @@ an encoder's error.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import Any
@@ -26,7 +25,7 @@ import attrs
 from pycluster import ring
 from pycluster.actors.ref import ActorRef
 from pycluster.config import checks, setting
-from pycluster.errors import NotConnected
+from pycluster.errors import NotConnected, RemoteError
 from pycluster.events import NodeDown, NodeUp
 from pycluster.registry.backend import ClaimFailed, Registration, RegistryBackend, Resolve
 from pycluster.registry.messages import (
@@ -84,6 +83,7 @@ class CrdtRegistry(RegistryBackend):
         self._refusals = Refusals(node)
         self._claims: dict[tuple[str, float], list[tuple[Claim, asyncio.Future[Any]]]] = {}
         """Claims of this loop turn not sent yet, by arbiter and timeout."""
+        self._asking: set[asyncio.Task[None]] = set()
         self._outbox: list[dict[str, Any]] = []
         """Changes of this loop turn not sent yet (their wire form)."""
         self._peers: list[str] | None = None
@@ -175,18 +175,45 @@ class CrdtRegistry(RegistryBackend):
         return future
 
     def _send_claims(self, key: tuple[str, float]) -> None:
-        # Requests, not a task per batch: they leave in this turn, not the next.
-        arbiter, timeout = key
         batch = self._claims.pop(key)
         for first in range(0, len(batch), MAX_BATCH):
-            part = batch[first : first + MAX_BATCH]
-            claims = Claims(tuple(claim for claim, _ in part)).to_wire()
-            try:
-                answered = self.node.request(arbiter, REGISTRY_MAILBOX, claims, timeout)
-            except NotConnected as exc:
-                _tell_claimants(arbiter, part, None, f"failed: {exc}")
+            task = asyncio.create_task(self._ask(*key, batch[first : first + MAX_BATCH]))
+            self._asking.add(task)
+            task.add_done_callback(self._asking.discard)
+
+    async def _ask(
+        self,
+        arbiter: str,
+        timeout: float,
+        batch: list[tuple[Claim, asyncio.Future[ActorRef | None]]],
+    ) -> None:
+        claims = Claims(tuple(claim for claim, _ in batch))
+        problem = None
+        try:
+            answers = await self.node.call(arbiter, REGISTRY_MAILBOX, claims.to_wire(), timeout)
+            if not (isinstance(answers, list) and len(answers) == len(batch)):
+                raise ValueError(f"expected {len(batch)} answers")
+        except (TimeoutError, NotConnected, RemoteError) as exc:
+            problem = f"failed: {exc}"
+        except ValueError as exc:
+            problem = f"answered: {exc}"
+        except BaseException as exc:  # cancelled at shutdown: every claimant is told
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(ClaimFailed(f"claim via {arbiter} ended: {exc!r}"))
+            raise
+        for index, (claim, future) in enumerate(batch):
+            if future.done():  # its claimant was cancelled
+                continue
+            if problem is None:
+                try:
+                    future.set_result(ClaimAnswer.from_wire(answers[index]).holder)
+                    continue
+                except ValueError as exc:
+                    failure = f"{arbiter} answered a claim of {claim.name!r}: {exc}"
             else:
-                answered.add_done_callback(functools.partial(_answered, arbiter, part))
+                failure = f"claim of {claim.name!r} via {arbiter} {problem}"
+            future.set_exception(ClaimFailed(failure))
 
     def _emit(self) -> None:
         events = self.replica.take_events()
@@ -344,37 +371,3 @@ class CrdtRegistry(RegistryBackend):
             self._broadcast(self.replica.unregister(entry.name, entry.ref, "name conflict"))
             self.on_lost(entry.name, entry.ref, "name conflict")
             self.on_changed([entry.name])
-
-
-_Batch = list[tuple[Claim, "asyncio.Future[ActorRef | None]"]]
-
-
-def _answered(arbiter: str, batch: _Batch, answered: asyncio.Future[Any]) -> None:
-    """The arbiter's answer to a batch of claims (the call's result or error) goes to each
-    claimant."""
-    if answered.cancelled():
-        _tell_claimants(arbiter, batch, None, "failed: cancelled")
-    elif (error := answered.exception()) is not None:
-        _tell_claimants(arbiter, batch, None, f"failed: {error}")
-    elif isinstance(answers := answered.result(), list) and len(answers) == len(batch):
-        _tell_claimants(arbiter, batch, answers, None)
-    else:
-        _tell_claimants(arbiter, batch, None, f"answered: expected {len(batch)} answers")
-
-
-def _tell_claimants(
-    arbiter: str, batch: _Batch, answers: list[Any] | None, problem: str | None
-) -> None:
-    """Each claimant of ``batch`` gets its answer from ``answers``, or ClaimFailed."""
-    for index, (claim, future) in enumerate(batch):
-        if future.done():  # its claimant was cancelled
-            continue
-        if answers is not None:
-            try:
-                future.set_result(ClaimAnswer.from_wire(answers[index]).holder)
-                continue
-            except ValueError as exc:
-                failure = f"{arbiter} answered a claim of {claim.name!r}: {exc}"
-        else:
-            failure = f"claim of {claim.name!r} via {arbiter} {problem}"
-        future.set_exception(ClaimFailed(failure))

@@ -262,17 +262,6 @@ class Endpoint:
         (waiting on a peer that does not read included), NotConnected if the connection is
         missing or lost. Nothing is left behind.
         """
-        return await self.request(node, mailbox, message, timeout)
-
-    def request(
-        self, node: str, mailbox: str, message: Any, timeout: float = 5.0
-    ) -> asyncio.Future[Any]:
-        """:meth:`call`'s request, sent now; the future gets the reply, or the error
-        :meth:`call` would raise (NotConnected at once if there is no connection).
-
-        A call is forgotten once answered, timed out or cut off: a future cancelled before
-        then is forgotten at its timeout.
-        """
         peer = self.canonical(node)
         call_id = next(self._call_ids)
         deadlines = self._deadlines or self._call_deadlines()
@@ -287,13 +276,11 @@ class Endpoint:
                 # (the request is queued either way) and the reply cannot come before it.
                 channel = call.channel = self._channel(peer)
                 channel.send_nowait(Call(call_id, mailbox, message))
+            return await future
         except ConnectionClosed as exc:
-            self._calls.pop(call_id, None)
             raise NotConnected(str(exc)) from None
-        except BaseException:
+        finally:
             self._calls.pop(call_id, None)
-            raise
-        return future
 
     def _call_deadlines(self) -> Deadlines[int]:
         # One timer for every call's timeout, on the loop the node runs in: cheaper than
@@ -304,7 +291,7 @@ class Endpoint:
         return self._deadlines
 
     def _expire(self, call_id: int) -> None:
-        call = self._calls.pop(call_id)
+        call = self._calls[call_id]
         if not call.future.done():
             call.future.set_exception(
                 TimeoutError(f"no reply from {call.peer} within {call.timeout}s")
@@ -399,11 +386,8 @@ class Endpoint:
 
     def _on_reply(self, sender: str, reply: Reply) -> None:
         call = self._calls.get(reply.id)
-        if call is None or call.peer != sender:
+        if call is None or call.peer != sender or call.future.done():
             return  # a late reply to a call that timed out: nothing waits for it
-        del self._calls[reply.id]
-        if call.future.done():
-            return  # its caller was cancelled
         if reply.error is None:
             call.future.set_result(reply.body)
         else:
@@ -463,11 +447,9 @@ class Endpoint:
 
     def _on_closed(self, channel: Channel, reason: str) -> None:
         self._hidden_connections.discard(channel)
-        for call_id, call in list(self._calls.items()):
-            if call.channel is channel:
-                del self._calls[call_id]
-                if not call.future.done():
-                    call.future.set_exception(NotConnected(f"{channel.peer}: {reason}"))
+        for call in list(self._calls.values()):
+            if call.channel is channel and not call.future.done():
+                call.future.set_exception(NotConnected(f"{channel.peer}: {reason}"))
         if self._connections.get(channel.peer) is not channel:
             return
         del self._connections[channel.peer]

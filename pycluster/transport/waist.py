@@ -7,8 +7,7 @@ see the cluster only through :class:`Transport`. What crosses it:
   its metrics;
 - node names put in canonical form (:meth:`Transport.canonical`), and the connected peers;
 - messages to named mailboxes on a node: ``send`` (waits while the peer is congested),
-  ``send_nowait`` and ``call`` (request and reply, with a timeout; ``request`` sends one
-  at once and hands back the reply's future); a mailbox handler gets
+  ``send_nowait`` and ``call`` (request and reply, with a timeout); a mailbox handler gets
   ``(sender, body)`` in arrival order per peer;
 - one subscription to node up/down events, called synchronously before any message of a
   new connection is handled (a registry backend sends its snapshot from there);
@@ -23,7 +22,6 @@ that need no sockets. Both also implement
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -102,12 +100,6 @@ class Transport(Protocol):
 
     async def call(self, node: str, mailbox: str, message: Any, timeout: float = 5.0) -> Any:
         """Send and wait for the handler's reply (RemoteError, TimeoutError, NotConnected)."""
-        ...
-
-    def request(
-        self, node: str, mailbox: str, message: Any, timeout: float = 5.0
-    ) -> asyncio.Future[Any]:
-        """``call``'s request, sent now: the future gets the reply or ``call``'s error."""
         ...
 
     def drop(self, node: str, reason: str) -> None:
