@@ -353,6 +353,8 @@ class CrdtRegistry(RegistryBackend):
         return True
 
     def _settle_reservations(self, names: list[str]) -> None:
+        if not self._reservations:
+            return
         for name in names:
             reservation = self._reservations.get(name)
             if reservation is not None and self.replica.whereis(name) == reservation.ref:

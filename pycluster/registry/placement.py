@@ -339,7 +339,7 @@ class RingPlacement:
 
     def registry_changed(self, names: Iterable[str]) -> None:
         """The backend's report that these names' holders may have changed."""
-        for name in names:
+        for name in names if self.specs else ():
             if name not in self.specs:
                 continue
             holder = self._registry.whereis(name)

@@ -203,6 +203,8 @@ class Replica:
     def lost(self, names: Iterable[str] | None = None) -> list[Entry]:
         """This node's own entries (among ``names``, if given) that lose to another node's
         claim of the same name."""
+        if not self._own:
+            return []
         own = self._own if names is None else {n: self._own[n] for n in names if n in self._own}
         return [entry for name, entry in own.items() if self._winners[name] != entry]
 
@@ -324,7 +326,9 @@ class Replica:
             raise ValueError(f"a change from {peer} before its snapshot")
         if isinstance(change, RegOp):  # most changes: first, and without matching
             entry = change.entry
-            self.lamport = max(self.lamport, self._clock(entry.lamport))
+            lamport = entry.lamport
+            if lamport > self.lamport:
+                self.lamport = self._clock(lamport)  # _clock raises for a time out of bounds
             self._heard = True
             old = slice_.get(entry.name)
             slice_[entry.name] = entry
