@@ -231,19 +231,21 @@ class Connection:
 
     def tick(self, now: float, early: float) -> float:
         """The ticker's call (see :class:`~pycluster.transport.ticker.Ticking`): end the
-        connection if the peer was silent for the tick timeout, else tick if nothing was
-        sent for the tick interval (less ``early``); when to look again."""
+        connection if the peer was silent for the tick timeout (and the ticker's
+        patience), else tick if nothing was sent for the tick interval (less ``early``);
+        when to look again."""
         if self.closed:
             return math.inf
         self._publish()
         silent = 0.0 if self._link.backlogged else now - self._link.last_received
-        if silent > self._tick_timeout and self._suspected:
+        allowed = self._tick_timeout + self._ticker.patience
+        if silent > allowed and self._suspected:
             self._finish(f"net tick timeout ({silent:.1f}s silent)")
             return math.inf
         if now - self._last_sent >= self._tick_interval - max(early, TIMER_SLACK):
             with contextlib.suppress(ConnectionClosed):
                 self.send_nowait(TICK)
-        if silent > self._tick_timeout:
+        if silent > allowed:
             # This call may come late, after a stall of this node's own loop, before the
             # loop has read what the peer sent meanwhile: the verdict waits for the next
             # wake-up, which comes after the loop has polled its sockets once more.
@@ -253,8 +255,9 @@ class Connection:
         return self._due()
 
     def _due(self) -> float:
-        """When a tick is next due or the peer's silence may reach the timeout."""
+        """When a tick is next due or the peer's silence may reach the timeout (and the
+        ticker's patience)."""
         return min(
             self._last_sent + self._tick_interval,
-            self._link.last_received + self._tick_timeout + TIMER_SLACK,
+            self._link.last_received + self._tick_timeout + self._ticker.patience + TIMER_SLACK,
         )

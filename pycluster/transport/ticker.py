@@ -7,6 +7,9 @@ connection whose tick is due within ``early`` seconds sends it then, so the tick
 idle node leave together: one wake-up per interval for the whole node, instead of one
 per connection (24 a second at 25 nodes, each a task, a timer and a loop turn).
 
+A node whose own loop runs late gives its peers as much more time: see
+:attr:`Ticker.patience`.
+
 The timer is set on a grid of ``early`` seconds of the wall clock, at the grid point just
 before the moment it is set for (never later). Nodes with the same ``early`` share the
 grid, so idle nodes tick at the same moments: a node's peers' ticks arrive together and
@@ -22,6 +25,8 @@ from typing import Protocol
 
 TIMER_SLACK = 0.005
 """Seconds an asyncio timer may fire early or late: a tick due within it is sent now."""
+PATIENCE_MEMORY = 30.0
+"""Seconds a node remembers how late its own loop ran (see :attr:`Ticker.patience`)."""
 
 
 class Ticking(Protocol):
@@ -42,6 +47,16 @@ class Ticker:
         """A tick due within this many seconds of a wake-up is sent with it."""
         self._connections: set[Ticking] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._when = 0.0
+        """When the timer was set to fire (``time.monotonic()``)."""
+        self.patience = 0.0
+        """Seconds of silence a peer is allowed on top of the tick timeout: twice the
+        longest this node's own timer fired late in the last :data:`PATIENCE_MEMORY`
+        seconds. A loop runs late when its process waits for a CPU or runs long turns;
+        its peers, most often busy at the same moment (a burst of work all over the
+        cluster, processes sharing CPUs), are then silent for the same reason, not dead.
+        About 0 on a node that keeps up."""
+        self._patient_since = 0.0
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -75,11 +90,15 @@ class Ticker:
                 return
             self._timer.cancel()
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(max(due, now + TIMER_SLACK), self._wake)
+        self._when = max(due, now + TIMER_SLACK)
+        self._timer = loop.call_at(self._when, self._wake)
 
     def _wake(self) -> None:
         self._timer = None
         now = time.monotonic()
+        late = max(0.0, now - self._when)
+        if 2 * late >= self.patience or now - self._patient_since > PATIENCE_MEMORY:
+            self.patience, self._patient_since = 2 * late, now
         due = math.inf
         for connection in list(self._connections):
             due = min(due, connection.tick(now, self.early))

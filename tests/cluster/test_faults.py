@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from pycluster import load_config
+from pycluster.events import NodeDown, NodeUp
+from pycluster.node import Node
 from tests.lab import Lab, LabNode
+from tests.lab.polling import until
 
 TICK_TIMEOUT = 1.0
 PAUSE = 2.5 * TICK_TIMEOUT
@@ -106,3 +110,40 @@ async def test_an_outage_after_a_startup_race_is_warned_about(lab: Lab) -> None:
     # b was reached in between, so its loss is news again: a warning, not a debug line.
     assert record["level"] == "WARNING"
     assert record["topology"] == "lab"
+
+
+async def test_a_node_whose_own_loop_ran_late_allows_its_peers_as_much_more(lab: Lab) -> None:
+    # a: this process, a 1 s tick timeout. b: a node process with a 10 s one, so that
+    # a's own stall below does not get a dropped by b.
+    a_name = f"patient@{lab.address()}"
+    (b,) = lab.declare(1, hosts=[a_name], net_tick_timeout=10.0)
+    config = load_config({"node": {"name": a_name, "net_tick_timeout": TICK_TIMEOUT}}, env={})
+    async with Node(config, cookie=lab.cookie) as a:
+        events: list[NodeUp | NodeDown] = []
+        a.add_listener(events.append)
+        await lab.start([b])
+        await until(lambda: a.nodes() == [b.name], timeout=10, what="b connected")
+        # a keeps up: b frozen past a's tick timeout is dropped.
+        lab.send_signal(b, signal.SIGSTOP)
+        try:
+            await until(lambda: a.nodes() == [], timeout=TICK_TIMEOUT + 5, what="b dropped")
+        finally:
+            lab.send_signal(b, signal.SIGCONT)
+        await until(lambda: a.nodes() == [b.name], timeout=10, what="b back")
+        # a's own loop stalls 2 s (blocked on purpose: the fault under test), so its ticker
+        # fires at least 1.6 s late (it was due within a tick interval): a now allows its
+        # peers twice that on top of its timeout.
+        time.sleep(2.0)  # noqa: ASYNC251
+        await until(lambda: a.transport._ticker.patience >= 3.2, timeout=2, what="patience")
+        frozen = lab.send_signal(b, signal.SIGSTOP)
+        try:
+            # b frozen 2.5 s, past a's tick timeout (the fault's duration, not a wait).
+            await asyncio.sleep(max(0.0, frozen + PAUSE - time.monotonic()))
+            assert a.nodes() == [b.name]
+        finally:
+            lab.send_signal(b, signal.SIGCONT)
+        assert [(type(e).__name__, e.peer) for e in events] == [
+            ("NodeUp", b.name),
+            ("NodeDown", b.name),
+            ("NodeUp", b.name),
+        ]
