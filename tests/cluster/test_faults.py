@@ -134,7 +134,11 @@ async def test_a_node_whose_own_loop_ran_late_allows_its_peers_as_much_more(lab:
         # fires at least 1.6 s late (it was due within a tick interval): a now allows its
         # peers twice that on top of its timeout.
         time.sleep(2.0)  # noqa: ASYNC251
+        stalled = time.monotonic()
         await until(lambda: a.transport._ticker.patience >= 3.2, timeout=2, what="patience")
+        # b was silent to a during a's stall: the freeze starts once a has heard from it.
+        connection = a.transport._connections[b.name]
+        await until(lambda: connection.last_heard > stalled, timeout=2, what="b heard again")
         frozen = lab.send_signal(b, signal.SIGSTOP)
         try:
             # b frozen 2.5 s, past a's tick timeout (the fault's duration, not a wait).
