@@ -3,6 +3,7 @@ from __future__ import annotations
 import gc
 import struct
 import time
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -42,30 +43,46 @@ def feed(decoder: FrameDecoder, data: bytes) -> list[Frame]:
     return out
 
 
+def read(decoder: FrameDecoder, data: bytes) -> list[Frame]:
+    """As a link reads: ``decode_read`` when nothing waits, else :func:`feed`."""
+    out = decoder.decode_read(data)
+    if out is None:
+        return feed(decoder, data)
+    while decoder.ready:
+        out += decoder.decode()
+    return out
+
+
+@pytest.mark.parametrize("reads", [feed, read])
 @given(st.lists(messages, max_size=5), st.data())
 def test_frames_round_trip_however_the_stream_is_cut(
-    sent: list[dict[str, object]], data: st.DataObject
+    reads: Callable[[FrameDecoder, bytes], list[Frame]],
+    sent: list[dict[str, object]],
+    data: st.DataObject,
 ) -> None:
     stream = b"".join(encode_frame(m) for m in sent)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     decoder = FrameDecoder(MIB)
     received = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        received += feed(decoder, stream[start:end])
+        received += reads(decoder, stream[start:end])
     assert received == sent
     assert decoder.pending == 0
 
 
+@pytest.mark.parametrize("reads", [feed, read])
 @given(
     st.lists(st.binary(min_size=0, max_size=3 * SLICE), min_size=1, max_size=4),
     st.integers(1, 5 * SLICE),
 )
-def test_large_frames_decode_in_pieces_whatever_the_reads(bodies: list[bytes], read: int) -> None:
+def test_large_frames_decode_in_pieces_whatever_the_reads(
+    reads: Callable[[FrameDecoder, bytes], list[Frame]], bodies: list[bytes], read: int
+) -> None:
     stream = b"".join(encode_frame({"t": "m", "b": [body, len(body)]}) for body in bodies)
     decoder = FrameDecoder(MIB)
     received = []
     for start in range(0, len(stream), read):
-        received += feed(decoder, stream[start : start + read])
+        received += reads(decoder, stream[start : start + read])
     assert received == [{"t": "m", "b": [body, len(body)]} for body in bodies]
     assert decoder.pending == 0
 

@@ -162,6 +162,19 @@ class FrameDecoder:
         else:
             self._tail += data
 
+    def decode_read(self, data: bytes) -> list[Frame] | None:
+        """:meth:`feed` and :meth:`decode` in one, for a read that arrives with nothing
+        waiting to be decoded: the messages of its whole frames (a partial one at its end
+        waits for the next read). None, with nothing done, if bytes were waiting."""
+        if self._offset < len(self._data) or self._tail or self._large is not None:
+            return None
+        self._data, self._offset = data, 0
+        messages: list[Frame] = []
+        spent, starved = self._whole_frames(messages, SLICE)
+        if not starved:  # a frame over SLICE bytes: the general loop takes it from there
+            messages += self.decode(SLICE - spent)
+        return messages
+
     def decode(self, budget: int = SLICE, limit: int | None = None) -> list[Frame]:
         """The messages of the next whole frames, decoding about ``budget`` bytes at most
         (one frame more than that is never decoded in one call, and a large frame only a

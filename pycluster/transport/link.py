@@ -143,6 +143,23 @@ class Link(asyncio.Protocol):
         self.last_received = time.monotonic()
         if self._failure is not None:
             return
+        if (
+            self._on_messages is not None
+            and self._resume is None
+            and len(data) <= GC_PAUSE_FROM
+            and not self._reading_paused
+        ):
+            # Most reads: a few small frames and nothing waiting, all decoded at once (as
+            # decode_turn's light branch would, without its calls).
+            try:
+                messages = self._decoder.decode_read(data)
+            except FrameError as exc:
+                self._fail(exc)
+                return
+            if messages is not None:
+                if messages:
+                    self._hand_over(messages)
+                return
         self._decoder.feed(data)
         if self._on_messages is None:
             if self._decoder.pending > PREAUTH_BUFFER:
@@ -172,8 +189,11 @@ class Link(asyncio.Protocol):
             self._reading_paused = False
             if self._transport is not None and not self._closing:
                 self._transport.resume_reading()
-        if not messages:
-            return
+        if messages:
+            self._hand_over(messages)
+
+    def _hand_over(self, messages: list[Frame]) -> None:
+        assert self._on_messages is not None
         self.frames_received += len(messages)
         # Frames written while these are handled (replies) leave together, at the end.
         self._receiving = True
