@@ -26,6 +26,7 @@ BENCHMARKS = {
         *("--calls", "200", "--warmup", "20", "--casts", "2000", "--rounds", "1"),
     ],
     "registry": ["bench/registry.py", "--names", "200", "--memory-names", "1000"],
+    "floor": ["bench/floor.py", "--runs", "1", "--calls", "200"],
     "paths": [
         "bench/paths.py",
         *("--runs", "1", "--calls", "200", "--names", "300", "--sequential", "100"),
