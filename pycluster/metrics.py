@@ -306,6 +306,12 @@ class NodeMetrics:
             "peers then see this node as dead.",
             registry=self.registry,
         )
+        self.tick_patience = Gauge(
+            "pycluster_tick_patience_seconds",
+            "Seconds of silence this node allows a peer beyond net_tick_timeout: twice the "
+            "longest delay of its own ticker in the last 30 s (about 0 while it keeps up).",
+            registry=self.registry,
+        )
 
     def connect_result(self, topology: str, reason: str | None) -> None:
         """Count one connection of ``topology`` (``reason`` None), or one failed attempt

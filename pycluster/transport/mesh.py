@@ -141,6 +141,7 @@ class TcpMesh(Endpoint):
         self._tick_timeout = config.node.net_tick_timeout
         self._ticker = Ticker(early=self._tick_timeout / 6)
         """Ticks every connection: those due within half a tick interval go together."""
+        metrics.tick_patience.set_function(lambda: self._ticker.patience)  # read on scrape
         self._limits = FrameLimits.authenticated(config.node.max_frame_size)
         """What an authenticated peer's frames may hold."""
         self._handshake_timeout = handshake_timeout

@@ -130,12 +130,19 @@ async def test_a_node_whose_own_loop_ran_late_allows_its_peers_as_much_more(lab:
         finally:
             lab.send_signal(b, signal.SIGCONT)
         await until(lambda: a.nodes() == [b.name], timeout=10, what="b back")
+
+        def patience() -> float:
+            value = a.metrics.registry.get_sample_value("pycluster_tick_patience_seconds")
+            assert value is not None
+            return value
+
+        assert patience() < 0.5  # a kept up so far
         # a's own loop stalls 2 s (blocked on purpose: the fault under test), so its ticker
         # fires at least 1.6 s late (it was due within a tick interval): a now allows its
         # peers twice that on top of its timeout.
         time.sleep(2.0)  # noqa: ASYNC251
         stalled = time.monotonic()
-        await until(lambda: a.transport._ticker.patience >= 3.2, timeout=2, what="patience")
+        await until(lambda: patience() >= 3.2, timeout=2, what="patience")
         # b was silent to a during a's stall: the freeze starts once a has heard from it.
         connection = a.transport._connections[b.name]
         await until(lambda: connection.last_heard > stalled, timeout=2, what="b heard again")
